@@ -1,0 +1,31 @@
+# The two commands of the README: `make run` and `make test`. Both first make sure
+# .venv exists and matches requirements.txt/constraints.txt (a stamped, idempotent step).
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test venv bench clean-venv
+
+run: $(STAMP)
+	$(PY) examples/crossbar_demo.py
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+bench: $(STAMP)
+	$(PY) bench/mc_eval.py
+
+venv: $(STAMP)
+
+# Rebuilt when the requirement files change or when .venv was made by another Python.
+# pip is idempotent, so an interrupted install simply runs again next time.
+$(STAMP): requirements.txt constraints.txt
+	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if v == (3, 11) else "Python 3.11 is required (aihwkit 1.1.0 wheels); found %d.%d at $(PYTHON). Set PYTHON=/path/to/python3.11." % v)'
+	@if [ -x $(PY) ] && $(PY) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then :; else \
+		rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); fi
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -c constraints.txt
+	@touch $(STAMP)
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,48 @@
+"""Resistive crossbar (ReRAM, PCM) inference simulator built on IBM aihwkit's device models.
+
+Public API (names are stable):
+
+- :func:`get_preset`, :func:`list_presets`, :func:`make_preset`, :class:`Preset`,
+  :data:`FAULT_PROFILES`, :data:`AIHWKIT_PERIPHERY`: device presets.
+- :func:`sample_weights`: effective weights of many chips at one time.
+- :func:`program`: every device's conductance for many chips (:class:`ProgrammedArray`).
+- :func:`convert`: any ``nn.Module`` onto crossbar layers (:class:`CrossbarModel`).
+- :func:`evaluate`: Monte-Carlo accuracy over chips and inference times.
+"""
+
+from .devices import ProgrammedArray, program, sample_weights, split_sizes, tile_grid
+from .evaluate import evaluate, resolve_device
+from .layers import CrossbarConv2d, CrossbarLinear, CrossbarModel, convert
+from .noise import IdealNoiseModel, LogNormalDriftNoiseModel
+from .presets import (
+    AIHWKIT_PERIPHERY,
+    FAULT_PROFILES,
+    Preset,
+    get_preset,
+    list_presets,
+    make_preset,
+    register_preset,
+)
+
+__all__ = [
+    "AIHWKIT_PERIPHERY",
+    "FAULT_PROFILES",
+    "CrossbarConv2d",
+    "CrossbarLinear",
+    "CrossbarModel",
+    "IdealNoiseModel",
+    "LogNormalDriftNoiseModel",
+    "Preset",
+    "ProgrammedArray",
+    "convert",
+    "evaluate",
+    "get_preset",
+    "list_presets",
+    "make_preset",
+    "program",
+    "register_preset",
+    "resolve_device",
+    "sample_weights",
+    "split_sizes",
+    "tile_grid",
+]

@@ -1,0 +1,192 @@
+"""Monte-Carlo accuracy of a classifier over many simulated chips and inference times."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Optional, Sequence
+
+import numpy as np
+import psutil
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from .devices import check_n_chips, check_seed
+from .layers import STRATEGIES, CrossbarModel, convert
+from .presets import Preset, resolve_preset
+
+
+def resolve_device(device: "str | torch.device | None") -> torch.device:
+    """``None`` means CUDA when available, else the CPU."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but no CUDA GPU is available; use 'cpu'")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    return dev
+
+
+def check_times(t_inference: Any, preset: Preset) -> list[float]:
+    """A non-empty list of times the preset can simulate."""
+    times = list(t_inference) if isinstance(t_inference, (list, tuple, np.ndarray)) else [t_inference]
+    if not times:
+        raise ValueError("t_inference must list at least one time (seconds since programming)")
+    return [preset.check_time(t) for t in times]
+
+
+def _batches(data: Any, batch_size: int, device: torch.device) -> list[tuple[Tensor, Tensor]]:
+    if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(d, Tensor) for d in data):
+        inputs, labels = data
+        if inputs.shape[0] != labels.shape[0]:
+            raise ValueError(
+                f"data: inputs ({inputs.shape[0]}) and labels ({labels.shape[0]}) differ in length"
+            )
+        batches = [
+            (inputs[i:i + batch_size], labels[i:i + batch_size]) for i in range(0, inputs.shape[0], batch_size)
+        ]
+    elif isinstance(data, Iterable) and not isinstance(data, (Tensor, str, bytes)):
+        batches = []
+        for item in data:
+            if not (isinstance(item, (tuple, list)) and len(item) >= 2):
+                raise ValueError("data: a DataLoader must yield (inputs, labels) batches")
+            batches.append((item[0], item[1]))
+    else:
+        raise ValueError(
+            "data must be a DataLoader yielding (inputs, labels) or an (inputs, labels) pair of tensors, "
+            f"got {type(data).__name__}"
+        )
+    if not batches or sum(len(y) for _, y in batches) == 0:
+        raise ValueError("data holds no samples")
+    return [(x.to(device), y.to(device)) for x, y in batches]
+
+
+def _activation_bytes(model: CrossbarModel, sample: Tensor) -> int:
+    """Bytes of all module outputs for one sample (an upper bound on live activations)."""
+    total = 0
+
+    def hook(_module, _inputs, output):
+        nonlocal total
+        if isinstance(output, Tensor):
+            total += output.numel() * output.element_size()
+
+    handles = [m.register_forward_hook(hook) for m in model.module.modules()]
+    try:
+        with torch.no_grad():
+            model(sample)
+    finally:
+        for h in handles:
+            h.remove()
+    return total
+
+
+def memory_budget(device: torch.device) -> int:
+    """Default memory for one chunk of chips: a quarter of what is free, at most 4 GiB."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+    else:
+        free = psutil.virtual_memory().available
+    return int(min(free // 4, 4 << 30))
+
+
+def auto_chunk_size(
+    xmodel: CrossbarModel,
+    sample: Tensor,
+    t_inference: float,
+    batch_size: int,
+    n_chips: int,
+    max_memory: Optional[int] = None,
+) -> int:
+    """How many chips to program at once so that their state stays within ``max_memory``."""
+    device = xmodel.device
+    per_chip = xmodel.weight_bytes_per_chip()
+    if xmodel.resolved_strategy() == "fold":  # activations grow with the chips folded into a batch
+        xmodel.program(1).drift(t_inference)
+        per_chip += batch_size * _activation_bytes(xmodel, sample)
+    budget = memory_budget(device) if max_memory is None else int(max_memory)
+    return max(1, min(n_chips, budget // max(per_chip, 1)))
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    data: Any,
+    preset: "str | Preset",
+    t_inference: "float | Sequence[float]",
+    n_chips: int,
+    seed: int = 0,
+    *,
+    batch_size: int = 256,
+    device: "str | torch.device | None" = None,
+    chunk_size: Optional[int] = None,
+    max_memory: Optional[int] = None,
+    strategy: str = "auto",
+    progress: bool = False,
+) -> np.ndarray:
+    """Classification accuracy of ``model`` on ``n_chips`` simulated chips.
+
+    Args:
+        model: a digital ``nn.Module`` classifier (converted here with
+            :func:`crossbar.convert`) or an already converted :class:`CrossbarModel`.
+        data: a DataLoader yielding ``(inputs, labels)`` or an ``(inputs, labels)`` pair
+            of tensors.
+        preset: preset name, :class:`Preset` or mapping.
+        t_inference: time(s) in seconds since programming ended.
+        n_chips: number of independent chips; chip ``k`` is the same chip for any
+            ``n_chips > k``, chunking and time.
+        seed: the run's seed.
+        batch_size: batch size when ``data`` is a pair of tensors.
+        device: ``"cpu"``, ``"cuda"``; default CUDA when available.
+        chunk_size: chips programmed at once; default from ``max_memory``.
+        max_memory: bytes for one chunk's state (default: a quarter of free memory, at
+            most 4 GiB).
+        strategy: ``"auto"``, ``"fold"`` or ``"loop"`` (see :mod:`crossbar.layers`).
+        progress: show a progress bar over chips.
+
+    Returns:
+        ``(len(t_inference), n_chips)`` float64 array of accuracies in [0, 1].
+    """
+    preset = resolve_preset(preset)
+    times = check_times(t_inference, preset)
+    n_chips = check_n_chips(n_chips)
+    seed = check_seed(seed)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
+        raise ValueError(f"chunk_size must be an integer >= 1 or None, got {chunk_size!r}")
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+    dev = resolve_device(device)
+    if isinstance(model, CrossbarModel):
+        if model.preset != preset:
+            raise ValueError("model was converted with another preset; pass the digital model instead")
+        xmodel = model
+    else:
+        xmodel = convert(model, preset, strategy=strategy)
+    xmodel = xmodel.to(dev).eval()
+    batches = _batches(data, batch_size, dev)
+    n_samples = sum(int(y.shape[0]) for _, y in batches)
+    chunk = chunk_size or auto_chunk_size(
+        xmodel, batches[0][0][:1], times[0], max(len(x) for x, _ in batches), n_chips, max_memory
+    )
+
+    correct = torch.zeros((len(times), n_chips), dtype=torch.float64)
+    with tqdm(total=n_chips * len(times), unit="chip", desc=f"{preset.name}", disable=not progress, leave=False) as bar:
+        for start in range(0, n_chips, chunk):
+            n = min(chunk, n_chips - start)
+            xmodel.program(n, seed=seed, first_chip=start)
+            for ti, t in enumerate(times):
+                xmodel.drift(t)
+                for x, y in batches:
+                    out = xmodel(x)
+                    if out.dim() != 3:
+                        raise ValueError(
+                            "evaluate needs a classifier: each chip's output must be (batch, classes), "
+                            f"got {tuple(out.shape[1:])}"
+                        )
+                    correct[ti, start:start + n] += (out.argmax(-1) == y).sum(-1).double().cpu()
+                bar.update(n)
+    return (correct / n_samples).numpy()

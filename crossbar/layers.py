@@ -1,0 +1,418 @@
+"""Crossbar layers and the chip-batched model that runs many simulated chips at once.
+
+:func:`convert` copies any ``torch.nn.Module`` and replaces each ``nn.Linear`` and
+``nn.Conv2d`` by a crossbar layer. The result, a :class:`CrossbarModel`, follows
+aihwkit's life cycle for a whole batch of chips::
+
+    xmodel = crossbar.convert(model, "pcm")
+    xmodel.program(n_chips=16, seed=0)   # programming noise, drift parameters, faults
+    xmodel.drift(86400.0)                # every chip as it is one day later
+    logits = xmodel(x)                   # (16, batch, classes)
+
+Each layer holds the weights of all its chips as one ``(n_chips, ...)`` tensor. Two
+ways to run the network over them give identical results:
+
+- ``"fold"``: chips are folded into the batch dimension (chip-major, one forward pass
+  for all chips): fully-connected layers are one batched matmul, the periphery is
+  batched over chips, convolutions are dispatched per chip slice into one output.
+- ``"loop"``: the network runs once per chip over the same pre-sampled weights, so
+  each chip's activations stay cache-sized. On a CPU this measured faster (see
+  ``bench/mc_eval.py``); ``"auto"`` picks ``loop`` on CPU and ``fold`` on CUDA.
+
+Biases stay digital (aihwkit's default ``digital_bias``).
+"""
+
+from __future__ import annotations
+
+import copy
+import weakref
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .devices import BASELINE, FORWARD, READOUT, ProgrammedArray, check_n_chips, check_seed, derive_seed, time_key
+from .periphery import Periphery
+from .presets import Preset, resolve_preset
+
+STRATEGIES = ("auto", "fold", "loop")
+_conv_out = torch.ops.aten.convolution.out
+
+
+class _ChipContext:
+    """State shared by the layers of one CrossbarModel during a forward pass."""
+
+    def __init__(self) -> None:
+        self.n_chips = 0
+        self.chip: Optional[int] = None  # loop: the chip being run; fold: None
+        self.batch = 0  # fold: batch size of the model input
+        self.generators: Optional[list[torch.Generator]] = None  # output noise, one per chip
+
+
+class CrossbarLayer(nn.Module):
+    """Common part of the crossbar layers: programming, drift, tiles, periphery."""
+
+    def __init__(self, weight: Tensor, bias: Optional[Tensor], preset: Preset, index: int):
+        super().__init__()
+        self.register_buffer("weight", weight.detach().clone())
+        self.register_buffer("bias", None if bias is None else bias.detach().clone())
+        self.preset = preset
+        self.index = index
+        self.periphery = Periphery.from_preset(preset)
+        self.array: Optional[ProgrammedArray] = None
+        self._ctx = _ChipContext()
+        self._w: Optional[Tensor] = None  # (C, *weight.shape) effective weights, perfect periphery
+        self._wn: Optional[Tensor] = None  # (C, out, in) normalised tile weights, periphery on
+        self._tile_scale: Optional[Tensor] = None  # (C, n_tiles) abs-max x compensation
+        self._baseline: Optional[Tensor] = None
+        self._input_cache: tuple = (None, -1, {})
+
+    # --- programming and time -------------------------------------------------
+
+    def program(self, n_chips: int, seed: int, first_chip: int) -> None:
+        self.array = ProgrammedArray(self.weight, self.preset, n_chips, seed, first_chip, self.index)
+        self._w = self._wn = self._tile_scale = None
+        self._baseline = None
+        if self.preset.drift_compensation:
+            self._baseline = self._readout(self.array.weights(None), BASELINE, None)
+
+    def _readout(self, weights: Tensor, stage: int, t: Optional[float]) -> Tensor:
+        """aihwkit's GlobalDriftCompensation read-out, per chip and tile: mean |W^T eye|."""
+        comp = self.preset.drift_compensation_model
+        assert self.array is not None and comp is not None
+        values = weights.new_empty((weights.shape[0], len(self.array.tiles)))
+        for k, ((o0, o1, i0, i1), abs_max) in enumerate(zip(self.array.tiles, self.array.tile_abs_max)):
+            block = weights[:, o0:o1, i0:i1] / (abs_max or 1.0)
+            if self.periphery.perfect:
+                out = block.transpose(1, 2)
+            else:
+                extra = () if t is None else (time_key(t),)
+                gens = [
+                    torch.Generator(block.device).manual_seed(
+                        derive_seed(self.array.seed, stage, self.index, chip, *extra)
+                    )
+                    for chip in self.array.chips
+                ]
+                eye = torch.eye(i1 - i0, dtype=block.dtype, device=block.device).unsqueeze(0)
+                xs, scale = self.periphery.prepare_input(eye.clone())
+                out = self.periphery.mvm(xs, scale, eye, block, gens)
+            for c in range(weights.shape[0]):
+                values[c, k] = comp.readout(out[c])
+        return values
+
+    def drift(self, t_inference: float) -> None:
+        if self.array is None:
+            raise RuntimeError("program() the model before drift()")
+        weights = self.array.weights(t_inference)  # (C, out, in) float64
+        n_tiles = len(self.array.tiles)
+        alpha = weights.new_ones((weights.shape[0], n_tiles))
+        if self._baseline is not None:
+            alpha = self._baseline / self._readout(weights, READOUT, t_inference)
+        dtype = self.weight.dtype
+        if self.periphery.perfect:
+            if self._baseline is not None:
+                for k, (o0, o1, i0, i1) in enumerate(self.array.tiles):
+                    weights[:, o0:o1, i0:i1] *= alpha[:, k, None, None]
+            self._w = weights.to(dtype).reshape(weights.shape[0], *self.weight.shape)
+        else:
+            abs_max = weights.new_tensor([m or 1.0 for m in self.array.tile_abs_max])
+            for k, (o0, o1, i0, i1) in enumerate(self.array.tiles):
+                weights[:, o0:o1, i0:i1] /= abs_max[k]
+            self._wn = weights.to(dtype)
+            self._tile_scale = (alpha * abs_max).to(dtype)
+
+    # --- forward helpers ------------------------------------------------------
+
+    def _ready(self) -> None:
+        if self._w is None and self._wn is None:
+            raise RuntimeError("crossbar layer has no chips: call program() and drift() first")
+
+    def _chips(self) -> tuple[slice, Optional[list[torch.Generator]]]:
+        ctx = self._ctx
+        gens = ctx.generators
+        if ctx.chip is None:
+            return slice(None), gens
+        return slice(ctx.chip, ctx.chip + 1), None if gens is None else [gens[ctx.chip]]
+
+    def _prepared(self, key: Tensor, vecs: Tensor, i0: int, i1: int) -> tuple[Tensor, Tensor]:
+        # The same input tensor reaches the first layer once per chip in loop mode; its
+        # DAC output does not depend on the chip, so it is computed once.
+        ref, version, cache = self._input_cache
+        if ref is None or ref() is not key or version != key._version:
+            cache = {}
+            self._input_cache = (weakref.ref(key), key._version, cache)
+        if (i0, i1) not in cache:
+            cache[(i0, i1)] = self.periphery.prepare_input(vecs[..., i0:i1])
+        return cache[(i0, i1)]
+
+    def _analog(self, key: Tensor, vecs: Tensor, chips: slice, gens) -> Tensor:
+        """Tile-by-tile analog product of ``(Cx, n, in)`` vectors: ``(C, n, out)``."""
+        assert self.array is not None and self._wn is not None and self._tile_scale is not None
+        wn, tile_scale = self._wn[chips], self._tile_scale[chips]
+        y = vecs.new_zeros((wn.shape[0], vecs.shape[1], wn.shape[1]))
+        for k, (o0, o1, i0, i1) in enumerate(self.array.tiles):
+            xs, scale = self._prepared(key, vecs, i0, i1)
+            yk = self.periphery.mvm(xs, scale, vecs[..., i0:i1], wn[:, o0:o1, i0:i1], gens)
+            y[:, :, o0:o1] += yk * tile_scale[:, k, None, None]
+        return y
+
+    def _layout(self, x: Tensor) -> bool:
+        """Fold mode: True if ``x`` is folded (C*B rows), False if shared by all chips."""
+        ctx = self._ctx
+        if x.shape[0] == ctx.n_chips * ctx.batch:
+            return True
+        if x.shape[0] == ctx.batch:
+            return False
+        raise RuntimeError(
+            f"{type(self).__name__}: input batch {x.shape[0]} is neither the model's batch "
+            f"({ctx.batch}) nor chips x batch ({ctx.n_chips * ctx.batch}); "
+            "use strategy='loop' for models that reshape the batch dimension"
+        )
+
+    def extra_repr(self) -> str:
+        n = 0 if self.array is None else self.array.n_chips
+        return f"preset={self.preset.name!r}, index={self.index}, n_chips={n}"
+
+
+class CrossbarLinear(CrossbarLayer):
+    """``nn.Linear`` on crossbar tiles, for many chips at once."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        self._ready()
+        ctx = self._ctx
+        chips, gens = self._chips()
+        n_in = self.weight.shape[1]
+        if ctx.chip is not None:  # loop: one chip, ordinary batch
+            if self._w is not None:
+                return F.linear(x, self._w[ctx.chip], self.bias)
+            y = self._analog(x, x.reshape(1, -1, n_in), chips, gens)[0]
+            y = y.view(*x.shape[:-1], -1)
+            return y if self.bias is None else y + self.bias
+        folded = self._layout(x)
+        n_chips = ctx.n_chips
+        rows = x.shape[0] // n_chips if folded else x.shape[0]
+        vecs = x.reshape(n_chips if folded else 1, -1, n_in)
+        if self._w is not None:
+            if folded:
+                y = torch.bmm(vecs, self._w.transpose(1, 2))
+            else:
+                y = x.new_empty((n_chips, vecs.shape[1], self._w.shape[1]))
+                for c in range(n_chips):
+                    torch.mm(vecs[0], self._w[c].T, out=y[c])
+        else:
+            y = self._analog(x, vecs, chips, gens)
+        if self.bias is not None:
+            y += self.bias
+        return y.view(n_chips * rows, *x.shape[1:-1], -1)
+
+
+class CrossbarConv2d(CrossbarLayer):
+    """``nn.Conv2d`` on crossbar tiles, for many chips at once.
+
+    With a perfect periphery every chip's convolution stays a convolution; with the
+    periphery on, inputs are unfolded into the vectors the tiles see (as aihwkit does).
+    """
+
+    def __init__(self, conv: nn.Conv2d, preset: Preset, index: int):
+        super().__init__(conv.weight, conv.bias, preset, index)
+        self.stride, self.dilation, self.groups = conv.stride, conv.dilation, conv.groups
+        self.kernel_size = conv.kernel_size
+        # String padding ('same') and non-zero padding modes become an explicit pad.
+        if isinstance(conv.padding, str) or conv.padding_mode != "zeros":
+            self.pre_pad = tuple(conv._reversed_padding_repeated_twice)
+            self.pad_mode = "constant" if conv.padding_mode == "zeros" else conv.padding_mode
+            self.padding = (0, 0)
+        else:
+            self.pre_pad, self.pad_mode, self.padding = None, "constant", conv.padding
+        if self.groups != 1 and not self.periphery.perfect:
+            raise ValueError(
+                f"Conv2d with groups={self.groups}: the DAC/ADC periphery is simulated for "
+                "groups=1 only; use a preset with a perfect periphery for grouped convolutions"
+            )
+
+    def _out_hw(self, h: int, w: int) -> tuple[int, int]:
+        return tuple(
+            (size + 2 * p - d * (k - 1) - 1) // s + 1
+            for size, p, d, k, s in zip((h, w), self.padding, self.dilation, self.kernel_size, self.stride)
+        )
+
+    def _conv(self, x: Tensor, w: Tensor, out: Optional[Tensor] = None) -> Tensor:
+        if out is None:
+            return F.conv2d(x, w, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        return _conv_out(x, w, self.bias, self.stride, self.padding, self.dilation, False, [0, 0], self.groups, out=out)
+
+    def _unfold(self, x: Tensor) -> Tensor:
+        cols = F.unfold(x, self.kernel_size, self.dilation, self.padding, self.stride)
+        return cols.transpose(1, 2)  # (N, L, in)
+
+    def forward(self, x: Tensor) -> Tensor:
+        self._ready()
+        if self.pre_pad is not None:
+            x = F.pad(x, self.pre_pad, mode=self.pad_mode)
+        ctx = self._ctx
+        chips, gens = self._chips()
+        h_out, w_out = self._out_hw(x.shape[-2], x.shape[-1])
+        n_out = self.weight.shape[0]
+        if ctx.chip is not None:  # loop: one chip, ordinary batch
+            if self._w is not None:
+                return self._conv(x, self._w[ctx.chip])
+            y = self._analog(x, self._unfold(x).reshape(1, -1, self._wn.shape[-1]), chips, gens)[0]
+            y = y.view(x.shape[0], h_out * w_out, n_out).transpose(1, 2)
+            y = y.reshape(x.shape[0], n_out, h_out, w_out)
+            return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
+        folded = self._layout(x)
+        n_chips, batch = ctx.n_chips, ctx.batch
+        if self._w is not None:
+            out = x.new_empty((n_chips * batch, n_out, h_out, w_out))
+            for c in range(n_chips):
+                xc = x[c * batch:(c + 1) * batch] if folded else x
+                self._conv(xc, self._w[c], out=out[c * batch:(c + 1) * batch])
+            return out
+        cols = self._unfold(x)  # (C*B or B, L, in)
+        vecs = cols.reshape(n_chips if folded else 1, -1, cols.shape[-1])
+        y = self._analog(x, vecs, chips, gens)  # (C, B*L, out)
+        y = y.view(n_chips, batch, h_out * w_out, n_out).permute(0, 1, 3, 2)
+        y = y.reshape(n_chips * batch, n_out, h_out, w_out)
+        return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
+
+
+class CrossbarModel(nn.Module):
+    """A network whose ``Linear``/``Conv2d`` layers run on ``n_chips`` simulated chips.
+
+    ``forward(x)`` returns the outputs of every chip stacked: ``(n_chips, batch, ...)``.
+    """
+
+    def __init__(self, module: nn.Module, preset: Preset, strategy: str = "auto"):
+        super().__init__()
+        if strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+        self.module = module
+        self.preset = preset
+        self.strategy = strategy
+        self.crossbar_layers = [m for m in module.modules() if isinstance(m, CrossbarLayer)]
+        self._ctx = _ChipContext()
+        for layer in self.crossbar_layers:
+            layer._ctx = self._ctx
+        self.seed = 0
+        self.first_chip = 0
+        self.t_inference: Optional[float] = None
+
+    @property
+    def n_chips(self) -> int:
+        return self._ctx.n_chips
+
+    @property
+    def device(self) -> torch.device:
+        for t in self.module.buffers():
+            return t.device
+        for t in self.module.parameters():
+            return t.device
+        return torch.device("cpu")
+
+    def resolved_strategy(self) -> str:
+        if self.strategy != "auto":
+            return self.strategy
+        return "fold" if self.device.type == "cuda" else "loop"
+
+    @torch.no_grad()
+    def program(self, n_chips: int, seed: int = 0, first_chip: int = 0) -> "CrossbarModel":
+        """Program chips ``first_chip .. first_chip + n_chips - 1`` of the run ``seed``."""
+        n_chips = check_n_chips(n_chips)
+        self.seed = check_seed(seed)
+        self.first_chip = int(first_chip)
+        for layer in self.crossbar_layers:
+            layer.program(n_chips, self.seed, self.first_chip)
+        self._ctx.n_chips = n_chips
+        self.t_inference = None
+        return self
+
+    @torch.no_grad()
+    def drift(self, t_inference: float) -> "CrossbarModel":
+        """Set every programmed chip to its state ``t_inference`` s after programming."""
+        if self.n_chips == 0:
+            raise RuntimeError("program() the model before drift()")
+        t = self.preset.check_time(t_inference)
+        for layer in self.crossbar_layers:
+            layer.drift(t)
+        self._ctx.generators = None
+        if self.preset.out_noise > 0:
+            device = self.device
+            self._ctx.generators = [
+                torch.Generator(device).manual_seed(derive_seed(self.seed, FORWARD, 0, chip, time_key(t)))
+                for chip in range(self.first_chip, self.first_chip + self.n_chips)
+            ]
+        self.t_inference = t
+        return self
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.t_inference is None:
+            raise RuntimeError("call program(n_chips, seed) and drift(t_inference) before running the model")
+        ctx = self._ctx
+        if self.resolved_strategy() == "loop":
+            outs = []
+            try:
+                for c in range(ctx.n_chips):
+                    ctx.chip = c
+                    outs.append(self.module(x))
+            finally:
+                ctx.chip = None
+            return torch.stack(outs)
+        ctx.batch = x.shape[0]
+        y = self.module(x)
+        if y.shape[0] == ctx.n_chips * ctx.batch:
+            return y.view(ctx.n_chips, ctx.batch, *y.shape[1:])
+        if y.shape[0] == ctx.batch:  # no crossbar layer on the output path
+            return y.unsqueeze(0).expand(ctx.n_chips, *y.shape)
+        raise RuntimeError(f"model output batch {y.shape[0]} does not match the input batch {ctx.batch}")
+
+    def weight_bytes_per_chip(self) -> int:
+        """Memory one chip's programmed state needs (devices, drift parameters, weights)."""
+        total = 0
+        for layer in self.crossbar_layers:
+            n = layer.weight.numel()
+            n_dev = 1 if layer.preset.resolved_converter == "single_device" else 2
+            if layer.preset.resolved_converter == "n_pair" and layer.preset.f_lst:
+                n_dev = 2 * len(layer.preset.f_lst)
+            elif layer.preset.resolved_converter == "dual_pair":
+                n_dev = 4
+            # programmed + drift parameter + fault code per device (float64, int8), and
+            # two float64 working copies plus the float32 result per weight.
+            total += n * (n_dev * (8 + 8 + 1) + 8 * 2 + 4)
+        return total
+
+
+def convert(model: nn.Module, preset: "str | Preset", *, strategy: str = "auto") -> CrossbarModel:
+    """Map every ``nn.Linear`` and ``nn.Conv2d`` of ``model`` onto crossbar layers.
+
+    ``model`` is not changed: the result holds a copy. Layers are numbered in
+    ``model.modules()`` order; a chip's random draws for a layer depend on that number.
+    """
+    preset = resolve_preset(preset)
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if isinstance(model, CrossbarModel):
+        raise ValueError("model is already converted; convert the digital model instead")
+    module = copy.deepcopy(model)
+    index = 0
+    if isinstance(module, nn.Linear):
+        return CrossbarModel(CrossbarLinear(module.weight, module.bias, preset, 0), preset, strategy).eval()
+    if isinstance(module, nn.Conv2d):
+        return CrossbarModel(CrossbarConv2d(module, preset, 0), preset, strategy).eval()
+
+    def replace(parent: nn.Module) -> None:
+        nonlocal index
+        for name, child in parent.named_children():
+            if isinstance(child, nn.Linear):
+                setattr(parent, name, CrossbarLinear(child.weight, child.bias, preset, index))
+                index += 1
+            elif isinstance(child, nn.Conv2d):
+                setattr(parent, name, CrossbarConv2d(child, preset, index))
+                index += 1
+            else:
+                replace(child)
+
+    replace(module)
+    return CrossbarModel(module, preset, strategy).eval()

@@ -1,0 +1,412 @@
+"""Device presets: which physics, which conductance range, which faults, which periphery.
+
+A :class:`Preset` is plain, validated data (pydantic); ``preset.noise_model`` builds the
+aihwkit noise model that the simulator calls. Presets are looked up by name with
+:func:`get_preset`, which takes overrides, or built from a plain mapping with
+:func:`make_preset` (the form a scenario's YAML block takes).
+
+Units follow aihwkit: conductances in microsiemens, times in seconds since programming
+ended.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal, Mapping, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+
+from aihwkit.inference.compensation.drift import GlobalDriftCompensation
+from aihwkit.inference.converter.conductance import (
+    DualPairConductanceConverter,
+    NPairConductanceConverter,
+    SingleDeviceConductanceConverter,
+    SinglePairConductanceConverter,
+)
+from aihwkit.inference.noise.base import BaseNoiseModel
+from aihwkit.inference.noise.pcm import PCMLikeNoiseModel
+from aihwkit.inference.noise.reram import ReRamCMONoiseModel, ReRamWan2022NoiseModel
+
+from .noise import IdealNoiseModel, LogNormalDriftNoiseModel
+
+NoiseKind = Literal["ideal", "pcm", "reram_wan2022", "reram_cmo", "lognormal"]
+ConverterKind = Literal["single_pair", "dual_pair", "n_pair", "single_device"]
+
+#: Stuck-at fault profiles from the defect literature, usable with any preset
+#: (``get_preset("pcm", faults="chen2015")``).
+FAULT_PROFILES: dict[str, dict[str, Any]] = {
+    "chen2015": {
+        "p_sa0": 0.0904,
+        "p_sa1": 0.0175,
+        "reference": "Chen et al., IEEE Trans. Computers 64(1), 2015: "
+        "measured ReRAM defects, 9.04 % stuck-at-0 (at g_min) and 1.75 % stuck-at-1 (at g_max)",
+    },
+}
+
+#: aihwkit's default ``IOParameters`` values for the periphery (7-bit DAC, 9-bit ADC,
+#: output noise 0.06, input bound 1, output bound 12). Off by default in every preset;
+#: ``get_preset("pcm", **AIHWKIT_PERIPHERY)`` switches them on.
+AIHWKIT_PERIPHERY: dict[str, float] = {
+    "inp_res": 1 / (2**7 - 2),
+    "out_res": 1 / (2**9 - 2),
+    "out_noise": 0.06,
+    "inp_bound": 1.0,
+    "out_bound": 12.0,
+}
+
+# Parameters that only one physics understands; anything else set for it is an error.
+_KIND_PARAMS: dict[str, tuple[str, ...]] = {
+    "ideal": (),
+    "pcm": ("prog_noise_scale", "read_noise_scale", "drift_scale", "t_0", "t_read"),
+    "reram_wan2022": ("noise_scale",),
+    "reram_cmo": ("prog_noise_scale", "read_noise_scale", "drift_scale", "acceptance_range"),
+    "lognormal": ("sigma",),
+}
+_ALL_KIND_PARAMS = sorted({p for ps in _KIND_PARAMS.values() for p in ps})
+
+# aihwkit's own defaults for the conductance range of each physics.
+_DEFAULT_CONVERTER: dict[str, tuple[str, float, float]] = {
+    "ideal": ("single_pair", 25.0, 0.0),
+    "pcm": ("single_pair", 25.0, 0.0),
+    "reram_wan2022": ("single_pair", 25.0, 0.0),
+    "reram_cmo": ("single_device", 88.199997, 9.0),
+    "lognormal": ("single_pair", 25.0, 0.0),
+}
+
+
+class Preset(BaseModel):
+    """A memristor technology and the crossbar around it.
+
+    Unset (``None``) physics parameters take the aihwkit noise model's own default.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = "custom"
+    description: str = ""
+    noise: NoiseKind = Field(description="which device physics (noise model) to use")
+
+    # Conductance mapping (uS).
+    g_max: Optional[float] = Field(None, gt=0, description="maximal conductance, uS")
+    g_min: Optional[float] = Field(None, ge=0, description="minimal conductance, uS")
+    g_converter: Optional[ConverterKind] = None
+    f_lst: Optional[list[float]] = Field(
+        None, description="significance factors of the pairs (dual_pair, n_pair)"
+    )
+
+    # Physics parameters (see _KIND_PARAMS for which applies to which physics).
+    prog_noise_scale: Optional[float] = Field(None, ge=0)
+    read_noise_scale: Optional[float] = Field(None, ge=0)
+    drift_scale: Optional[float] = Field(None, ge=0)
+    noise_scale: Optional[float] = Field(None, ge=0)
+    t_0: Optional[float] = Field(None, gt=0)
+    t_read: Optional[float] = Field(None, gt=0)
+    acceptance_range: Optional[Literal[0.2, 2.0]] = None
+    sigma: Optional[float] = Field(None, ge=0)
+
+    drift_compensation: bool = False
+
+    # Stuck-at faults, on top of the physics.
+    faults: Optional[str] = None
+    p_sa0: float = Field(0.0, ge=0, le=1, description="probability a device is stuck at g_min")
+    p_sa1: float = Field(0.0, ge=0, le=1, description="probability a device is stuck at g_max")
+
+    # Tiles (aihwkit MappingParameter semantics; 0 means no limit).
+    max_in: int = Field(512, ge=0)
+    max_out: int = Field(512, ge=0)
+
+    # Periphery (aihwkit IOParameters semantics; 0 means off / unbounded).
+    inp_res: float = Field(0.0, ge=0)
+    out_res: float = Field(0.0, ge=0)
+    out_noise: float = Field(0.0, ge=0)
+    inp_bound: float = Field(0.0, ge=0)
+    out_bound: float = Field(0.0, ge=0)
+    bound_management: Literal["iterative", "none"] = "iterative"
+
+    _noise_model: Optional[BaseNoiseModel] = PrivateAttr(None)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _expand_fault_profile(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and data.get("faults") is not None:
+            profile = data["faults"]
+            if profile not in FAULT_PROFILES:
+                raise ValueError(
+                    f"faults: unknown fault profile {profile!r}; known: {', '.join(FAULT_PROFILES)}"
+                )
+            if "p_sa0" in data or "p_sa1" in data:
+                raise ValueError("give either faults (a profile) or p_sa0/p_sa1, not both")
+            data = dict(data)
+            data["p_sa0"] = FAULT_PROFILES[profile]["p_sa0"]
+            data["p_sa1"] = FAULT_PROFILES[profile]["p_sa1"]
+        return data
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> "Preset":
+        allowed = _KIND_PARAMS[self.noise]
+        for param in _ALL_KIND_PARAMS:
+            if getattr(self, param) is not None and param not in allowed:
+                raise ValueError(
+                    f"{param} does not apply to noise={self.noise!r}; its parameters are: "
+                    f"{', '.join(allowed) or 'none'}"
+                )
+        if self.p_sa0 + self.p_sa1 > 1:
+            raise ValueError(
+                f"p_sa0 + p_sa1 = {self.p_sa0 + self.p_sa1:g} exceeds 1; each device is stuck "
+                "at most one way"
+            )
+        if self.resolved_g_min >= self.resolved_g_max:
+            raise ValueError(
+                f"g_min ({self.resolved_g_min:g} uS) must be smaller than g_max "
+                f"({self.resolved_g_max:g} uS)"
+            )
+        kind = self.resolved_converter
+        if kind in ("dual_pair", "n_pair"):
+            if not self.f_lst or any(f <= 0 for f in self.f_lst):
+                raise ValueError(f"g_converter={kind!r} needs f_lst, a list of positive factors")
+            if kind == "dual_pair" and len(self.f_lst) != 2:
+                raise ValueError("g_converter='dual_pair' needs exactly two factors in f_lst")
+        elif self.f_lst is not None:
+            raise ValueError("f_lst only applies to g_converter 'dual_pair' or 'n_pair'")
+        for res, bound in (("inp_res", "inp_bound"), ("out_res", "out_bound")):
+            if getattr(self, res) > 0 and getattr(self, bound) <= 0:
+                raise ValueError(f"{res} > 0 needs {bound} > 0 (quantisation is relative to the bound)")
+        return self
+
+    # --- resolved values ---------------------------------------------------------
+
+    @property
+    def resolved_converter(self) -> str:
+        return self.g_converter or _DEFAULT_CONVERTER[self.noise][0]
+
+    @property
+    def resolved_g_max(self) -> float:
+        return self.g_max if self.g_max is not None else _DEFAULT_CONVERTER[self.noise][1]
+
+    @property
+    def resolved_g_min(self) -> float:
+        return self.g_min if self.g_min is not None else _DEFAULT_CONVERTER[self.noise][2]
+
+    @property
+    def perfect_periphery(self) -> bool:
+        """True when no DAC, ADC, output noise or bounds are simulated."""
+        return not any(
+            (self.inp_res, self.out_res, self.out_noise, self.inp_bound, self.out_bound)
+        )
+
+    @property
+    def times(self) -> Optional[tuple[float, ...]]:
+        """The inference times the physics is defined at, or None for any time >= 0."""
+        if self.noise == "reram_wan2022":
+            return tuple(sorted(self.noise_model.coeff_dic))
+        return None
+
+    @property
+    def noise_model(self) -> BaseNoiseModel:
+        """The aihwkit noise model instance this preset simulates with."""
+        if self._noise_model is None:
+            self._noise_model = _build_noise_model(self)
+        return self._noise_model
+
+    @property
+    def drift_compensation_model(self) -> Optional[GlobalDriftCompensation]:
+        return GlobalDriftCompensation() if self.drift_compensation else None
+
+    def check_time(self, t_inference: Any) -> float:
+        """Return ``t_inference`` as a float, or raise ValueError if this preset cannot use it."""
+        try:
+            t = float(t_inference)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"t_inference must be a number of seconds, got {t_inference!r}"
+            ) from None
+        if not math.isfinite(t) or t < 0:
+            raise ValueError(
+                f"t_inference must be a finite time >= 0 s (seconds since programming), got {t_inference!r}"
+            )
+        allowed = self.times
+        if allowed is not None and t not in allowed:
+            raise ValueError(
+                f"preset {self.name!r} ({self.noise}) is only defined at t_inference = "
+                f"{', '.join(_readable_time(a) for a in allowed)}; got {t:g} s"
+            )
+        return t
+
+    def with_overrides(self, **overrides: Any) -> "Preset":
+        """A copy with some fields changed, validated again."""
+        data = self._set_fields()
+        if ("p_sa0" in overrides or "p_sa1" in overrides) and "faults" not in overrides:
+            data.pop("faults", None)  # explicit probabilities replace a fault profile
+        return _validated(self.name, {**data, **overrides})
+
+    def _set_fields(self) -> dict[str, Any]:
+        data = self.model_dump(exclude_unset=True)
+        if "faults" in data and data["faults"] is not None:
+            data.pop("p_sa0", None)
+            data.pop("p_sa1", None)
+        return data
+
+
+def _readable_time(seconds: float) -> str:
+    for unit, size in (("days", 86400.0), ("day", 86400.0), ("h", 3600.0)):
+        if seconds >= size and seconds % size == 0:
+            n = seconds / size
+            if unit == "days" and n == 1:
+                continue
+            return f"{n:g} {unit}"
+    return f"{seconds:g} s"
+
+
+def _build_converter(preset: Preset):
+    kind = preset.resolved_converter
+    g_max, g_min = preset.resolved_g_max, preset.resolved_g_min
+    if kind == "single_pair":
+        return SinglePairConductanceConverter(g_max=g_max, g_min=g_min)
+    if kind == "single_device":
+        return SingleDeviceConductanceConverter(g_max=g_max, g_min=g_min)
+    if kind == "dual_pair":
+        return DualPairConductanceConverter(f_lst=list(preset.f_lst), g_max=g_max, g_min=g_min)
+    return NPairConductanceConverter(f_lst=list(preset.f_lst), g_max=g_max, g_min=g_min)
+
+
+def _build_noise_model(preset: Preset) -> BaseNoiseModel:
+    converter = _build_converter(preset)
+    kw = {
+        k: getattr(preset, k)
+        for k in _KIND_PARAMS[preset.noise]
+        if getattr(preset, k) is not None
+    }
+    if preset.noise == "ideal":
+        return IdealNoiseModel(g_converter=converter)
+    if preset.noise == "lognormal":
+        return LogNormalDriftNoiseModel(g_converter=converter, **kw)
+    if preset.noise == "pcm":
+        return PCMLikeNoiseModel(g_converter=converter, **kw)
+    if preset.noise == "reram_wan2022":
+        return ReRamWan2022NoiseModel(g_converter=converter, **kw)
+    # aihwkit's CMO model always builds its own single-device converter; swap in the
+    # preset's one (its physics acts per conductance, whatever the mapping).
+    model = ReRamCMONoiseModel(g_max=preset.resolved_g_max, g_min=preset.resolved_g_min, **kw)
+    model.g_converter = converter
+    return model
+
+
+_PRESETS: dict[str, Preset] = {}
+
+
+def register_preset(preset: Preset) -> Preset:
+    """Make ``preset`` available to :func:`get_preset` under ``preset.name``."""
+    _PRESETS[preset.name] = preset
+    return preset
+
+
+for _spec in (
+    dict(
+        name="ideal",
+        noise="ideal",
+        description="exact conductances: the digital reference (add faults to study them alone)",
+    ),
+    dict(
+        name="pcm",
+        noise="pcm",
+        drift_compensation=True,
+        description="phase-change memory, aihwkit PCMLikeNoiseModel (Nandakumar et al. 2019): "
+        "programming noise, 1/f read noise, power-law drift; global drift compensation on",
+    ),
+    dict(
+        name="reram_wan2022",
+        noise="reram_wan2022",
+        description="ReRAM fitted to Wan et al., Nature 2022 (aihwkit ReRamWan2022NoiseModel); "
+        "defined at 1 s, 1 day and 2 days only",
+    ),
+    dict(
+        name="reram_cmo",
+        noise="reram_cmo",
+        description="CMO/HfOx ReRAM (aihwkit ReRamCMONoiseModel): programming noise, "
+        "log-time conductance relaxation, read noise; one device per weight",
+    ),
+    dict(
+        name="lognormal",
+        noise="lognormal",
+        sigma=0.5,
+        description="BayesFT weight drift w' = w exp(theta), theta ~ N(0, sigma^2) "
+        "(Ye et al., DAC 2021); time-independent",
+    ),
+):
+    register_preset(Preset(**_spec))
+
+
+def list_presets() -> list[str]:
+    """Names accepted by :func:`get_preset`."""
+    return sorted(_PRESETS)
+
+
+def _friendly(name: str, err: ValidationError) -> ValueError:
+    parts = []
+    for e in err.errors():
+        loc = ".".join(str(x) for x in e["loc"])
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            allowed = ", ".join(f for f in Preset.model_fields if f not in ("name", "description"))
+            parts.append(f"unknown parameter {loc!r}; allowed: {allowed}")
+        elif loc:
+            parts.append(f"{loc}: {msg} (got {e.get('input')!r})")
+        else:
+            parts.append(msg)
+    return ValueError(f"preset {name!r}: " + "; ".join(parts))
+
+
+def _validated(name: str, data: Mapping[str, Any]) -> Preset:
+    try:
+        return Preset.model_validate(dict(data))
+    except ValidationError as err:
+        raise _friendly(name, err) from None
+
+
+def get_preset(name: "str | Preset", **overrides: Any) -> Preset:
+    """The preset called ``name`` (see :func:`list_presets`), with ``overrides`` applied.
+
+    ``get_preset("pcm", g_max=20.0, faults="chen2015", drift_compensation=False)``
+    """
+    if isinstance(name, Preset):
+        return name.with_overrides(**overrides) if overrides else name
+    if name not in _PRESETS:
+        raise ValueError(f"unknown preset {name!r}; valid presets: {', '.join(list_presets())}")
+    base = _PRESETS[name]
+    if not overrides:
+        return base
+    return base.with_overrides(**overrides)
+
+
+def make_preset(spec: Mapping[str, Any]) -> Preset:
+    """Build a preset from a plain mapping (e.g. a YAML block).
+
+    Either ``base: <preset name>`` plus overrides, or ``noise: <physics>`` plus
+    parameters. ``name`` defaults to ``"custom"``.
+    """
+    if not isinstance(spec, Mapping):
+        raise ValueError(f"a preset must be a mapping, got {type(spec).__name__}")
+    data = dict(spec)
+    base = data.pop("base", None)
+    name = data.get("name", base or "custom")
+    if base is not None:
+        if "noise" in data:
+            raise ValueError(f"preset {name!r}: give either base or noise, not both")
+        return get_preset(base, **{"name": name, **data})
+    if "noise" not in data:
+        raise ValueError(
+            f"preset {name!r}: needs 'base' (one of {', '.join(list_presets())}) or 'noise' "
+            f"(one of {', '.join(_KIND_PARAMS)})"
+        )
+    return _validated(name, data)
+
+
+def resolve_preset(preset: "str | Preset | Mapping[str, Any]") -> Preset:
+    """Accept a preset, a preset name or a mapping."""
+    if isinstance(preset, Preset):
+        return preset
+    if isinstance(preset, str):
+        return get_preset(preset)
+    if isinstance(preset, Mapping):
+        return make_preset(preset)
+    raise ValueError(f"preset must be a name, a Preset or a mapping, got {type(preset).__name__}")

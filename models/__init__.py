@@ -1,0 +1,1 @@
+"""Networks with per-layer dropout slots, datasets and training (built in a later issue)."""

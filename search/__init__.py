@@ -1,0 +1,1 @@
+"""The BayesFT search, scenarios, reports and plots (built in a later issue)."""
