@@ -92,6 +92,17 @@ def _as_list(conductances: "Tensor | Sequence[Tensor]") -> list[Tensor]:
     return [conductances] if isinstance(conductances, Tensor) else list(conductances)
 
 
+def _convert_block(converter, block: Tensor) -> tuple[list[Tensor], dict]:
+    """aihwkit's conversion of one tile, with the constant tile of a single-device
+    mapping (where aihwkit divides by max - min = 0) mapped to g_min everywhere."""
+    if isinstance(converter, SingleDeviceConductanceConverter) and bool(block.max() == block.min()):
+        w_min = block.min()
+        scale = (converter.g_max - converter.g_min) / w_min.abs().clamp(min=1e-7)
+        return [torch.full_like(block, converter.g_min)], {"scale_ratio": scale, "min": w_min}
+    devices, params = converter.convert_to_conductances(block)
+    return _as_list(devices), params
+
+
 class ProgrammedArray:
     """``n_chips`` programmed copies of one weight matrix, device by device.
 
@@ -137,8 +148,7 @@ class ProgrammedArray:
         g_target: Optional[Tensor] = None
         for o0, o1, i0, i1 in self.tiles:
             block = matrix[o0:o1, i0:i1]
-            devices, params = self.converter.convert_to_conductances(block)
-            devices = _as_list(devices)
+            devices, params = _convert_block(self.converter, block)
             if g_target is None:
                 g_target = matrix.new_empty((len(devices), out_size, in_size))
             for d, g in enumerate(devices):
@@ -146,7 +156,8 @@ class ProgrammedArray:
             self.tile_params.append(params)
             self.tile_abs_max.append(float(block.abs().max()))
         assert g_target is not None
-        self.g_target = g_target
+        # The converters' arithmetic can overshoot the range by an ulp; devices cannot.
+        self.g_target = g_target.clamp_(self.converter.g_min, self.converter.g_max)
         self.n_devices = g_target.shape[0]
 
         self.g_programmed = g_target.new_empty((self.n_chips, *g_target.shape))

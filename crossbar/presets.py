@@ -363,7 +363,7 @@ def _validated(name: str, data: Mapping[str, Any]) -> Preset:
         raise _friendly(name, err) from None
 
 
-def get_preset(name: "str | Preset", **overrides: Any) -> Preset:
+def get_preset(name: "str | Preset", /, **overrides: Any) -> Preset:
     """The preset called ``name`` (see :func:`list_presets`), with ``overrides`` applied.
 
     ``get_preset("pcm", g_max=20.0, faults="chen2015", drift_compensation=False)``

@@ -1,0 +1,30 @@
+import pytest
+import torch
+from torch import nn
+
+
+@pytest.fixture(scope="session")
+def digits_split():
+    """scikit-learn's bundled digits (no download), split 1,200 / 597, fixed seed."""
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    x = torch.tensor(data.data, dtype=torch.float32) / 16.0
+    y = torch.tensor(data.target, dtype=torch.long)
+    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
+    x, y = x[perm], y[perm]
+    return (x[:1200], y[:1200]), (x[1200:], y[1200:])
+
+
+@pytest.fixture(scope="session")
+def trained_mlp(digits_split):
+    """A small MLP trained to ~95 % on digits in about a second, deterministic."""
+    (x, y), _ = digits_split
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(150):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    return model.eval()

@@ -1,0 +1,110 @@
+"""Presets: names, aihwkit models behind them, overrides, custom presets, bad input."""
+
+import pytest
+import torch
+from aihwkit.inference.converter.conductance import DualPairConductanceConverter, SingleDeviceConductanceConverter
+from aihwkit.inference.noise.pcm import PCMLikeNoiseModel
+from aihwkit.inference.noise.reram import ReRamCMONoiseModel, ReRamWan2022NoiseModel
+
+import crossbar
+from crossbar.noise import IdealNoiseModel, LogNormalDriftNoiseModel
+
+
+def test_presets_are_discoverable_and_backed_by_their_noise_models():
+    expected = {
+        "ideal": IdealNoiseModel,
+        "pcm": PCMLikeNoiseModel,
+        "reram_wan2022": ReRamWan2022NoiseModel,
+        "reram_cmo": ReRamCMONoiseModel,
+        "lognormal": LogNormalDriftNoiseModel,
+    }
+    assert set(expected) <= set(crossbar.list_presets())
+    for name, cls in expected.items():
+        preset = crossbar.get_preset(name)
+        assert type(preset.noise_model) is cls
+        assert preset.noise_model is preset.noise_model  # the instance the simulator uses
+        assert preset.perfect_periphery and preset.p_sa0 == 0 and preset.p_sa1 == 0
+
+
+def test_overrides_reach_the_noise_model():
+    p = crossbar.get_preset("pcm", g_max=20.0, g_min=1.0, prog_noise_scale=0.5, drift_compensation=False)
+    assert p.noise_model.g_max == 20.0 and p.noise_model.g_converter.g_min == 1.0
+    assert p.noise_model.prog_noise_scale == 0.5 and not p.drift_compensation
+    assert crossbar.get_preset("pcm").g_max is None  # the registry is untouched
+    dual = crossbar.get_preset("pcm", g_converter="dual_pair", f_lst=[1.0, 3.0])
+    assert isinstance(dual.noise_model.g_converter, DualPairConductanceConverter)
+    assert crossbar.get_preset("lognormal", sigma=1.2).noise_model.sigma == 1.2
+    cmo = crossbar.get_preset("reram_cmo")
+    assert isinstance(cmo.noise_model.g_converter, SingleDeviceConductanceConverter)
+    assert crossbar.get_preset("reram_cmo", g_converter="single_pair").noise_model.g_converter.__class__.__name__ == "SinglePairConductanceConverter"
+
+
+def test_fault_profile_from_the_literature_applies_to_any_preset():
+    for name in crossbar.list_presets():
+        p = crossbar.get_preset(name, faults="chen2015")
+        assert (p.p_sa0, p.p_sa1) == (0.0904, 0.0175)
+    p = crossbar.get_preset("pcm", faults="chen2015").with_overrides(p_sa0=0.01)
+    assert (p.p_sa0, p.p_sa1, p.faults) == (0.01, 0.0, None)
+
+
+def test_custom_presets_from_plain_mappings():
+    p = crossbar.make_preset({"base": "pcm", "name": "my_pcm", "g_max": 30.0, "faults": "chen2015"})
+    assert p.name == "my_pcm" and p.noise == "pcm" and p.resolved_g_max == 30.0 and p.p_sa0 > 0
+    q = crossbar.make_preset({"noise": "lognormal", "sigma": 0.3, "out_noise": 0.02, "out_bound": 10})
+    assert q.noise_model.sigma == 0.3 and not q.perfect_periphery
+    crossbar.register_preset(p)
+    try:
+        assert crossbar.get_preset("my_pcm") == p
+        assert "my_pcm" in crossbar.list_presets()
+    finally:
+        crossbar.presets._PRESETS.pop("my_pcm")
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: crossbar.get_preset("rram"), r"unknown preset 'rram'; valid presets: ideal, lognormal, pcm"),
+        (lambda: crossbar.get_preset("pcm", p_sa0=1.5), r"p_sa0.*less than or equal to 1"),
+        (lambda: crossbar.get_preset("pcm", p_sa1=-0.1), r"p_sa1.*greater than or equal to 0"),
+        (lambda: crossbar.get_preset("pcm", p_sa0=0.7, p_sa1=0.4), r"p_sa0 \+ p_sa1 = 1.1 exceeds 1"),
+        (lambda: crossbar.get_preset("pcm", g_min=30.0), r"g_min \(30 uS\) must be smaller than g_max \(25 uS\)"),
+        (lambda: crossbar.get_preset("pcm", g_max=-1.0), r"g_max.*greater than 0"),
+        (lambda: crossbar.get_preset("pcm", gmax=3.0), r"unknown parameter 'gmax'; allowed: noise, g_max"),
+        (lambda: crossbar.get_preset("pcm", sigma=0.3), r"sigma does not apply to noise='pcm'; its parameters are: prog_noise_scale"),
+        (lambda: crossbar.get_preset("pcm", faults="nope"), r"unknown fault profile 'nope'; known: chen2015"),
+        (lambda: crossbar.get_preset("pcm", g_converter="dual_pair"), r"needs f_lst"),
+        (lambda: crossbar.get_preset("pcm", inp_res=0.01), r"inp_res > 0 needs inp_bound > 0"),
+        (lambda: crossbar.make_preset({"g_max": 3}), r"needs 'base'"),
+    ],
+)
+def test_bad_preset_parameters_get_one_clear_line(call, match):
+    with pytest.raises(ValueError, match=match) as info:
+        call()
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "preset, t, match",
+    [
+        ("pcm", -1.0, r"t_inference must be a finite time >= 0 s"),
+        ("pcm", float("nan"), r"t_inference must be a finite time >= 0 s"),
+        ("pcm", "1d", r"t_inference must be a number of seconds"),
+        ("reram_wan2022", 3600.0, r"only defined at t_inference = 1 s, 1 day, 2 days; got 3600 s"),
+        ("reram_wan2022", 0.0, r"only defined at t_inference = 1 s, 1 day, 2 days"),
+        ("reram_wan2022", 86400.5, r"only defined at"),
+    ],
+)
+def test_bad_times_are_rejected_without_rounding(preset, t, match):
+    with pytest.raises(ValueError, match=match):
+        crossbar.sample_weights(torch.ones(3, 3), preset, t, 2)
+
+
+def test_wan2022_accepts_exactly_its_defined_times():
+    for t in (1, 86400, 2 * 86400):
+        assert crossbar.sample_weights(torch.ones(3, 3), "reram_wan2022", t, 1).shape == (1, 3, 3)
+
+
+@pytest.mark.parametrize("n_chips", [0, -3, 2.5, True, "4"])
+def test_n_chips_must_be_a_positive_integer(n_chips):
+    with pytest.raises(ValueError, match=r"n_chips must be an integer >= 1"):
+        crossbar.sample_weights(torch.ones(3, 3), "ideal", 0.0, n_chips)
