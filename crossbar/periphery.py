@@ -73,12 +73,12 @@ class Periphery:
         """Noise management and DAC of ``(..., n, k)`` input vectors: (quantised, scale)."""
         scale = x.abs().amax(-1, keepdim=True)
         scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-        return self._dac(x / scale), scale
+        return self._dac(x * (1.0 / scale)), scale
 
     def _dac(self, xs: Tensor) -> Tensor:
         if self.inp_res > 0:
             step = _step(self.inp_res, self.inp_bound)
-            xs = torch.round(xs.mul_(1.0 / step)).mul_(step)
+            xs = torch.round(xs.div_(step)).mul_(step)
         if self.inp_bound > 0:
             xs = xs.clamp_(-self.inp_bound, self.inp_bound)
         return xs
@@ -91,7 +91,7 @@ class Periphery:
                 y[c].add_(torch.empty_like(y[c]).normal_(generator=gen), alpha=self.out_noise)
         if self.out_res > 0:
             step = _step(self.out_res, self.out_bound)
-            y = torch.round(y.mul_(1.0 / step)).mul_(step)
+            y = torch.round(y.div_(step)).mul_(step)
         return y
 
     def mvm(
@@ -130,7 +130,7 @@ class Periphery:
                         continue
                     cx = c if x_raw.shape[0] > 1 else 0
                     s = scale[cx, rows] * reduction
-                    yc = self._dac(x_raw[cx, rows] / s) @ weight[c].T
+                    yc = self._dac(x_raw[cx, rows] * (1.0 / s)) @ weight[c].T
                     gens = [generators[c]] if generators is not None else None
                     yc = self._adc(yc.unsqueeze(0), gens)[0]
                     y[c, rows] = yc

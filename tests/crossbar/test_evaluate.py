@@ -1,0 +1,151 @@
+"""crossbar.evaluate and the chip-batched model."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import crossbar
+
+
+def _digital_accuracy(model, x, y):
+    with torch.no_grad():
+        return (model(x).argmax(-1) == y).double().mean().item()
+
+
+def test_ideal_preset_gives_the_digital_accuracy_exactly(trained_mlp, digits_split):
+    _, (x, y) = digits_split
+    digital = _digital_accuracy(trained_mlp, x, y)
+    assert digital > 0.9
+    acc = crossbar.evaluate(trained_mlp, (x, y), "ideal", [0.0, 1.0, 3.15e7], n_chips=3)
+    assert acc.shape == (3, 3)
+    assert np.all(acc == digital)
+
+
+def test_lognormal_accuracy_falls_with_sigma(trained_mlp, digits_split):
+    _, (x, y) = digits_split
+    n_chips = 24
+    means, ses = [], []
+    for sigma in (0.0, 0.4, 0.8, 1.4):
+        acc = crossbar.evaluate(trained_mlp, (x, y), crossbar.get_preset("lognormal", sigma=sigma), [86400.0], n_chips, seed=1)
+        means.append(acc.mean())
+        ses.append(acc.std(ddof=1) / math.sqrt(n_chips) if sigma > 0 else 0.0)
+    for i in range(len(means) - 1):
+        assert means[i] > means[i + 1] + 2 * math.hypot(ses[i], ses[i + 1]), means
+
+
+def _small_cnn():
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(4, 6, 3, padding="same", padding_mode="reflect"), nn.ReLU(),
+        nn.Flatten(), nn.Linear(6 * 4 * 4, 10),
+    ).eval()
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, dict(crossbar.AIHWKIT_PERIPHERY), dict(crossbar.AIHWKIT_PERIPHERY, faults="chen2015", max_in=20, max_out=4)],
+)
+def test_fold_loop_and_chunking_give_identical_accuracies(overrides):
+    model = _small_cnn()
+    x = torch.randn(40, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    y = model(x).argmax(-1)
+    y[:10] = (y[:10] + 1) % 10
+    preset = crossbar.get_preset("pcm", **overrides)
+    runs = [
+        crossbar.evaluate(model, (x, y), preset, [1.0, 86400.0], 5, seed=2, strategy=strategy, chunk_size=chunk, batch_size=16)
+        for strategy, chunk in (("loop", None), ("fold", None), ("fold", 2), ("loop", 3))
+    ]
+    for other in runs[1:]:
+        np.testing.assert_array_equal(runs[0], other)
+    assert len(np.unique(runs[0])) > 1  # chips really differ
+
+
+def test_dataloader_and_tensor_pair_agree(trained_mlp, digits_split):
+    _, (x, y) = digits_split
+    loader = DataLoader(TensorDataset(x, y), batch_size=100)
+    a = crossbar.evaluate(trained_mlp, loader, "pcm", [60.0], 4, seed=5)
+    b = crossbar.evaluate(trained_mlp, (x, y), "pcm", [60.0], 4, seed=5, batch_size=64)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_layers_larger_than_a_tile_are_split_and_still_exact():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(1100, 600), nn.ReLU(), nn.Linear(600, 10))
+    x = torch.randn(64, 1100)
+    xmodel = crossbar.convert(model, "ideal").program(2).drift(10.0)
+    assert len(xmodel.crossbar_layers[0].array.tiles) == 3 * 2
+    torch.testing.assert_close(xmodel(x), model(x).expand(2, 64, 10), rtol=0, atol=0)
+
+
+def test_drift_compensation_restores_the_programmed_mean_conductance():
+    torch.manual_seed(0)
+    model = nn.Linear(40, 30)
+    xmodel = crossbar.convert(model, crossbar.get_preset("pcm", max_in=20)).program(3, seed=1).drift(3.15e7)
+    layer = xmodel.crossbar_layers[0]
+    programmed = layer.array.weights(None)
+    compensated = layer._w.double().reshape(3, 30, 40)
+    drifted = layer.array.weights(3.15e7)
+    for o0, o1, i0, i1 in layer.array.tiles:
+        before = programmed[:, o0:o1, i0:i1].abs().mean((1, 2))
+        torch.testing.assert_close(compensated[:, o0:o1, i0:i1].abs().mean((1, 2)), before, rtol=1e-5, atol=0)
+        assert torch.all(drifted[:, o0:o1, i0:i1].abs().mean((1, 2)) < 0.8 * before)  # a year of PCM drift
+
+
+def test_converted_model_runs_all_chips_and_leaves_the_original_alone(trained_mlp):
+    before = [p.clone() for p in trained_mlp.parameters()]
+    xmodel = crossbar.convert(trained_mlp, "reram_cmo").program(4, seed=3).drift(100.0)
+    out = xmodel(torch.rand(7, 64))
+    assert out.shape == (4, 7, 10)
+    assert all(torch.equal(a, b) for a, b in zip(before, trained_mlp.parameters()))
+    assert isinstance(xmodel.module[0], crossbar.CrossbarLinear)
+
+
+class _CountingModel(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        return self.fc(x)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(preset="nope"), r"unknown preset 'nope'; valid presets:"),
+        (dict(t_inference=[1.0, -5.0]), r"t_inference must be a finite time >= 0 s"),
+        (dict(t_inference=[]), r"at least one time"),
+        (dict(preset="reram_wan2022", t_inference=[7200.0]), r"1 s, 1 day, 2 days"),
+        (dict(n_chips=0), r"n_chips must be an integer >= 1"),
+        (dict(seed=-1), r"seed must be an integer >= 0"),
+        (dict(batch_size=0), r"batch_size must be an integer >= 1"),
+        (dict(strategy="fast"), r"strategy must be one of auto, fold, loop"),
+        (dict(device="tpu"), r"device must be 'cpu', 'cuda' or 'cuda:N'"),
+        (dict(data=(torch.zeros(3, 4), torch.zeros(2))), r"inputs \(3\) and labels \(2\) differ"),
+        (dict(data=[1, 2, 3]), r"DataLoader must yield \(inputs, labels\)"),
+    ],
+)
+def test_bad_input_fails_before_any_work(kwargs, match):
+    model = _CountingModel()
+    args = dict(model=model, data=(torch.zeros(3, 4), torch.zeros(3, dtype=torch.long)), preset="pcm",
+                t_inference=[1.0], n_chips=2)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        crossbar.evaluate(**args)
+    assert model.calls == 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_matches_shapes_and_ideal_exactness(trained_mlp, digits_split):
+    _, (x, y) = digits_split
+    acc = crossbar.evaluate(trained_mlp, (x, y), "ideal", [1.0], 4, device="cuda")
+    assert np.all(acc == _digital_accuracy(trained_mlp, x, y))
+    noisy = crossbar.evaluate(trained_mlp, (x, y), crossbar.get_preset("pcm", **crossbar.AIHWKIT_PERIPHERY), [1.0, 86400.0], 8, device="cuda")
+    assert noisy.shape == (2, 8) and np.all((noisy > 0) & (noisy <= 1))

@@ -1,0 +1,72 @@
+"""The periphery against aihwkit's own IO-managed analog matmul (its torch tile)."""
+
+import math
+
+import pytest
+import torch
+from aihwkit.simulator.parameters.enums import BoundManagementType
+from aihwkit.simulator.parameters.io import IOParameters
+from aihwkit.simulator.tiles.analog_mvm import AnalogMVM
+
+import crossbar
+from crossbar.periphery import Periphery
+
+
+def _aihwkit(weight, x, periphery, bm):
+    io = IOParameters(
+        inp_res=periphery.inp_res, out_res=periphery.out_res, out_noise=periphery.out_noise,
+        inp_bound=periphery.inp_bound, out_bound=periphery.out_bound, bound_management=bm,
+    )
+    return AnalogMVM.matmul(weight, x, io, is_test=True)
+
+
+def _ours(weight, x, periphery, gens=None):
+    xs, scale = periphery.prepare_input(x.unsqueeze(0))
+    return periphery.mvm(xs, scale, x.unsqueeze(0), weight.unsqueeze(0), gens)[0]
+
+
+def _noiseless_default():
+    values = dict(crossbar.AIHWKIT_PERIPHERY, out_noise=0.0)
+    return Periphery(**values)
+
+
+def test_dac_adc_and_clipping_match_aihwkit_without_bound_management():
+    gen = torch.Generator().manual_seed(0)
+    weight = torch.rand(20, 100, generator=gen) * 2 - 1
+    x = torch.randn(300, 100, generator=gen) * torch.rand(300, 1, generator=gen) * 5
+    per = Periphery(**dict(crossbar.AIHWKIT_PERIPHERY, out_noise=0.0, bound_management="none"))
+    theirs = _aihwkit(weight, x, per, BoundManagementType.NONE)
+    ours = _ours(weight, x, per)
+    assert (ours.abs() > 0).any() and (ours != x @ weight.T).any()  # quantisation acts
+    torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=1e-6)
+
+
+def test_iterative_bound_management_matches_aihwkit_vector_by_vector():
+    gen = torch.Generator().manual_seed(1)
+    weight = torch.ones(4, 64)  # outputs of up to 64 in normalised units: they clip at 12
+    x = torch.rand(30, 64, generator=gen) * torch.linspace(0.1, 1.0, 30).unsqueeze(1)
+    per = _noiseless_default()
+    ours = _ours(weight, x, per)
+    for i in range(x.shape[0]):  # aihwkit's torch tile manages bounds per batch; one vector each
+        theirs = _aihwkit(weight, x[i:i + 1], per, BoundManagementType.ITERATIVE)
+        torch.testing.assert_close(ours[i:i + 1], theirs, rtol=1e-6, atol=1e-6)
+    assert ours.max() > 12  # bound management recovered outputs beyond the bound
+
+
+def test_output_noise_has_aihwkit_strength():
+    gen = torch.Generator().manual_seed(2)
+    weight = torch.rand(50, 40, generator=gen) - 0.5
+    x = torch.rand(400, 40, generator=gen)
+    per = Periphery(out_noise=0.06)
+    gens = [torch.Generator().manual_seed(3)]
+    err = (_ours(weight, x, per, gens) - x @ weight.T) / x.abs().amax(-1, keepdim=True)
+    n = err.numel()
+    assert abs(err.mean().item()) < 5 * 0.06 / math.sqrt(n)
+    assert abs(err.std().item() - 0.06) < 5 * 0.06 / math.sqrt(2 * (n - 1))
+
+
+@pytest.mark.parametrize("shape", [(33, 1, 2), (1, 7, 3)])
+def test_zero_and_tiny_inputs_do_not_divide_by_zero(shape):
+    per = _noiseless_default()
+    x = torch.zeros(shape[0], 8)
+    assert torch.equal(_ours(torch.ones(5, 8), x, per), torch.zeros(shape[0], 5))
