@@ -1,0 +1,196 @@
+"""Monte-Carlo evaluation speed and memory: crossbar.evaluate against clean passes and aihwkit.
+
+    .venv/bin/python bench/mc_eval.py            # or: make bench
+
+LeNet-5 on 2,000 MNIST test images (../shared/data/mnist-t10k when present, trained
+for a few seconds on the other 8,000; otherwise random images of the same shape and an
+untrained net), 16 chips, pcm at t = 1 day. Everything is measured in this one run:
+
+  (a) 16 clean digital forward passes over the 2,000 images,
+  (b) crossbar.evaluate (default strategy, and the folded one for reference),
+  (c) aihwkit's per-chip loop: convert_to_analog once, then per chip
+      program_analog_weights, drift_analog_weights and the forward passes, with
+      InferenceRPUConfig (C++ tiles) and TorchInferenceRPUConfig (torch tiles).
+
+First with a perfect periphery (forward.is_perfect = True on aihwkit's side), then with
+aihwkit's default DAC/ADC/output-noise values on both sides (aihwkit: its default
+IOParameters and weight_scaling_omega = 1, the normalisation crossbar uses). Peak memory
+for 100 chips is measured in fresh subprocesses. Timings are the best of several
+interleaved repeats; ratios compare figures from this run only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import crossbar  # noqa: E402
+
+MNIST = ROOT.parent / "shared" / "data" / "mnist-t10k"
+N_IMAGES, N_CHIPS, T_DAY, BATCH = 2000, 16, 86400.0, 256
+
+
+def lenet5() -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+        nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, 10),
+    )
+
+
+def load_data() -> tuple[torch.Tensor, torch.Tensor, str]:
+    images, labels = MNIST / "t10k-images-idx3-ubyte.gz", MNIST / "t10k-labels-idx1-ubyte.gz"
+    if images.exists() and labels.exists():
+        x = np.frombuffer(gzip.open(images).read(), np.uint8, offset=16).reshape(-1, 1, 28, 28)
+        y = np.frombuffer(gzip.open(labels).read(), np.uint8, offset=8)
+        x = (torch.tensor(x, dtype=torch.float32) / 255.0 - 0.1307) / 0.3081
+        return x, torch.tensor(y, dtype=torch.long), f"MNIST test set from {MNIST}"
+    gen = torch.Generator().manual_seed(0)
+    return torch.randn(10000, 1, 28, 28, generator=gen), torch.randint(0, 10, (10000,), generator=gen), "random images (MNIST not found)"
+
+
+def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int = 3) -> nn.Module:
+    torch.manual_seed(0)
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    model.train()
+    for _ in range(epochs):
+        perm = torch.randperm(len(y))
+        for i in range(0, len(y), 64):
+            idx = perm[i:i + 64]
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
+            opt.step()
+    return model.eval()
+
+
+def best_of(fns: dict, repeats: int) -> dict:
+    """Run the functions interleaved ``repeats`` times; keep each one's best time."""
+    best = {k: float("inf") for k in fns}
+    results = {}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            results[name] = fn()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return {k: (best[k], results[k]) for k in fns}
+
+
+def clean_passes(model, x, y):
+    correct = 0
+    with torch.no_grad():
+        for _ in range(N_CHIPS):
+            for i in range(0, len(y), BATCH):
+                correct += int((model(x[i:i + BATCH]).argmax(-1) == y[i:i + BATCH]).sum())
+    return correct / (N_CHIPS * len(y))
+
+
+def aihwkit_loop(model, x, y, torch_tile: bool, perfect: bool):
+    from aihwkit.inference.noise.pcm import PCMLikeNoiseModel
+    from aihwkit.nn.conversion import convert_to_analog
+    from aihwkit.simulator.configs import InferenceRPUConfig, TorchInferenceRPUConfig
+
+    rpu = TorchInferenceRPUConfig() if torch_tile else InferenceRPUConfig()
+    rpu.noise_model = PCMLikeNoiseModel()
+    rpu.forward.is_perfect = perfect
+    rpu.mapping.weight_scaling_omega = 1.0
+    analog = convert_to_analog(model, rpu).eval()
+    accs = []
+    with torch.no_grad():
+        for chip in range(N_CHIPS):
+            torch.manual_seed(chip)
+            analog.program_analog_weights()
+            analog.drift_analog_weights(T_DAY)
+            correct = 0
+            for i in range(0, len(y), BATCH):
+                correct += int((analog(x[i:i + BATCH]).argmax(-1) == y[i:i + BATCH]).sum())
+            accs.append(correct / len(y))
+    return float(np.mean(accs))
+
+
+def measure_peak(strategy: str, periphery: bool, chunk: int | None) -> dict:
+    """Peak RSS of evaluating 100 chips, in a fresh process (so earlier work does not count)."""
+    code = f"""
+import json, resource, sys, torch, psutil
+sys.path.insert(0, {str(ROOT)!r}); sys.path.insert(0, {str(ROOT / 'bench')!r})
+import crossbar, mc_eval
+x, y, _ = mc_eval.load_data()
+model = mc_eval.lenet5().eval()
+x, y = x[:{N_IMAGES}], y[:{N_IMAGES}]
+preset = crossbar.get_preset("pcm", **(crossbar.AIHWKIT_PERIPHERY if {periphery} else {{}}))
+before = psutil.Process().memory_info().rss
+acc = crossbar.evaluate(model, (x, y), preset, [{T_DAY}], 100, batch_size={BATCH}, strategy={strategy!r}, chunk_size={chunk})
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(json.dumps(dict(before=before, peak=peak)))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats of the fast measurements")
+    parser.add_argument("--skip-memory", action="store_true", help="skip the 100-chip memory runs")
+    args = parser.parse_args()
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+
+    x_all, y_all, source = load_data()
+    x, y = x_all[:N_IMAGES], y_all[:N_IMAGES]
+    model = lenet5()
+    if source.startswith("MNIST"):
+        model = train(model, x_all[N_IMAGES:], y_all[N_IMAGES:])
+    model.eval()
+    print(f"data: {source}; {N_IMAGES} images, LeNet-5, {N_CHIPS} chips, pcm at t = 1 day, batch {BATCH}, "
+          f"{torch.get_num_threads()} threads, torch {torch.__version__}")
+
+    for periphery in (False, True):
+        preset = crossbar.get_preset("pcm", **(crossbar.AIHWKIT_PERIPHERY if periphery else {}))
+        label = "aihwkit default DAC/ADC/output noise" if periphery else "perfect periphery"
+        fast = {
+            "(a) 16 clean digital passes": lambda: clean_passes(model, x, y),
+            "(b) crossbar.evaluate": lambda: float(crossbar.evaluate(model, (x, y), preset, [T_DAY], N_CHIPS, batch_size=BATCH).mean()),
+            "(b) crossbar.evaluate, strategy=fold": lambda: float(
+                crossbar.evaluate(model, (x, y), preset, [T_DAY], N_CHIPS, batch_size=BATCH, strategy="fold").mean()
+            ),
+        }
+        slow = {
+            "(c) aihwkit loop, InferenceRPUConfig": lambda: aihwkit_loop(model, x, y, False, not periphery),
+            "(c) aihwkit loop, TorchInferenceRPUConfig": lambda: aihwkit_loop(model, x, y, True, not periphery),
+        }
+        times = best_of(fast, args.repeats)
+        times.update(best_of(slow, 1))
+        clean = times["(a) 16 clean digital passes"][0]
+        ours = times["(b) crossbar.evaluate"][0]
+        aihw = min(times[k][0] for k in slow)
+        print(f"\n{label}:")
+        print(f"  {'measurement':44s} {'seconds':>8s} {'x (a)':>7s} {'mean acc':>9s}")
+        for name, (sec, acc) in times.items():
+            print(f"  {name:44s} {sec:8.2f} {sec / clean:7.2f} {acc:9.4f}")
+        print(f"  crossbar.evaluate costs {ours / clean:.2f}x the clean passes and is {aihw / ours:.1f}x faster "
+              f"than the faster aihwkit loop")
+
+    if not args.skip_memory:
+        print("\npeak memory, 100 chips (fresh process; RSS before evaluate -> peak):")
+        for strategy, periphery, chunk in (("loop", False, None), ("fold", False, None), ("fold", False, 100),
+                                           ("loop", True, None), ("fold", True, None)):
+            m = measure_peak(strategy, periphery, chunk)
+            chunk_txt = "auto chunks" if chunk is None else f"chunk_size={chunk}"
+            per = "periphery on" if periphery else "perfect"
+            print(f"  {strategy:4s} {per:13s} {chunk_txt:15s} {m['before'] / 2**20:7.0f} MiB -> {m['peak'] / 2**20:7.0f} MiB "
+                  f"(+{(m['peak'] - m['before']) / 2**20:.0f} MiB)")
+
+
+if __name__ == "__main__":
+    main()
