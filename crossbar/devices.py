@@ -80,12 +80,46 @@ def check_seed(seed: Any) -> int:
     return int(seed)
 
 
+def _cuda_index(device: torch.device) -> int:
+    return device.index if device.index is not None else torch.cuda.current_device()
+
+
 @contextlib.contextmanager
 def private_rng(device: torch.device) -> Iterator[None]:
     """Run aihwkit's global-RNG draws without disturbing the caller's RNG state."""
-    devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    devices = [_cuda_index(device)] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         yield
+
+
+def seed_global(device: torch.device, seed: int) -> None:
+    """Seed the default generator that draws for tensors on ``device``.
+
+    (``torch.manual_seed`` would also queue a lazy CUDA seeding with a recorded
+    traceback on every call, which costs more than the draws of a small layer.)
+    """
+    if device.type == "cuda":
+        torch.cuda.default_generators[_cuda_index(device)].manual_seed(seed)
+    else:
+        torch.default_generator.manual_seed(seed)
+
+
+def physics_dtype(preset: Preset) -> torch.dtype:
+    """dtype of the device physics.
+
+    aihwkit's stochastic models run in float32: their noise dwarfs its rounding, and
+    their draws are most of the cost (float64 normals are ~5x slower on a CPU). The
+    ideal and log-normal models keep float64 so that a noiseless chip reads back its
+    weights bit for bit.
+    """
+    return torch.float64 if preset.noise in ("ideal", "lognormal") else torch.float32
+
+
+def devices_per_weight(preset: Preset) -> int:
+    kind = preset.resolved_converter
+    if kind == "single_device":
+        return 1
+    return 2 * len(preset.f_lst) if kind in ("dual_pair", "n_pair") else 2
 
 
 def _as_list(conductances: "Tensor | Sequence[Tensor]") -> list[Tensor]:
@@ -138,8 +172,8 @@ class ProgrammedArray:
         self.noise_model = preset.noise_model
         self.converter = self.noise_model.g_converter
 
-        # float64 for the device physics: the ideal round trip w -> (G+, G-) -> w is
-        # then exact once cast back to float32.
+        # Mapping in float64: the ideal round trip w -> (G+, G-) -> w is then exact once
+        # cast back to float32.
         matrix = weight.detach().reshape(self.shape[0], -1).to(torch.float64)
         out_size, in_size = matrix.shape
         self.tiles = tile_grid(out_size, in_size, preset.max_out, preset.max_in)
@@ -157,7 +191,8 @@ class ProgrammedArray:
             self.tile_abs_max.append(float(block.abs().max()))
         assert g_target is not None
         # The converters' arithmetic can overshoot the range by an ulp; devices cannot.
-        self.g_target = g_target.clamp_(self.converter.g_min, self.converter.g_max)
+        g_target = g_target.clamp_(self.converter.g_min, self.converter.g_max).to(physics_dtype(preset))
+        self.g_target = g_target
         self.n_devices = g_target.shape[0]
 
         self.g_programmed = g_target.new_empty((self.n_chips, *g_target.shape))
@@ -165,7 +200,7 @@ class ProgrammedArray:
         self._drift_is_target = False
         with private_rng(self.device):
             for k, chip in enumerate(self.chips):
-                torch.manual_seed(derive_seed(self.seed, PROGRAM, self.layer, chip))
+                seed_global(self.device, derive_seed(self.seed, PROGRAM, self.layer, chip))
                 self.g_programmed[k] = self.noise_model.apply_programming_noise_to_conductance(g_target)
                 nu = self.noise_model.generate_drift_coefficients(g_target)
                 if nu is None:
@@ -208,7 +243,7 @@ class ProgrammedArray:
         out = torch.empty_like(self.g_programmed)
         with private_rng(self.device):
             for k, chip in enumerate(self.chips):
-                torch.manual_seed(derive_seed(self.seed, READ, self.layer, chip, time_key(t)))
+                seed_global(self.device, derive_seed(self.seed, READ, self.layer, chip, time_key(t)))
                 if self._drift_params is not None:
                     nu = self._drift_params[k]
                 else:

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .devices import check_n_chips, check_seed
-from .layers import STRATEGIES, CrossbarModel, convert
+from .layers import STRATEGIES, CrossbarConv2d, CrossbarModel, convert
 from .presets import Preset, resolve_preset
 
 
@@ -65,13 +65,18 @@ def _batches(data: Any, batch_size: int, device: torch.device) -> list[tuple[Ten
 
 
 def _activation_bytes(model: CrossbarModel, sample: Tensor) -> int:
-    """Bytes of all module outputs for one sample (an upper bound on live activations)."""
+    """Bytes of all module outputs for one sample (an upper bound on live activations),
+    plus the unfolded input vectors a convolution with a periphery works on."""
     total = 0
 
-    def hook(_module, _inputs, output):
+    def hook(module, inputs, output):
         nonlocal total
         if isinstance(output, Tensor):
             total += output.numel() * output.element_size()
+            if isinstance(module, CrossbarConv2d) and not module.periphery.perfect:
+                positions = output.shape[-1] * output.shape[-2]
+                # unfolded inputs, their DAC codes and one temporary
+                total += 3 * positions * module.weight[0].numel() * output.element_size()
 
     handles = [m.register_forward_hook(hook) for m in model.module.modules()]
     try:

@@ -32,7 +32,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .devices import BASELINE, FORWARD, READOUT, ProgrammedArray, check_n_chips, check_seed, derive_seed, time_key
+from .devices import (
+    BASELINE,
+    FORWARD,
+    READOUT,
+    ProgrammedArray,
+    check_n_chips,
+    check_seed,
+    derive_seed,
+    devices_per_weight,
+    physics_dtype,
+    time_key,
+)
 from .periphery import Periphery
 from .presets import Preset, resolve_preset
 
@@ -63,7 +74,7 @@ class CrossbarLayer(nn.Module):
         self.array: Optional[ProgrammedArray] = None
         self._ctx = _ChipContext()
         self._w: Optional[Tensor] = None  # (C, *weight.shape) effective weights, perfect periphery
-        self._wn: Optional[Tensor] = None  # (C, out, in) normalised tile weights, periphery on
+        self._wn: Optional[Tensor] = None  # (C, out, in) tile weights in DAC->ADC codes, periphery on
         self._tile_scale: Optional[Tensor] = None  # (C, n_tiles) abs-max x compensation
         self._baseline: Optional[Tensor] = None
         self._input_cache: tuple = (None, -1, {})
@@ -95,8 +106,9 @@ class CrossbarLayer(nn.Module):
                     for chip in self.array.chips
                 ]
                 eye = torch.eye(i1 - i0, dtype=block.dtype, device=block.device).unsqueeze(0)
-                xs, scale = self.periphery.prepare_input(eye.clone())
-                out = self.periphery.mvm(xs, scale, eye, block, gens)
+                codes, unit = self.periphery.prepare_input(eye)
+                z, factor = self.periphery.mvm(codes, unit, eye, self.periphery.code_weights(block), gens)
+                out = z * factor
             for c in range(weights.shape[0]):
                 values[c, k] = comp.readout(out[c])
         return values
@@ -119,7 +131,7 @@ class CrossbarLayer(nn.Module):
             abs_max = weights.new_tensor([m or 1.0 for m in self.array.tile_abs_max])
             for k, (o0, o1, i0, i1) in enumerate(self.array.tiles):
                 weights[:, o0:o1, i0:i1] /= abs_max[k]
-            self._wn = weights.to(dtype)
+            self._wn = self.periphery.code_weights(weights).to(dtype)
             self._tile_scale = (alpha * abs_max).to(dtype)
 
     # --- forward helpers ------------------------------------------------------
@@ -135,26 +147,41 @@ class CrossbarLayer(nn.Module):
             return slice(None), gens
         return slice(ctx.chip, ctx.chip + 1), None if gens is None else [gens[ctx.chip]]
 
-    def _prepared(self, key: Tensor, vecs: Tensor, i0: int, i1: int) -> tuple[Tensor, Tensor]:
+    def _prepared(self, key: Tensor, vecs: Tensor, i0: int, i1: int, columns: bool) -> tuple[Tensor, Tensor]:
         # The same input tensor reaches the first layer once per chip in loop mode; its
-        # DAC output does not depend on the chip, so it is computed once.
+        # DAC codes do not depend on the chip, so they are computed once.
         ref, version, cache = self._input_cache
         if ref is None or ref() is not key or version != key._version:
             cache = {}
             self._input_cache = (weakref.ref(key), key._version, cache)
         if (i0, i1) not in cache:
-            cache[(i0, i1)] = self.periphery.prepare_input(vecs[..., i0:i1])
+            cache[(i0, i1)] = self.periphery.prepare_input(vecs[:, :, i0:i1], dim=2)
         return cache[(i0, i1)]
 
-    def _analog(self, key: Tensor, vecs: Tensor, chips: slice, gens) -> Tensor:
-        """Tile-by-tile analog product of ``(Cx, n, in)`` vectors: ``(C, n, out)``."""
+    def _analog(self, key: Tensor, vecs: Tensor, chips: slice, gens, columns: bool = False) -> Tensor:
+        """Tile-by-tile analog products of input vectors for every chip.
+
+        ``vecs`` is ``(Cx, n, in)`` (rows) or ``(Cx, B, in, L)`` (columns, convolutions);
+        the result ``(C, n, out)`` or ``(C, B, out, L)``.
+        """
         assert self.array is not None and self._wn is not None and self._tile_scale is not None
-        wn, tile_scale = self._wn[chips], self._tile_scale[chips]
-        y = vecs.new_zeros((wn.shape[0], vecs.shape[1], wn.shape[1]))
-        for k, (o0, o1, i0, i1) in enumerate(self.array.tiles):
-            xs, scale = self._prepared(key, vecs, i0, i1)
-            yk = self.periphery.mvm(xs, scale, vecs[..., i0:i1], wn[:, o0:o1, i0:i1], gens)
-            y[:, :, o0:o1] += yk * tile_scale[:, k, None, None]
+        weights, tile_scale = self._wn[chips], self._tile_scale[chips]
+        tiles = self.array.tiles
+        y: Optional[Tensor] = None
+        for k, (o0, o1, i0, i1) in enumerate(tiles):
+            codes, unit = self._prepared(key, vecs, i0, i1, columns)
+            z, factor = self.periphery.mvm(
+                codes, unit, vecs[:, :, i0:i1], weights[:, o0:o1, i0:i1], gens, columns
+            )
+            factor = factor * tile_scale[:, k].view(-1, *([1] * (factor.dim() - 1)))
+            if len(tiles) == 1:
+                return z.mul_(factor)
+            if y is None:
+                shape = list(z.shape)
+                shape[2] = weights.shape[1]
+                y = z.new_zeros(shape)
+            y[:, :, o0:o1].addcmul_(z, factor)
+        assert y is not None
         return y
 
     def _layout(self, x: Tensor) -> bool:
@@ -243,8 +270,8 @@ class CrossbarConv2d(CrossbarLayer):
         return _conv_out(x, w, self.bias, self.stride, self.padding, self.dilation, False, [0, 0], self.groups, out=out)
 
     def _unfold(self, x: Tensor) -> Tensor:
-        cols = F.unfold(x, self.kernel_size, self.dilation, self.padding, self.stride)
-        return cols.transpose(1, 2)  # (N, L, in)
+        """(N, in, L): each column is the input vector of one output position."""
+        return F.unfold(x, self.kernel_size, self.dilation, self.padding, self.stride)
 
     def forward(self, x: Tensor) -> Tensor:
         self._ready()
@@ -257,9 +284,8 @@ class CrossbarConv2d(CrossbarLayer):
         if ctx.chip is not None:  # loop: one chip, ordinary batch
             if self._w is not None:
                 return self._conv(x, self._w[ctx.chip])
-            y = self._analog(x, self._unfold(x).reshape(1, -1, self._wn.shape[-1]), chips, gens)[0]
-            y = y.view(x.shape[0], h_out * w_out, n_out).transpose(1, 2)
-            y = y.reshape(x.shape[0], n_out, h_out, w_out)
+            y = self._analog(x, self._unfold(x).unsqueeze(0), chips, gens, columns=True)[0]
+            y = y.view(x.shape[0], n_out, h_out, w_out)
             return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
         folded = self._layout(x)
         n_chips, batch = ctx.n_chips, ctx.batch
@@ -269,11 +295,10 @@ class CrossbarConv2d(CrossbarLayer):
                 xc = x[c * batch:(c + 1) * batch] if folded else x
                 self._conv(xc, self._w[c], out=out[c * batch:(c + 1) * batch])
             return out
-        cols = self._unfold(x)  # (C*B or B, L, in)
-        vecs = cols.reshape(n_chips if folded else 1, -1, cols.shape[-1])
-        y = self._analog(x, vecs, chips, gens)  # (C, B*L, out)
-        y = y.view(n_chips, batch, h_out * w_out, n_out).permute(0, 1, 3, 2)
-        y = y.reshape(n_chips * batch, n_out, h_out, w_out)
+        cols = self._unfold(x)  # (C*B or B, in, L)
+        vecs = cols.view(n_chips if folded else 1, batch, *cols.shape[1:])
+        y = self._analog(x, vecs, chips, gens, columns=True)  # (C, B, out, L)
+        y = y.view(n_chips * batch, n_out, h_out, w_out)
         return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
 
 
@@ -370,15 +395,11 @@ class CrossbarModel(nn.Module):
         """Memory one chip's programmed state needs (devices, drift parameters, weights)."""
         total = 0
         for layer in self.crossbar_layers:
-            n = layer.weight.numel()
-            n_dev = 1 if layer.preset.resolved_converter == "single_device" else 2
-            if layer.preset.resolved_converter == "n_pair" and layer.preset.f_lst:
-                n_dev = 2 * len(layer.preset.f_lst)
-            elif layer.preset.resolved_converter == "dual_pair":
-                n_dev = 4
-            # programmed + drift parameter + fault code per device (float64, int8), and
-            # two float64 working copies plus the float32 result per weight.
-            total += n * (n_dev * (8 + 8 + 1) + 8 * 2 + 4)
+            size = torch.finfo(physics_dtype(layer.preset)).bits // 8
+            # programmed conductance, drift parameter and fault code per device; two
+            # working copies in the physics dtype and the float32 result per weight.
+            per_weight = devices_per_weight(layer.preset) * (2 * size + 1) + 2 * size + 4
+            total += layer.weight.numel() * per_weight
         return total
 
 

@@ -89,9 +89,10 @@ def test_same_chip_at_two_times_differs_only_by_time_dependent_effects():
     t0 = preset.noise_model.t_0
     g1, g2 = array.conductances(3600.0), array.conductances(30 * 86400.0)
     on = g_prog > 1e-3
-    ratio = torch.log(g2[on] / g_prog[on]) / torch.log(g1[on] / g_prog[on])
+    ratio = torch.log(g2[on].double() / g_prog[on]) / torch.log(g1[on].double() / g_prog[on])
     expected = math.log((30 * 86400.0 + t0) / t0) / math.log((3600.0 + t0) / t0)
-    torch.testing.assert_close(ratio, torch.full_like(ratio, expected), rtol=1e-9, atol=0)
+    # float32 device physics: the log-ratios carry ~1e-5 relative rounding
+    torch.testing.assert_close(ratio, torch.full_like(ratio, expected), rtol=1e-4, atol=0)
 
 
 def test_stuck_devices_match_their_probabilities_within_binomial_error():

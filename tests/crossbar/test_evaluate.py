@@ -87,9 +87,9 @@ def test_drift_compensation_restores_the_programmed_mean_conductance():
     model = nn.Linear(40, 30)
     xmodel = crossbar.convert(model, crossbar.get_preset("pcm", max_in=20)).program(3, seed=1).drift(3.15e7)
     layer = xmodel.crossbar_layers[0]
-    programmed = layer.array.weights(None)
+    programmed = layer.array.weights(None).double()
     compensated = layer._w.double().reshape(3, 30, 40)
-    drifted = layer.array.weights(3.15e7)
+    drifted = layer.array.weights(3.15e7).double()
     for o0, o1, i0, i1 in layer.array.tiles:
         before = programmed[:, o0:o1, i0:i1].abs().mean((1, 2))
         torch.testing.assert_close(compensated[:, o0:o1, i0:i1].abs().mean((1, 2)), before, rtol=1e-5, atol=0)
