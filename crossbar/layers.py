@@ -147,16 +147,17 @@ class CrossbarLayer(nn.Module):
             return slice(None), gens
         return slice(ctx.chip, ctx.chip + 1), None if gens is None else [gens[ctx.chip]]
 
-    def _prepared(self, key: Tensor, vecs: Tensor, i0: int, i1: int, columns: bool) -> tuple[Tensor, Tensor]:
-        # The same input tensor reaches the first layer once per chip in loop mode; its
-        # DAC codes do not depend on the chip, so they are computed once.
+    def _cached(self, key: Tensor, name, build):
+        """Per-input cache: the same input tensor reaches a layer once per chip in loop
+        mode (the first layer), and what the periphery derives from it (unfolded
+        vectors, DAC codes) does not depend on the chip, so it is computed once."""
         ref, version, cache = self._input_cache
         if ref is None or ref() is not key or version != key._version:
             cache = {}
             self._input_cache = (weakref.ref(key), key._version, cache)
-        if (i0, i1) not in cache:
-            cache[(i0, i1)] = self.periphery.prepare_input(vecs[:, :, i0:i1], dim=2)
-        return cache[(i0, i1)]
+        if name not in cache:
+            cache[name] = build()
+        return cache[name]
 
     def _analog(self, key: Tensor, vecs: Tensor, chips: slice, gens, columns: bool = False) -> Tensor:
         """Tile-by-tile analog products of input vectors for every chip.
@@ -169,7 +170,7 @@ class CrossbarLayer(nn.Module):
         tiles = self.array.tiles
         y: Optional[Tensor] = None
         for k, (o0, o1, i0, i1) in enumerate(tiles):
-            codes, unit = self._prepared(key, vecs, i0, i1, columns)
+            codes, unit = self._cached(key, (i0, i1), lambda: self.periphery.prepare_input(vecs[:, :, i0:i1], dim=2))
             z, factor = self.periphery.mvm(
                 codes, unit, vecs[:, :, i0:i1], weights[:, o0:o1, i0:i1], gens, columns
             )
@@ -284,7 +285,8 @@ class CrossbarConv2d(CrossbarLayer):
         if ctx.chip is not None:  # loop: one chip, ordinary batch
             if self._w is not None:
                 return self._conv(x, self._w[ctx.chip])
-            y = self._analog(x, self._unfold(x).unsqueeze(0), chips, gens, columns=True)[0]
+            vecs = self._cached(x, "unfolded", lambda: self._unfold(x).unsqueeze(0))
+            y = self._analog(x, vecs, chips, gens, columns=True)[0]
             y = y.view(x.shape[0], n_out, h_out, w_out)
             return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
         folded = self._layout(x)

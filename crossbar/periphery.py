@@ -97,10 +97,10 @@ class Periphery:
         Returns ``(codes, unit)``: the DAC codes and, per vector, the input value of
         one code (``abs max x in_unit``).
         """
-        # (abs().amax() measured several times faster than vector_norm(inf) on CPU)
+        # abs().amax() measured faster on a CPU than aminmax (2.5x) and vector_norm(inf) (7x)
         scale = x.abs().amax(dim=dim, keepdim=True)
         unit = torch.where(scale > 0, scale, torch.ones_like(scale)).mul_(self.in_unit)
-        return self._dac(x / unit), unit
+        return self._dac(x * unit.reciprocal()), unit
 
     def _dac(self, codes: Tensor) -> Tensor:
         if self.inp_res > 0:
@@ -178,7 +178,7 @@ class Periphery:
                     continue
                 cx = c if x_raw.shape[0] > 1 else 0
                 u_sel = u_v[cx][mask] * reduction
-                y_sel = self._dac(x_v[cx][mask] / u_sel) @ code_weight[c].T
+                y_sel = self._dac(x_v[cx][mask] * u_sel.reciprocal()) @ code_weight[c].T
                 gens = None if generators is None else [generators[c]]
                 y_sel = self._adc(y_sel.unsqueeze(0), gens)[0]
                 z_v[c][mask] = y_sel
