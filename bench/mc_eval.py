@@ -127,6 +127,7 @@ import json, resource, sys, torch, psutil
 sys.path.insert(0, {str(ROOT)!r}); sys.path.insert(0, {str(ROOT / 'bench')!r})
 import crossbar, mc_eval
 x, y, _ = mc_eval.load_data()
+torch.manual_seed(0)
 model = mc_eval.lenet5().eval()
 x, y = x[:{N_IMAGES}], y[:{N_IMAGES}]
 preset = crossbar.get_preset("pcm", **(crossbar.AIHWKIT_PERIPHERY if {periphery} else {{}}))
@@ -152,6 +153,7 @@ def main() -> None:
 
     x_all, y_all, source = load_data()
     x, y = x_all[:N_IMAGES], y_all[:N_IMAGES]
+    torch.manual_seed(0)
     model = lenet5()
     if source.startswith("MNIST"):
         model = train(model, x_all[N_IMAGES:], y_all[N_IMAGES:])
