@@ -115,6 +115,12 @@ def physics_dtype(preset: Preset) -> torch.dtype:
     return torch.float64 if preset.noise in ("ideal", "lognormal") else torch.float32
 
 
+def physics_device(preset: Preset, device: torch.device) -> torch.device:
+    """Where the device physics runs: with the weights, except for aihwkit's
+    ReRamCMONoiseModel, which applies numpy's log10 to conductance tensors (CPU only)."""
+    return torch.device("cpu") if preset.noise == "reram_cmo" else device
+
+
 def devices_per_weight(preset: Preset) -> int:
     kind = preset.resolved_converter
     if kind == "single_device":
@@ -168,13 +174,13 @@ class ProgrammedArray:
         self.layer = int(layer)
         self.chips = range(int(first_chip), int(first_chip) + self.n_chips)
         self.shape = tuple(weight.shape)
-        self.device = weight.device
+        self.device = physics_device(preset, weight.device)
         self.noise_model = preset.noise_model
         self.converter = self.noise_model.g_converter
 
         # Mapping in float64: the ideal round trip w -> (G+, G-) -> w is then exact once
         # cast back to float32.
-        matrix = weight.detach().reshape(self.shape[0], -1).to(torch.float64)
+        matrix = weight.detach().reshape(self.shape[0], -1).to(device=self.device, dtype=torch.float64)
         out_size, in_size = matrix.shape
         self.tiles = tile_grid(out_size, in_size, preset.max_out, preset.max_in)
         self.tile_params: list[dict] = []
@@ -304,4 +310,4 @@ def sample_weights(
     n_chips = check_n_chips(n_chips)
     seed = check_seed(seed)
     array = ProgrammedArray(weight, preset, n_chips, seed)
-    return array.weights(t).reshape(n_chips, *weight.shape).to(weight.dtype)
+    return array.weights(t).reshape(n_chips, *weight.shape).to(device=weight.device, dtype=weight.dtype)

@@ -86,7 +86,7 @@ class CrossbarLayer(nn.Module):
         self._w = self._wn = self._tile_scale = None
         self._baseline = None
         if self.preset.drift_compensation:
-            self._baseline = self._readout(self.array.weights(None), BASELINE, None)
+            self._baseline = self._readout(self.array.weights(None).to(self.weight.device), BASELINE, None)
 
     def _readout(self, weights: Tensor, stage: int, t: Optional[float]) -> Tensor:
         """aihwkit's GlobalDriftCompensation read-out, per chip and tile: mean |W^T eye|."""
@@ -116,7 +116,7 @@ class CrossbarLayer(nn.Module):
     def drift(self, t_inference: float) -> None:
         if self.array is None:
             raise RuntimeError("program() the model before drift()")
-        weights = self.array.weights(t_inference)  # (C, out, in) float64
+        weights = self.array.weights(t_inference).to(self.weight.device)  # (C, out, in)
         n_tiles = len(self.array.tiles)
         alpha = weights.new_ones((weights.shape[0], n_tiles))
         if self._baseline is not None:
