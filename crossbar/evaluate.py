@@ -32,7 +32,9 @@ def resolve_device(device: "str | torch.device | None") -> torch.device:
 
 def check_times(t_inference: Any, preset: Preset) -> list[float]:
     """A non-empty list of times the preset can simulate."""
-    times = list(t_inference) if isinstance(t_inference, (list, tuple, np.ndarray)) else [t_inference]
+    if isinstance(t_inference, (np.ndarray, Tensor)):
+        t_inference = t_inference.tolist() if t_inference.ndim else [t_inference.item()]
+    times = list(t_inference) if isinstance(t_inference, (list, tuple)) else [t_inference]
     if not times:
         raise ValueError("t_inference must list at least one time (seconds since programming)")
     return [preset.check_time(t) for t in times]

@@ -65,6 +65,14 @@ def test_fold_loop_and_chunking_give_identical_accuracies(overrides):
     assert len(np.unique(runs[0])) > 1  # chips really differ
 
 
+def test_times_as_a_number_a_list_an_array_or_a_tensor(trained_mlp, digits_split):
+    _, (x, y) = digits_split
+    ref = crossbar.evaluate(trained_mlp, (x, y), "pcm", [1.0, 60.0], 2, seed=1)
+    for times in ((1.0, 60.0), np.array([1.0, 60.0]), torch.tensor([1.0, 60.0])):
+        np.testing.assert_array_equal(crossbar.evaluate(trained_mlp, (x, y), "pcm", times, 2, seed=1), ref)
+    np.testing.assert_array_equal(crossbar.evaluate(trained_mlp, (x, y), "pcm", 60.0, 2, seed=1), ref[1:])
+
+
 def test_dataloader_and_tensor_pair_agree(trained_mlp, digits_split):
     _, (x, y) = digits_split
     loader = DataLoader(TensorDataset(x, y), batch_size=100)
