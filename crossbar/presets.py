@@ -226,8 +226,9 @@ class Preset(BaseModel):
             )
         allowed = self.times
         if allowed is not None and t not in allowed:
+            label = repr(self.name) if self.name == self.noise else f"{self.name!r} ({self.noise})"
             raise ValueError(
-                f"preset {self.name!r} ({self.noise}) is only defined at t_inference = "
+                f"preset {label} is only defined at t_inference = "
                 f"{', '.join(_readable_time(a) for a in allowed)}; got {t:g} s"
             )
         return t
