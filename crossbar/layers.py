@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import copy
 import weakref
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -149,8 +149,8 @@ class CrossbarLayer(nn.Module):
 
     def _cached(self, key: Tensor, name, build):
         """Per-input cache: the same input tensor reaches a layer once per chip in loop
-        mode (the first layer), and what the periphery derives from it (unfolded
-        vectors, DAC codes) does not depend on the chip, so it is computed once."""
+        mode (the first layer), and what the periphery derives from it (DAC codes) does
+        not depend on the chip, so it is computed once."""
         ref, version, cache = self._input_cache
         if ref is None or ref() is not key or version != key._version:
             cache = {}
@@ -159,20 +159,33 @@ class CrossbarLayer(nn.Module):
             cache[name] = build()
         return cache[name]
 
-    def _analog(self, key: Tensor, vecs: Tensor, chips: slice, gens, columns: bool = False) -> Tensor:
+    def _analog(
+        self,
+        key: Tensor,
+        make_vecs: Callable[[], Tensor],
+        chips: slice,
+        gens,
+        columns: bool = False,
+        owned: bool = False,
+        patch_scale: Optional[Callable[[], Tensor]] = None,
+    ) -> Tensor:
         """Tile-by-tile analog products of input vectors for every chip.
 
-        ``vecs`` is ``(Cx, n, in)`` (rows) or ``(Cx, B, in, L)`` (columns, convolutions);
-        the result ``(C, n, out)`` or ``(C, B, out, L)``.
+        ``make_vecs()`` builds the vectors, ``(Cx, n, in)`` (rows) or ``(Cx, B, in, L)``
+        (columns, convolutions); ``owned`` when it returns a fresh tensor that may be
+        turned into DAC codes in place. ``patch_scale()`` gives each vector's largest
+        |value| when one tile spans the whole vector. Returns ``(C, n, out)`` or
+        ``(C, B, out, L)``.
         """
         assert self.array is not None and self._wn is not None and self._tile_scale is not None
         weights, tile_scale = self._wn[chips], self._tile_scale[chips]
         tiles = self.array.tiles
+        inputs = self._cached(key, "dac", lambda: self._dac_inputs(make_vecs, owned, patch_scale))
         y: Optional[Tensor] = None
         for k, (o0, o1, i0, i1) in enumerate(tiles):
-            codes, unit = self._cached(key, (i0, i1), lambda: self.periphery.prepare_input(vecs[:, :, i0:i1], dim=2))
+            codes, unit = inputs[(i0, i1)]
             z, factor = self.periphery.mvm(
-                codes, unit, vecs[:, :, i0:i1], weights[:, o0:o1, i0:i1], gens, columns
+                codes, unit, lambda i0=i0, i1=i1: make_vecs()[:, :, i0:i1], weights[:, o0:o1, i0:i1], gens, columns
             )
             factor = factor * tile_scale[:, k].view(-1, *([1] * (factor.dim() - 1)))
             if len(tiles) == 1:
@@ -184,6 +197,19 @@ class CrossbarLayer(nn.Module):
             y[:, :, o0:o1].addcmul_(z, factor)
         assert y is not None
         return y
+
+    def _dac_inputs(self, make_vecs, owned: bool, patch_scale) -> dict:
+        """DAC codes and units of each tile's slice of the input vectors."""
+        assert self.array is not None
+        vecs = make_vecs()
+        ranges = sorted({(i0, i1) for _, _, i0, i1 in self.array.tiles})
+        whole = len(ranges) == 1 and patch_scale is not None
+        return {
+            (i0, i1): self.periphery.prepare_input(
+                vecs[:, :, i0:i1], dim=2, scale=patch_scale() if whole else None, inplace=owned
+            )
+            for i0, i1 in ranges
+        }
 
     def _layout(self, x: Tensor) -> bool:
         """Fold mode: True if ``x`` is folded (C*B rows), False if shared by all chips."""
@@ -214,7 +240,7 @@ class CrossbarLinear(CrossbarLayer):
         if ctx.chip is not None:  # loop: one chip, ordinary batch
             if self._w is not None:
                 return F.linear(x, self._w[ctx.chip], self.bias)
-            y = self._analog(x, x.reshape(1, -1, n_in), chips, gens)[0]
+            y = self._analog(x, lambda: x.reshape(1, -1, n_in), chips, gens)[0]
             y = y.view(*x.shape[:-1], -1)
             return y if self.bias is None else y + self.bias
         folded = self._layout(x)
@@ -229,7 +255,7 @@ class CrossbarLinear(CrossbarLayer):
                 for c in range(n_chips):
                     torch.mm(vecs[0], self._w[c].T, out=y[c])
         else:
-            y = self._analog(x, vecs, chips, gens)
+            y = self._analog(x, lambda: vecs, chips, gens)
         if self.bias is not None:
             y += self.bias
         return y.view(n_chips * rows, *x.shape[1:-1], -1)
@@ -274,8 +300,18 @@ class CrossbarConv2d(CrossbarLayer):
         """(N, in, L): each column is the input vector of one output position."""
         return F.unfold(x, self.kernel_size, self.dilation, self.padding, self.stride)
 
+    def _patch_scale(self, x: Tensor, n_x: int) -> Tensor:
+        """Largest |value| of each input patch, ``(n_x, B, 1, L)``: a max-pool of the image's
+        channel-wise max, the same numbers as a reduction over the unfolded patches."""
+        a = x.abs().amax(1, keepdim=True)
+        if any(self.padding):
+            a = F.pad(a, (self.padding[1], self.padding[1], self.padding[0], self.padding[0]))
+        scale = F.max_pool2d(a, self.kernel_size, self.stride, 0, self.dilation)
+        return scale.view(n_x, -1, 1, scale.shape[-2] * scale.shape[-1])
+
     def forward(self, x: Tensor) -> Tensor:
         self._ready()
+        key = x
         if self.pre_pad is not None:
             x = F.pad(x, self.pre_pad, mode=self.pad_mode)
         ctx = self._ctx
@@ -285,8 +321,10 @@ class CrossbarConv2d(CrossbarLayer):
         if ctx.chip is not None:  # loop: one chip, ordinary batch
             if self._w is not None:
                 return self._conv(x, self._w[ctx.chip])
-            vecs = self._cached(x, "unfolded", lambda: self._unfold(x).unsqueeze(0))
-            y = self._analog(x, vecs, chips, gens, columns=True)[0]
+            y = self._analog(
+                key, lambda: self._unfold(x).unsqueeze(0), chips, gens, columns=True, owned=True,
+                patch_scale=lambda: self._patch_scale(x, 1),
+            )[0]
             y = y.view(x.shape[0], n_out, h_out, w_out)
             return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
         folded = self._layout(x)
@@ -297,9 +335,11 @@ class CrossbarConv2d(CrossbarLayer):
                 xc = x[c * batch:(c + 1) * batch] if folded else x
                 self._conv(xc, self._w[c], out=out[c * batch:(c + 1) * batch])
             return out
-        cols = self._unfold(x)  # (C*B or B, in, L)
-        vecs = cols.view(n_chips if folded else 1, batch, *cols.shape[1:])
-        y = self._analog(x, vecs, chips, gens, columns=True)  # (C, B, out, L)
+        n_x = n_chips if folded else 1
+        y = self._analog(
+            key, lambda: self._unfold(x).view(n_x, batch, -1, h_out * w_out), chips, gens, columns=True,
+            owned=True, patch_scale=lambda: self._patch_scale(x, n_x),
+        )  # (C, B, out, L)
         y = y.view(n_chips * batch, n_out, h_out, w_out)
         return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
 

@@ -79,3 +79,50 @@ def test_zero_and_tiny_inputs_do_not_divide_by_zero(shape):
     per = _noiseless_default()
     x = torch.zeros(shape[0], 8)
     assert torch.equal(_ours(torch.ones(5, 8), x, per), torch.zeros(shape[0], 5))
+
+
+def _aihwkit_layer(layer, max_in):
+    from aihwkit.nn.conversion import convert_to_analog
+    from aihwkit.simulator.configs import TorchInferenceRPUConfig
+
+    from crossbar.noise import IdealNoiseModel
+
+    rpu = TorchInferenceRPUConfig()
+    rpu.noise_model = IdealNoiseModel()
+    rpu.drift_compensation = None
+    rpu.mapping.weight_scaling_omega = 1.0
+    rpu.mapping.max_input_size = max_in
+    for name, value in dict(crossbar.AIHWKIT_PERIPHERY, out_noise=0.0).items():
+        setattr(rpu.forward, name, value)
+    rpu.forward.bound_management = BoundManagementType.NONE
+    return convert_to_analog(layer, rpu).eval()
+
+
+@pytest.mark.parametrize("max_in", [512, 20])
+@pytest.mark.parametrize(
+    "make_layer, shape",
+    [
+        (lambda: torch.nn.Linear(50, 7), (64, 50)),
+        (lambda: torch.nn.Conv2d(3, 5, 3, padding=1), (4, 3, 9, 9)),
+        (lambda: torch.nn.Conv2d(3, 4, 5, stride=2, padding=3), (4, 3, 11, 11)),
+    ],
+)
+def test_crossbar_layers_match_aihwkit_analog_layers(make_layer, shape, max_in):
+    """Whole layers (unfolding, per-patch noise management, tiles, digital bias) against
+    aihwkit's own analog layers, with ideal devices and a noiseless periphery."""
+    torch.manual_seed(0)
+    layer = make_layer()
+    x = torch.randn(shape)
+    preset = crossbar.get_preset(
+        "ideal", **dict(crossbar.AIHWKIT_PERIPHERY, out_noise=0.0), bound_management="none", max_in=max_in
+    )
+    ours = crossbar.convert(layer, preset).program(1).drift(0.0)(x)[0]
+    with torch.no_grad():
+        theirs = _aihwkit_layer(layer, max_in)(x)
+    assert not torch.allclose(ours, layer(x), atol=1e-4)  # the periphery really acts
+    lsb = crossbar.get_preset("ideal", **crossbar.AIHWKIT_PERIPHERY)
+    close = torch.isclose(ours, theirs, rtol=1e-4, atol=1e-4)
+    assert close.double().mean() > 0.995
+    # the rest: a value within an ulp of an ADC boundary rounded the other way
+    step = Periphery.from_preset(lsb).out_unit * x.abs().max() * layer.weight.abs().max()
+    assert torch.all((ours - theirs).abs() <= step * 1.01)
