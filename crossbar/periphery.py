@@ -167,7 +167,6 @@ class Periphery:
             ``(z, factor)``: ADC codes ``(C, n, out)`` (or ``(C, B, out, L)``) and the
             per-vector factor that turns them into outputs in input units.
         """
-        n_chips = code_weight.shape[0]
         if columns:
             z = torch.matmul(code_weight.unsqueeze(1), codes)
         else:
