@@ -68,16 +68,19 @@ def tile_grid(out_size: int, in_size: int, max_out: int, max_in: int) -> list[tu
     return blocks
 
 
+def check_int(value: Any, name: str, minimum: int, allowed: str = "") -> int:
+    """``value`` as an int, or a ValueError naming ``name`` and the allowed range."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}{allowed}, got {value!r}")
+    return int(value)
+
+
 def check_n_chips(n_chips: Any) -> int:
-    if isinstance(n_chips, bool) or not isinstance(n_chips, (int, np.integer)) or n_chips < 1:
-        raise ValueError(f"n_chips must be an integer >= 1, got {n_chips!r}")
-    return int(n_chips)
+    return check_int(n_chips, "n_chips", 1)
 
 
 def check_seed(seed: Any) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
-    return int(seed)
+    return check_int(seed, "seed", 0)
 
 
 def _cuda_index(device: torch.device) -> int:

@@ -10,8 +10,8 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .devices import check_n_chips, check_seed
-from .layers import STRATEGIES, CrossbarConv2d, CrossbarModel, convert
+from .devices import check_int, check_n_chips, check_seed
+from .layers import CrossbarConv2d, CrossbarModel, check_strategy, convert
 from .presets import Preset, resolve_preset
 
 
@@ -160,12 +160,10 @@ def evaluate(
     times = check_times(t_inference, preset)
     n_chips = check_n_chips(n_chips)
     seed = check_seed(seed)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
-        raise ValueError(f"chunk_size must be an integer >= 1 or None, got {chunk_size!r}")
-    if strategy not in STRATEGIES:
-        raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+    batch_size = check_int(batch_size, "batch_size", 1)
+    if chunk_size is not None:
+        chunk_size = check_int(chunk_size, "chunk_size", 1, " or None")
+    check_strategy(strategy)
     dev = resolve_device(device)
     if isinstance(model, CrossbarModel):
         if model.preset != preset:

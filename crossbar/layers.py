@@ -48,6 +48,12 @@ from .periphery import Periphery
 from .presets import Preset, resolve_preset
 
 STRATEGIES = ("auto", "fold", "loop")
+
+
+def check_strategy(strategy: str) -> str:
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+    return strategy
 _conv_out = torch.ops.aten.convolution.out
 
 
@@ -352,11 +358,9 @@ class CrossbarModel(nn.Module):
 
     def __init__(self, module: nn.Module, preset: Preset, strategy: str = "auto"):
         super().__init__()
-        if strategy not in STRATEGIES:
-            raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
         self.module = module
         self.preset = preset
-        self.strategy = strategy
+        self.strategy = check_strategy(strategy)
         self.crossbar_layers = [m for m in module.modules() if isinstance(m, CrossbarLayer)]
         self._ctx = _ChipContext()
         for layer in self.crossbar_layers:
@@ -452,30 +456,34 @@ def convert(model: nn.Module, preset: "str | Preset", *, strategy: str = "auto")
     ``model.modules()`` order; a chip's random draws for a layer depend on that number.
     """
     preset = resolve_preset(preset)
-    if strategy not in STRATEGIES:
-        raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+    check_strategy(strategy)
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if isinstance(model, CrossbarModel):
         raise ValueError("model is already converted; convert the digital model instead")
-    module = copy.deepcopy(model)
     index = 0
-    if isinstance(module, nn.Linear):
-        return CrossbarModel(CrossbarLinear(module.weight, module.bias, preset, 0), preset, strategy).eval()
-    if isinstance(module, nn.Conv2d):
-        return CrossbarModel(CrossbarConv2d(module, preset, 0), preset, strategy).eval()
+
+    def crossbar_layer(module: nn.Module) -> Optional[CrossbarLayer]:
+        nonlocal index
+        if isinstance(module, nn.Linear):
+            layer: CrossbarLayer = CrossbarLinear(module.weight, module.bias, preset, index)
+        elif isinstance(module, nn.Conv2d):
+            layer = CrossbarConv2d(module, preset, index)
+        else:
+            return None
+        index += 1
+        return layer
 
     def replace(parent: nn.Module) -> None:
-        nonlocal index
         for name, child in parent.named_children():
-            if isinstance(child, nn.Linear):
-                setattr(parent, name, CrossbarLinear(child.weight, child.bias, preset, index))
-                index += 1
-            elif isinstance(child, nn.Conv2d):
-                setattr(parent, name, CrossbarConv2d(child, preset, index))
-                index += 1
-            else:
+            layer = crossbar_layer(child)
+            if layer is None:
                 replace(child)
+            else:
+                setattr(parent, name, layer)
 
-    replace(module)
-    return CrossbarModel(module, preset, strategy).eval()
+    module = copy.deepcopy(model)
+    top = crossbar_layer(module)  # the whole model may be a single Linear or Conv2d
+    if top is None:
+        replace(module)
+    return CrossbarModel(module if top is None else top, preset, strategy).eval()
