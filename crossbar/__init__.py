@@ -22,6 +22,7 @@ from .presets import (
     list_presets,
     make_preset,
     register_preset,
+    resolve_preset,
 )
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "program",
     "register_preset",
     "resolve_device",
+    "resolve_preset",
     "sample_weights",
     "split_sizes",
     "tile_grid",

@@ -301,16 +301,27 @@ def sample_weights(
     t_inference: float,
     n_chips: int,
     seed: int = 0,
+    *,
+    compensate: bool = False,
 ) -> Tensor:
     """The weights ``n_chips`` independent chips hold ``t_inference`` s after programming.
 
     Returns a tensor of shape ``(n_chips, *weight.shape)`` in ``weight``'s dtype and
-    device, read back from each chip's conductances, before any output-side drift
-    compensation.
+    device, read back from each chip's conductances. By default this is before any
+    output-side drift compensation; ``compensate=True`` applies the preset's global
+    drift compensation (when it has it) as a perfect periphery would: each tile scaled
+    by mean |W| right after programming over mean |W| at ``t_inference``.
     """
     preset = resolve_preset(preset)
     t = preset.check_time(t_inference)
     n_chips = check_n_chips(n_chips)
     seed = check_seed(seed)
     array = ProgrammedArray(weight, preset, n_chips, seed)
-    return array.weights(t).reshape(n_chips, *weight.shape).to(device=weight.device, dtype=weight.dtype)
+    weights = array.weights(t)
+    if compensate and preset.drift_compensation:
+        baseline = array.weights(None)
+        for o0, o1, i0, i1 in array.tiles:
+            ref = baseline[:, o0:o1, i0:i1].abs().mean(dim=(1, 2), keepdim=True)
+            now = weights[:, o0:o1, i0:i1].abs().mean(dim=(1, 2), keepdim=True)
+            weights[:, o0:o1, i0:i1] *= ref / now.clamp_min(1e-12)
+    return weights.reshape(n_chips, *weight.shape).to(device=weight.device, dtype=weight.dtype)

@@ -280,11 +280,18 @@ def list_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def build(name: str, in_shape: Sequence[int], n_classes: int, dropout: Rates = None, **options) -> DropoutNet:
+def build(
+    name: str, in_shape: Sequence[int], n_classes: int, dropout: Rates = None, *, seed: int | None = None, **options
+) -> DropoutNet:
     """A network by name, adapted to ``in_shape`` (channels, height, width) and ``n_classes``.
 
     ``dropout``: one rate for every slot, a list (one per slot) or a mapping slot -> rate.
+    ``seed``: the initial weights come from this seed (the global RNG is left as it was);
+    ``None`` draws them from the global RNG, as torch does.
     ``options``: see each network (activation, norm, depth, width).
+
+    The result's ``spec`` (plain data) rebuilds the same architecture:
+    ``build(**net.spec)``; checkpoints store it.
     """
     if name not in _REGISTRY:
         raise ValueError(f"unknown model {name!r}; valid models: {', '.join(list_models())}")
@@ -296,5 +303,14 @@ def build(name: str, in_shape: Sequence[int], n_classes: int, dropout: Rates = N
         raise ValueError(f"in_shape must be (channels, height, width) with positive sizes, got {in_shape}")
     if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 2:
         raise ValueError(f"n_classes must be an integer >= 2, got {n_classes!r}")
-    net = _REGISTRY[name](in_shape, n_classes, **options)
-    return net.set_dropout(dropout)
+    if seed is None:
+        net = _REGISTRY[name](in_shape, n_classes, **options)
+    else:
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            net = _REGISTRY[name](in_shape, n_classes, **options)
+    net.set_dropout(dropout)
+    net.spec = {"name": name, "in_shape": list(in_shape), "n_classes": n_classes, **options}
+    return net

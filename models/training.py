@@ -1,0 +1,299 @@
+"""Training: plain and hardware-aware, deterministic from a seed, with early stopping.
+
+    config = models.TrainConfig(epochs=30, schedule="cosine", patience=5)
+    result = models.train(net, splits, config, seed=0)
+    result.ok, result.val_accuracy, result.model
+
+Hardware-aware training (``config.hardware_aware``) injects the crossbar's weight noise
+into every training step, in the style of aihwkit's hardware-aware training: each
+``Linear``/``Conv2d`` weight is replaced in the forward pass by the weight one simulated
+chip of the chosen preset holds at ``t_inference`` (programming noise, drift, read noise
+and stuck-at faults, drawn afresh every step from :func:`crossbar.sample_weights`), and
+the gradient passes straight through to the clean weight. It combines with dropout.
+
+A run whose loss stops being finite ends at once with ``ok=False`` and the reason; it
+does not raise. Checkpoints (:func:`save_checkpoint`, :func:`load_checkpoint`) hold the
+network's spec and weights as plain data and load with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Sequence, Union
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from torch import Tensor, nn
+from torch.func import functional_call
+from tqdm.auto import tqdm
+
+import crossbar
+from crossbar.devices import derive_seed
+
+from .data import Splits
+from .networks import DropoutNet, build
+
+HWA_STAGE = 101  # random-stream key of hardware-aware noise (crossbar uses small stage numbers)
+
+
+class HardwareAware(BaseModel):
+    """Weight noise of a crossbar preset injected during training."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    preset: Union[str, dict[str, Any]] = Field(
+        "lognormal", description="a preset name or a mapping (base: NAME plus overrides, or noise: PHYSICS ...)"
+    )
+    t_inference: float = Field(86400.0, ge=0.0, description="seconds since programming whose weights are injected")
+
+    @model_validator(mode="after")
+    def _check(self) -> "HardwareAware":
+        self.resolved().check_time(self.t_inference)
+        return self
+
+    def resolved(self) -> crossbar.Preset:
+        return crossbar.resolve_preset(self.preset)
+
+
+class TrainConfig(BaseModel):
+    """How to train. Every field has a default that trains the small networks on
+    ``digits`` well in seconds."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    epochs: int = Field(30, ge=1, description="maximum number of passes over the training split")
+    batch_size: int = Field(64, ge=1)
+    optimizer: Literal["adam", "sgd"] = "adam"
+    lr: float = Field(3e-3, gt=0.0, description="learning rate (peak rate of the one-cycle schedule)")
+    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD momentum")
+    weight_decay: float = Field(0.0, ge=0.0)
+    schedule: Literal["constant", "cosine", "onecycle"] = "cosine"
+    patience: Optional[int] = Field(
+        None, ge=1, description="stop after this many epochs without a better validation accuracy (None: never)"
+    )
+    hardware_aware: Optional[HardwareAware] = None
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns. ``model`` holds the weights of the best validation
+    epoch (the last epoch without validation data), in eval mode."""
+
+    model: nn.Module
+    ok: bool
+    reason: Optional[str]
+    epochs_run: int
+    best_epoch: int
+    val_accuracy: Optional[float]
+    seconds: float
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        """Plain data for a report (everything but the model)."""
+        data = asdict(self)
+        data.pop("model")
+        return data
+
+
+def accuracy(
+    model: nn.Module, data: tuple[Tensor, Tensor], batch_size: int = 1024, device: "str | torch.device | None" = None
+) -> float:
+    """Clean (digital) top-1 accuracy of ``model`` on an ``(inputs, labels)`` pair."""
+    dev = crossbar.resolve_device(device) if device is not None else next(model.parameters()).device
+    x, y = data
+    was = model.training
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for i in range(0, len(y), batch_size):
+            out = model(x[i:i + batch_size].to(dev))
+            correct += int((out.argmax(1).cpu() == y[i:i + batch_size]).sum())
+    model.train(was)
+    return correct / max(1, len(y))
+
+
+def _optimizer(params, config: TrainConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+
+
+def _scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, total_steps: int):
+    if config.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps))
+    if config.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=max(1, total_steps))
+    return None
+
+
+def _crossbar_weights(model: nn.Module) -> list[tuple[str, Tensor]]:
+    """The parameters a crossbar would hold: weights of Linear and Conv2d layers."""
+    return [
+        (f"{name}.weight" if name else "weight", module.weight)
+        for name, module in model.named_modules()
+        if isinstance(module, (nn.Linear, nn.Conv2d))
+    ]
+
+
+def _split_data(data: Union[Splits, Sequence]) -> tuple[tuple[Tensor, Tensor], Optional[tuple[Tensor, Tensor]]]:
+    if isinstance(data, Splits):
+        return data.train, data.val
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        train, val = data
+        if isinstance(train, Tensor):  # a bare (inputs, labels) pair: no validation
+            return (data[0], data[1]), None
+        return tuple(train), (tuple(val) if val is not None else None)  # type: ignore[return-value]
+    raise ValueError("data must be a Splits, a (train, val) pair of (inputs, labels), or one (inputs, labels) pair")
+
+
+def train(
+    model: nn.Module,
+    data: Union[Splits, Sequence],
+    config: Optional[TrainConfig] = None,
+    *,
+    seed: int = 0,
+    device: "str | torch.device | None" = None,
+    progress: bool = False,
+    desc: str = "train",
+) -> TrainResult:
+    """Train ``model`` in place on ``data`` (a :class:`Splits`, or ``(train, val)``).
+
+    Deterministic from ``seed`` on one machine: the batch order, dropout masks and
+    hardware-aware noise all come from it, and the global RNG is left as it was.
+    Build the model with ``models.build(..., seed=...)`` for deterministic initial weights.
+    """
+    config = config or TrainConfig()
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    dev = crossbar.resolve_device(device)
+    (x_train, y_train), val = _split_data(data)
+    if len(y_train) == 0:
+        raise ValueError("the training split is empty")
+    model.to(dev)
+    hwa = config.hardware_aware
+    preset = hwa.resolved() if hwa is not None else None
+
+    steps_per_epoch = math.ceil(len(y_train) / config.batch_size)
+    optimizer = _optimizer(model.parameters(), config)
+    scheduler = _scheduler(optimizer, config, config.epochs * steps_per_epoch)
+    order = torch.Generator().manual_seed(seed)
+    start = time.perf_counter()
+    history: list[dict[str, float]] = []
+    best_acc, best_epoch, best_state = -1.0, 0, None
+    ok, reason, epoch = True, None, 0
+    step = 0
+
+    forked = [dev] if dev.type == "cuda" else []
+    with torch.random.fork_rng(devices=forked):
+        torch.manual_seed(seed)  # dropout masks
+        bar = tqdm(range(1, config.epochs + 1), desc=desc, unit="epoch", disable=not progress, leave=False)
+        for epoch in bar:
+            model.train()
+            perm = torch.randperm(len(y_train), generator=order)
+            total, count = 0.0, 0
+            for i in range(0, len(y_train), config.batch_size):
+                idx = perm[i:i + config.batch_size]
+                if len(idx) < 2 and count:  # a batch of one breaks batch norm; it is dropped
+                    continue
+                x, y = x_train[idx].to(dev), y_train[idx].to(dev)
+                if preset is None:
+                    out = model(x)
+                else:
+                    noisy = {}
+                    for layer, (name, weight) in enumerate(_crossbar_weights(model)):
+                        chip = crossbar.sample_weights(
+                            weight.detach(), preset, hwa.t_inference, 1, derive_seed(seed, HWA_STAGE, layer, 0, step),
+                            compensate=True,
+                        )[0]
+                        noisy[name] = weight + (chip - weight).detach()  # straight-through gradient
+                    out = functional_call(model, noisy, (x,))
+                loss = nn.functional.cross_entropy(out, y)
+                if not torch.isfinite(loss):
+                    ok, reason = False, f"loss became {loss.item()} in epoch {epoch}, step {step + 1} (diverged)"
+                    break
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                if scheduler is not None:
+                    scheduler.step()
+                step += 1
+                total += loss.item() * len(idx)
+                count += len(idx)
+            if not ok:
+                break
+            record = {"epoch": epoch, "loss": total / max(1, count), "lr": optimizer.param_groups[0]["lr"]}
+            if val is not None:
+                record["val_accuracy"] = accuracy(model, val)
+                if record["val_accuracy"] > best_acc:
+                    best_acc, best_epoch = record["val_accuracy"], epoch
+                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            history.append(record)
+            bar.set_postfix({k: round(v, 4) for k, v in record.items() if k in ("loss", "val_accuracy")})
+            if config.patience is not None and val is not None and epoch - best_epoch >= config.patience:
+                break
+        bar.close()
+
+    if ok and best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return TrainResult(
+        model=model,
+        ok=ok,
+        reason=reason,
+        epochs_run=len(history),
+        best_epoch=best_epoch if val is not None else len(history),
+        val_accuracy=best_acc if (ok and val is not None) else None,
+        seconds=time.perf_counter() - start,
+        history=history,
+    )
+
+
+# ------------------------------------------------------------------------- checkpoints
+
+CHECKPOINT_FORMAT = 1
+
+
+def save_checkpoint(path: Union[str, os.PathLike], model: DropoutNet, **meta: Any) -> Path:
+    """Save a network built by :func:`models.build` with its spec, dropout rates and any
+    plain-data ``meta`` (numbers, strings, lists, dicts). Written atomically."""
+    spec = getattr(model, "spec", None)
+    if spec is None:
+        raise ValueError("save_checkpoint needs a network made by models.build (it has no spec)")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "spec": dict(spec),
+        "dropout": list(model.dropout_rates),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "meta": meta,
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(path: Union[str, os.PathLike], device: "str | torch.device | None" = "cpu") -> tuple[DropoutNet, dict]:
+    """``(model, meta)`` from :func:`save_checkpoint`; the model is in eval mode.
+
+    Loads with ``weights_only=True``: a file holding anything but tensors and plain data
+    is refused rather than unpickled.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(f"{path} is not a checkpoint this tool can load safely: {str(e).splitlines()[0]}") from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not a checkpoint of format {CHECKPOINT_FORMAT}")
+    model = build(**payload["spec"], dropout=payload["dropout"])
+    model.load_state_dict(payload["state_dict"])
+    model.to(crossbar.resolve_device(device)).eval()
+    return model, payload["meta"]

@@ -1,0 +1,134 @@
+"""Training: accuracy, determinism, early stopping, divergence, hardware-aware noise,
+checkpoints."""
+
+import pydantic
+import pytest
+import torch
+
+import models
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return models.load_dataset("digits", seed=0)
+
+
+def fit(splits, name="mlp", dropout=0.0, seed=0, **config):
+    net = models.build(name, splits.in_shape, splits.n_classes, dropout=dropout, seed=seed, depth=1, width=64) if name == "mlp" \
+        else models.build(name, splits.in_shape, splits.n_classes, dropout=dropout, seed=seed)
+    return models.train(net, splits, models.TrainConfig(**{"epochs": 15, **config}), seed=seed)
+
+
+def test_mlp_on_digits_reaches_95_percent_test_accuracy(digits):
+    result = fit(digits, dropout=0.1)
+    assert result.ok and result.reason is None
+    assert models.accuracy(result.model, digits.test) >= 0.95
+    assert len(result.history) == result.epochs_run == 15
+    assert not result.model.training
+
+
+def test_lenet5_trains_on_digits(digits):
+    result = fit(digits, name="lenet5", dropout=[0.1, 0.1, 0.2, 0.2], epochs=20)
+    assert models.accuracy(result.model, digits.test) >= 0.95
+
+
+def test_same_seed_same_weights_and_global_rng_untouched(digits):
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    a, b = fit(digits, dropout=0.3, seed=7), fit(digits, dropout=0.3, seed=7)
+    assert torch.equal(torch.get_rng_state(), before)
+    for (k, va), vb in zip(a.model.state_dict().items(), b.model.state_dict().values()):
+        assert torch.equal(va, vb), k
+    c = fit(digits, dropout=0.3, seed=8)
+    assert not torch.equal(a.model.state_dict()["net.1.weight"], c.model.state_dict()["net.1.weight"])
+
+
+def test_dropout_changes_training(digits):
+    plain, dropped = fit(digits, dropout=0.0, epochs=2), fit(digits, dropout=0.5, epochs=2)
+    assert plain.history[0]["loss"] != dropped.history[0]["loss"]
+
+
+def test_early_stopping_keeps_the_best_epoch(digits):
+    result = fit(digits, epochs=60, patience=3, lr=1e-2, schedule="constant")
+    assert result.epochs_run < 60  # it stopped
+    assert result.epochs_run - result.best_epoch == 3
+    best = max(h["val_accuracy"] for h in result.history)
+    assert result.val_accuracy == best == result.history[result.best_epoch - 1]["val_accuracy"]
+    assert models.accuracy(result.model, digits.val) == pytest.approx(best)  # best weights restored
+
+
+def test_schedules(digits):
+    cosine = fit(digits, epochs=3, schedule="cosine")
+    assert cosine.history[-1]["lr"] == pytest.approx(0.0, abs=1e-9)
+    constant = fit(digits, epochs=3, schedule="constant", lr=1e-3)
+    assert [h["lr"] for h in constant.history] == [1e-3] * 3
+    onecycle = fit(digits, epochs=10, schedule="onecycle", lr=1e-2, optimizer="sgd")
+    lrs = [h["lr"] for h in onecycle.history]
+    assert max(lrs) > lrs[0] and lrs[-1] < 1e-4  # warms up, then anneals
+    assert onecycle.ok
+
+
+def test_divergence_is_reported_not_raised(digits):
+    result = fit(digits, optimizer="sgd", lr=1e4, schedule="constant")
+    assert not result.ok and "diverged" in result.reason
+    assert result.val_accuracy is None and result.epochs_run < 15
+    assert "model" not in result.summary() and result.summary()["ok"] is False
+
+
+def test_hardware_aware_with_ideal_devices_is_plain_training(digits):
+    # the ideal preset maps w -> (G+, G-) -> w exactly, so straight-through noise
+    # injection must reproduce plain training bit for bit
+    plain = fit(digits, dropout=0.2, epochs=3)
+    ideal = fit(digits, dropout=0.2, epochs=3, hardware_aware={"preset": "ideal"})
+    for va, vb in zip(plain.model.state_dict().values(), ideal.model.state_dict().values()):
+        assert torch.equal(va, vb)
+
+
+def test_hardware_aware_injects_the_presets_noise(digits):
+    plain = fit(digits, dropout=0.2, epochs=4)
+    noisy = fit(digits, dropout=0.2, epochs=4, hardware_aware={"preset": {"base": "lognormal", "sigma": 1.0}})
+    again = fit(digits, dropout=0.2, epochs=4, hardware_aware={"preset": {"base": "lognormal", "sigma": 1.0}})
+    # the noisy forward pass makes the training loss higher at every epoch...
+    assert all(n["loss"] > p["loss"] for n, p in zip(noisy.history, plain.history))
+    # ...the network still learns, and the noise is deterministic from the seed
+    assert noisy.ok and noisy.val_accuracy > 0.5  # chance is 0.1
+    assert [h["loss"] for h in noisy.history] == [h["loss"] for h in again.history]
+    # pcm (with drift compensation) and stuck-at faults go through the same path
+    faulty = fit(digits, epochs=2, hardware_aware={"preset": {"base": "pcm", "faults": "chen2015"}, "t_inference": 3600})
+    assert faulty.ok
+
+
+def test_config_is_validated():
+    with pytest.raises(pydantic.ValidationError, match="epochs"):
+        models.TrainConfig(epochs=0)
+    with pytest.raises(pydantic.ValidationError, match="optimizer"):
+        models.TrainConfig(optimizer="rmsprop")
+    with pytest.raises(pydantic.ValidationError, match="unknown preset 'nope'"):
+        models.TrainConfig(hardware_aware={"preset": "nope"})
+    with pytest.raises(pydantic.ValidationError, match="reram_wan2022"):
+        models.TrainConfig(hardware_aware={"preset": "reram_wan2022", "t_inference": 100})
+    with pytest.raises(pydantic.ValidationError, match="extra"):
+        models.TrainConfig(epoch=3)
+
+
+def test_checkpoint_round_trip(digits, tmp_path):
+    result = fit(digits, name="lenet5", dropout=[0.1, 0.2, 0.3, 0.0], epochs=2)
+    path = models.save_checkpoint(tmp_path / "sub" / "net.pt", result.model, val_accuracy=result.val_accuracy, seed=0)
+    model, meta = models.load_checkpoint(path)
+    assert meta == {"val_accuracy": result.val_accuracy, "seed": 0}
+    assert model.dropout_rates == pytest.approx([0.1, 0.2, 0.3, 0.0]) and not model.training
+    x = digits.test[0][:64]
+    assert torch.equal(model(x), result.model(x))
+    assert not list(tmp_path.glob("sub/*.tmp"))
+
+
+def test_checkpoint_refuses_pickled_objects(tmp_path):
+    import argparse
+
+    torch.save({"format": 1, "spec": argparse.Namespace(cmd="rm -rf /")}, tmp_path / "evil.pt")
+    with pytest.raises(ValueError, match="not a checkpoint this tool can load safely"):
+        models.load_checkpoint(tmp_path / "evil.pt")
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        models.load_checkpoint(tmp_path / "missing.pt")
+    with pytest.raises(ValueError, match="models.build"):
+        models.save_checkpoint(tmp_path / "x.pt", torch.nn.Linear(2, 2))
