@@ -15,6 +15,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/mc_eval.py
+	$(PY) bench/train_speed.py
 
 venv: $(STAMP)
 

@@ -32,23 +32,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import crossbar  # noqa: E402
+import models  # noqa: E402
 
 MNIST = ROOT.parent / "shared" / "data" / "mnist-t10k"
 N_IMAGES, N_CHIPS, T_DAY, BATCH = 2000, 16, 86400.0, 256
-
-
-def lenet5() -> nn.Module:
-    return nn.Sequential(
-        nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-        nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, 10),
-    )
 
 
 def load_data() -> tuple[torch.Tensor, torch.Tensor, str]:
@@ -60,20 +52,6 @@ def load_data() -> tuple[torch.Tensor, torch.Tensor, str]:
         return x, torch.tensor(y, dtype=torch.long), f"MNIST test set from {MNIST}"
     gen = torch.Generator().manual_seed(0)
     return torch.randn(10000, 1, 28, 28, generator=gen), torch.randint(0, 10, (10000,), generator=gen), "random images (MNIST not found)"
-
-
-def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int = 3) -> nn.Module:
-    torch.manual_seed(0)
-    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
-    model.train()
-    for _ in range(epochs):
-        perm = torch.randperm(len(y))
-        for i in range(0, len(y), 64):
-            idx = perm[i:i + 64]
-            opt.zero_grad()
-            nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
-            opt.step()
-    return model.eval()
 
 
 def best_of(fns: dict, repeats: int) -> dict:
@@ -125,10 +103,9 @@ def measure_peak(strategy: str, periphery: bool, max_memory: int | None) -> dict
     code = f"""
 import json, resource, sys, torch, psutil
 sys.path.insert(0, {str(ROOT)!r}); sys.path.insert(0, {str(ROOT / 'bench')!r})
-import crossbar, mc_eval
+import crossbar, mc_eval, models
 x, y, _ = mc_eval.load_data()
-torch.manual_seed(0)
-model = mc_eval.lenet5().eval()
+model = models.build("lenet5", (1, 28, 28), 10, seed=0).eval()
 x, y = x[:{N_IMAGES}], y[:{N_IMAGES}]
 preset = crossbar.get_preset("pcm", **(crossbar.AIHWKIT_PERIPHERY if {periphery} else {{}}))
 def hwm():  # VmHWM is reset at exec, unlike ru_maxrss, which a child inherits
@@ -154,10 +131,9 @@ def main() -> None:
 
     x_all, y_all, source = load_data()
     x, y = x_all[:N_IMAGES], y_all[:N_IMAGES]
-    torch.manual_seed(0)
-    model = lenet5()
+    model = models.build("lenet5", (1, 28, 28), 10, seed=0)
     if source.startswith("MNIST"):
-        model = train(model, x_all[N_IMAGES:], y_all[N_IMAGES:])
+        model = models.train(model, (x_all[N_IMAGES:], y_all[N_IMAGES:]), models.TrainConfig(epochs=3, lr=2e-3), seed=0).model
     model.eval()
     print(f"data: {source}; {N_IMAGES} images, LeNet-5, {N_CHIPS} chips, pcm at t = 1 day, batch {BATCH}, "
           f"{torch.get_num_threads()} threads, torch {torch.__version__}")

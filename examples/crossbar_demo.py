@@ -1,6 +1,6 @@
 """End-to-end demo of the crossbar simulator (what `make run` runs for now).
 
-Trains a small CNN on scikit-learn's bundled handwritten digits (no download), then
+Trains LeNet-5 on scikit-learn's bundled handwritten digits (no download), then
 programs it onto simulated chips of every device preset and measures test accuracy
 from 1 s to 1 year after programming, and against the rate of stuck-at faults.
 
@@ -18,13 +18,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import crossbar  # noqa: E402
+import models  # noqa: E402
 
 DAY = 86400.0
 TIMES = [1.0, 60.0, 3600.0, DAY, 2 * DAY, 30 * DAY, 365 * DAY]
@@ -34,41 +33,6 @@ LABELS = {
     "reram_wan2022": "reram_wan2022 (defined at 1 s, 1 d, 2 d)",
     "lognormal": "lognormal, sigma = 0.5 (time-independent)",
 }
-
-
-def load_digits(seed: int):
-    from sklearn.datasets import load_digits as sk_digits
-
-    data = sk_digits()
-    x = torch.tensor(data.images, dtype=torch.float32).unsqueeze(1) / 16.0
-    y = torch.tensor(data.target, dtype=torch.long)
-    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
-    x, y = x[perm], y[perm]
-    n_train = int(0.7 * len(y))
-    return (x[:n_train], y[:n_train]), (x[n_train:], y[n_train:])
-
-
-def small_cnn() -> nn.Module:
-    return nn.Sequential(
-        nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(32 * 4 * 4, 64), nn.ReLU(), nn.Linear(64, 10),
-    )
-
-
-def train(x: torch.Tensor, y: torch.Tensor, seed: int, epochs: int = 30) -> nn.Module:
-    torch.manual_seed(seed)  # before the model is built: its initial weights come from this seed too
-    model = small_cnn()
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    model.train()
-    for _ in range(epochs):
-        perm = torch.randperm(len(y))
-        for i in range(0, len(y), 64):
-            idx = perm[i:i + 64]
-            opt.zero_grad()
-            nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
-            opt.step()
-    return model.eval()
 
 
 def readable(seconds: float) -> str:
@@ -149,11 +113,13 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
 
     start = time.perf_counter()
-    (x_train, y_train), (x_test, y_test) = load_digits(args.seed)
-    model = train(x_train, y_train, args.seed)
-    with torch.no_grad():
-        digital = float((model(x_test).argmax(-1) == y_test).double().mean())
-    print(f"trained a small CNN on digits ({len(y_train)} train / {len(y_test)} test): "
+    splits = models.load_dataset("digits", seed=args.seed)
+    net = models.build("lenet5", splits.in_shape, splits.n_classes, seed=args.seed)
+    model = models.train(net, splits, models.TrainConfig(epochs=30), seed=args.seed, progress=not args.quiet).model
+    x_test, y_test = splits.test
+    digital = models.accuracy(model, splits.test)
+    sizes = splits.sizes()
+    print(f"trained LeNet-5 on digits ({sizes['train']} train / {sizes['val']} validation / {sizes['test']} test): "
           f"digital test accuracy {digital:.4f} ({time.perf_counter() - start:.1f} s)")
 
     results = {"digital": digital, "n_chips": args.chips, "seed": args.seed, "time": {}, "faults": {}}
