@@ -1,0 +1,243 @@
+"""Plots of a run, drawn from its files alone (results.json, trials.jsonl).
+
+    python -m search.plot runs/drift_1day
+
+- accuracy_vs_time.png: test accuracy against time since programming, one panel per
+  preset, one line per method (mean over chips, band: 10th-90th percentile chip).
+- technologies.png: the presets side by side at the objective's time, per method.
+- convergence.png: the search's best validation objective so far against random search.
+- dropout_rates.png: the dropout rate chosen for each layer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .config import readable
+
+COLORS = {"bayesft": "tab:red", "erm": "tab:gray", "uniform": "tab:blue", "random": "tab:green",
+          "hardware_aware": "tab:purple"}
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _rows(results: dict, method: str, preset: str) -> list[dict]:
+    rows = [r for r in results["results"] if r["method"] == method and r["preset"] == preset]
+    return sorted(rows, key=lambda r: r["t_inference"])
+
+
+def _color(method: str, index: int) -> str:
+    return COLORS.get(method, f"C{index % 10}")
+
+
+def _label(results: dict, method: str) -> str:
+    return results["methods"][method].get("label", method)
+
+
+def _time_axis(ax, times: list[float]) -> None:
+    positive = [t for t in times if t > 0]
+    ax.set_xscale("log")
+    ax.set_xticks(positive, [readable(t) for t in positive])
+    ax.minorticks_off()
+    ax.set_xlabel("time since programming (log scale)")
+
+
+def plot_accuracy_vs_time(results: dict, out: Path) -> Path:
+    plt = _plt()
+    presets = results["presets"]
+    n = len(presets)
+    cols = min(n, 3)
+    rows = -(-n // cols)
+    width = max(9.0, 5.2 * cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(width, 4.2 * rows + 1.2), squeeze=False, sharey=True)
+    methods = list(results["methods"])
+    for ax, preset in zip(axes.flat, presets):
+        times_seen: set[float] = set()
+        for i, method in enumerate(methods):
+            data = _rows(results, method, preset)
+            if not data:
+                continue
+            t = np.array([max(r["t_inference"], 1e-3) for r in data])
+            times_seen.update(t.tolist())
+            mean = np.array([r["mean"] for r in data])
+            lo, hi = np.array([r["p10"] for r in data]), np.array([r["p90"] for r in data])
+            color = _color(method, i)
+            if len(t) == 1:
+                ax.errorbar(t, mean, yerr=[mean - lo, hi - mean], fmt="o", color=color, capsize=4, label=_label(results, method))
+            else:
+                ax.plot(t, mean, marker="o", color=color, label=_label(results, method))
+                ax.fill_between(t, lo, hi, color=color, alpha=0.12)
+        _time_axis(ax, sorted(times_seen))
+        ax.set_title(preset)
+        ax.grid(True, alpha=0.3)
+        ax.set_ylabel("test accuracy")
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    n_chips = results["results"][0]["n_chips"] if results["results"] else 0
+    fig.suptitle(f"{results['scenario']}: test accuracy against time since programming\n"
+                 f"{n_chips} chips per point: line = mean, band = 10th to 90th percentile chip")
+    ncol = min(len(labels), max(2, int(width // 3)))
+    fig.legend(handles, labels, loc="lower center", ncol=ncol, frameon=False)
+    legend_rows = -(-len(labels) // ncol)
+    bottom = (0.35 + 0.3 * legend_rows) / (4.2 * rows + 1.2)
+    fig.tight_layout(rect=(0, bottom, 1, 0.92))
+    path = out / "accuracy_vs_time.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _focus_time(results: dict, preset: str) -> float:
+    """The report time closest (in log time) to the objective's first time."""
+    target = max(results["objective_times"][0], 1e-3)
+    times = sorted({r["t_inference"] for r in results["results"] if r["preset"] == preset})
+    return min(times, key=lambda t: abs(np.log(max(t, 1e-3)) - np.log(target)))
+
+
+def plot_technologies(results: dict, out: Path) -> Path:
+    plt = _plt()
+    presets = results["presets"]
+    methods = list(results["methods"])
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 + 1.1 * len(presets) * max(1, len(methods)) / 2.5), 4.5))
+    width = 0.8 / max(1, len(methods))
+    for i, method in enumerate(methods):
+        means, errs, labels = [], [], []
+        for preset in presets:
+            t = _focus_time(results, preset) if _rows(results, method, preset) else None
+            row = next((r for r in _rows(results, method, preset) if r["t_inference"] == t), None)
+            means.append(row["mean"] if row else np.nan)
+            errs.append(row["std"] if row else 0.0)
+        x = np.arange(len(presets)) + (i - (len(methods) - 1) / 2) * width
+        ax.bar(x, means, width, yerr=errs, capsize=3, color=_color(method, i), label=_label(results, method))
+    labels = [f"{p}\n(t = {readable(_focus_time(results, p))})" for p in presets]
+    ax.set_xticks(np.arange(len(presets)), labels)
+    finite = [r["mean"] - r["std"] for r in results["results"]]
+    ax.set_ylim(max(0.0, min(finite, default=0.0) - 0.05), 1.0)
+    ax.set_ylabel("test accuracy (mean +- std over chips)")
+    ax.set_title(f"{results['scenario']}: device presets side by side")
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
+    path = out / "technologies.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_convergence(results: dict, trials: list[dict], out: Path) -> Path:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for method in ("bayesft", "random"):
+        records = [t for t in trials if t["method"] == method]
+        if not records:
+            continue
+        records.sort(key=lambda t: t["id"])
+        values = np.array([t["objective"] if t.get("status") == "ok" else np.nan for t in records], dtype=float)
+        best = np.fmax.accumulate(np.nan_to_num(values, nan=0.0))
+        x = np.arange(1, len(values) + 1)
+        color = COLORS[method]
+        ax.plot(x, best, color=color, linewidth=2, label=f"{METHOD_NAMES[method]}: best so far")
+        ax.scatter(x, values, color=color, s=14, alpha=0.5, label=f"{METHOD_NAMES[method]}: each trial")
+    for method in ("erm", "hardware_aware"):
+        info = results["methods"].get(method)
+        if info and info.get("val_objective") is not None:
+            ax.axhline(info["val_objective"], color=COLORS[method], linestyle="--", linewidth=1, label=info["label"])
+    uniform = results["methods"].get("uniform")
+    if uniform and uniform.get("val_objective") is not None:
+        ax.axhline(uniform["val_objective"], color=COLORS["uniform"], linestyle=":", linewidth=1, label=uniform["label"])
+    agg = results["objective"]
+    what = "mean" if agg["aggregate"] == "mean" else f"{agg['quantile']:.0%} quantile"
+    times = ", ".join(readable(t) for t in results["objective_times"])
+    ax.set_xlabel("trial")
+    ax.set_ylabel(f"validation objective ({what} accuracy over chips)")
+    ax.set_title(f"{results['scenario']}: search convergence (objective at {times})")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    path = out / "convergence.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+METHOD_NAMES = {"bayesft": "BayesFT", "random": "random search"}
+
+
+def plot_dropout_rates(results: dict, out: Path) -> Path:
+    plt = _plt()
+    slots = results["slots"]
+    shown = [m for m in ("bayesft", "random", "uniform") if m in results["methods"]]
+    fig, ax = plt.subplots(figsize=(max(5.5, 0.9 * len(slots) + 2), 4))
+    width = 0.8 / max(1, len(shown))
+    for i, method in enumerate(shown):
+        rates = results["methods"][method]["rates"]
+        x = np.arange(len(slots)) + (i - (len(shown) - 1) / 2) * width
+        ax.bar(x, [rates[s] for s in slots], width, color=COLORS[method], label=results["methods"][method]["label"])
+    ax.set_xticks(np.arange(len(slots)), slots, rotation=30 if len(slots) > 6 else 0)
+    ax.set_xlabel("dropout slot (network order)")
+    ax.set_ylabel("dropout rate")
+    ax.set_ylim(0, 1)
+    ax.set_title(f"{results['scenario']}: chosen dropout rate per layer")
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = out / "dropout_rates.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_run(run_dir: Path) -> list[Path]:
+    """Draw every plot the run's files allow; returns the paths written."""
+    run_dir = Path(run_dir)
+    results_path = run_dir / "results.json"
+    if not results_path.is_file():
+        raise FileNotFoundError(f"{results_path} not found: is {run_dir} a finished run folder?")
+    results = json.loads(results_path.read_text())
+    trials = []
+    if (run_dir / "trials.jsonl").exists():
+        for line in (run_dir / "trials.jsonl").read_text().splitlines():
+            try:
+                trials.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a line cut short by an interruption
+    paths = []
+    if results["results"]:
+        paths.append(plot_accuracy_vs_time(results, run_dir))
+        paths.append(plot_technologies(results, run_dir))
+    if any(t["method"] in ("bayesft", "random") for t in trials):
+        paths.append(plot_convergence(results, trials, run_dir))
+    if any(m in results["methods"] for m in ("bayesft", "random", "uniform")) and results.get("mode") != "study":
+        paths.append(plot_dropout_rates(results, run_dir))
+    return paths
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m search.plot", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_dir", type=Path, help="a run folder written by python -m search.run")
+    args = parser.parse_args(argv)
+    try:
+        paths = plot_run(args.run_dir)
+    except (FileNotFoundError, json.JSONDecodeError, KeyError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""Run a scenario: the BayesFT dropout search, its baselines, test numbers and plots.
+
+    python -m search.run scenarios/drift_1day.yaml
+    python -m search.run scenarios/drift_1day.yaml --set search.n_trials=5 --set n_chips=10
+    python -m search.run scenarios/drift_1day.yaml --resume      # after an interruption
+
+The run folder (default runs/<scenario name>, or --out) receives the scenario as given
+and as resolved, environment.json, trials.jsonl (one line per finished trial),
+final.jsonl, results.json and the plots. Exit codes: 0 done, 2 bad input (nothing run,
+nothing written), 130 interrupted (resume with --resume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .config import ScenarioError, load_scenario
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m search.run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("scenario", type=Path, help="a scenario YAML file (see scenarios/)")
+    parser.add_argument("--out", type=Path, help="run folder (default: the scenario's output, else runs/<name>)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in the folder; finished trials are kept")
+    parser.add_argument("--force", action="store_true", help="start over in a folder that already holds a run")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a scenario value, e.g. --set search.n_trials=10 (repeatable; YAML values)")
+    parser.add_argument("--device", help="cpu, cuda or cuda:N (default: the scenario's, auto = cuda if available)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.resume and args.force:
+        print("error: --resume continues a run and --force starts over; choose one", file=sys.stderr)
+        return 2
+    overrides = list(args.overrides)
+    if args.device:
+        overrides.append(f"device={args.device}")
+    try:
+        scenario, raw = load_scenario(args.scenario, overrides)
+        if args.out is not None:
+            scenario = scenario.model_copy(update={"output": str(args.out)})
+        from . import runner  # heavy imports (skopt) only once the scenario is valid
+
+        folder = runner.RunFolder(scenario.output_dir())
+        runner.prepare_folder(folder, args.resume, args.force)
+        if args.resume:
+            runner.check_resumable(folder, scenario)
+        run = runner.Runner(scenario, folder, device=None, quiet=args.quiet)
+    except ScenarioError as e:
+        print(f"error: {e}".replace("\n", "\nerror: "), file=sys.stderr)
+        return 2
+
+    from .trial import _device
+    from . import plot
+
+    device = str(_device(scenario, None))
+    resuming = args.resume and folder.holds_run()
+    if resuming:
+        run.load_previous()
+        print(f"resuming {folder.path}: {len(run.done)} finished trial(s) kept")
+    runner.write_scenario_files(folder, raw, scenario, device)
+    n_slots = len(run.plan.slots)
+    print(f"{scenario.name}: {scenario.model.name} on {scenario.dataset.name}, {n_slots} dropout slots "
+          f"({', '.join(run.plan.slots)}), devices {', '.join(p.name for p in scenario.presets())}, "
+          f"{scenario.n_chips} chips per trial, {run.plan.n_trials} trials, device {device}; writing to {folder.path}")
+    try:
+        results = run.run()
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; finished trials are in {folder.path / 'trials.jsonl'}. "
+              f"Continue with: python -m search.run {args.scenario} --out {folder.path} --resume", file=sys.stderr)
+        return 130
+    paths = plot.plot_run(folder.path)
+    print()
+    print(runner.summary_table(results))
+    if results["best_dropout"] is not None:
+        rates = ", ".join(f"{k} {v:.2f}" for k, v in results["best_dropout"].items())
+        print(f"\nbest dropout rates (validation objective {results['best_objective']:.4f}): {rates}")
+    if results["failed_trials"]:
+        print(f"{results['failed_trials']} trial(s) failed; see 'reason' in trials.jsonl")
+    print(f"wrote {folder.path / 'results.json'} and {', '.join(p.name for p in paths)} "
+          f"({results['seconds']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,394 @@
+"""The experiment loop: trials, the Bayesian optimiser, baselines, the final test numbers,
+and the run folder that makes all of it resumable.
+
+The optimiser only proposes (``Optimizer.ask``) and learns (``Optimizer.tell``); this
+module owns the loop, and every finished trial is appended to ``trials.jsonl`` at once.
+``--resume`` replays the recorded trials into a fresh optimiser (same proposals, the
+recorded results) and runs only what is missing.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional
+
+import yaml
+from skopt import Optimizer
+from skopt.space import Real, Space
+from tqdm.auto import tqdm
+
+from .config import Scenario, ScenarioError, readable
+from .trial import run_final, run_trial
+
+ROOT = Path(__file__).resolve().parents[1]
+RUN_FILES = ("scenario.yaml", "resolved.yaml", "environment.json", "trials.jsonl", "final.jsonl", "results.json")
+METHODS = ("bayesft", "erm", "uniform", "random", "hardware_aware")
+METHOD_LABELS = {
+    "bayesft": "BayesFT (dropout search)",
+    "erm": "no dropout (ERM)",
+    "uniform": "best uniform dropout",
+    "random": "random search",
+    "hardware_aware": "hardware-aware training",
+}
+# resolved-scenario keys that may change between a run and its resume
+VOLATILE = ("output", "device")
+
+
+# ------------------------------------------------------------------------- run folder
+
+
+class RunFolder:
+    """The files of one run; JSON lines are appended and flushed one record at a time."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def holds_run(self) -> bool:
+        return any((self.path / name).exists() for name in ("trials.jsonl", "final.jsonl", "results.json"))
+
+    def clear(self) -> None:
+        for name in RUN_FILES:
+            (self.path / name).unlink(missing_ok=True)
+        for png in self.path.glob("*.png"):
+            png.unlink()
+
+    def read_jsonl(self, name: str, repair: bool = False) -> list[dict]:
+        """Records of a JSON-lines file. A last line cut short (the process was killed
+        while writing it) is ignored, and with ``repair`` removed from the file."""
+        path = self.path / name
+        if not path.exists():
+            return []
+        data = path.read_bytes()
+        records, good_end = [], 0
+        for line in data.splitlines(keepends=True):
+            if not line.endswith(b"\n"):
+                break
+            text = line.strip()
+            if text:
+                try:
+                    records.append(json.loads(text))
+                except json.JSONDecodeError:
+                    raise ScenarioError(f"{path}: line {len(records) + 1} is not JSON; the run folder is damaged") from None
+            good_end += len(line)
+        if repair and good_end < len(data):
+            with open(path, "r+b") as f:
+                f.truncate(good_end)
+        return records
+
+    def append(self, name: str, record: dict) -> None:
+        with open(self.path / name, "a") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def write_json(self, name: str, data: Any) -> None:
+        tmp = self.path / f".{name}.tmp"
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        os.replace(tmp, self.path / name)
+
+
+def environment(scenario: Scenario, device: str) -> dict:
+    def version(pkg: str) -> Optional[str]:
+        try:
+            return metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            return None
+
+    def git(*args: str) -> Optional[str]:
+        try:
+            out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10)
+            return out.stdout.strip() if out.returncode == 0 else None
+        except (OSError, subprocess.SubprocessError):
+            return None
+
+    return {
+        "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "argv": sys.argv,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "device": device,
+        "seed": scenario.seed,
+        "git_revision": git("rev-parse", "HEAD"),
+        "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+        "packages": {p: version(p) for p in ("torch", "torchvision", "aihwkit", "scikit-optimize", "scikit-learn",
+                                              "numpy", "pydantic", "matplotlib")},
+    }
+
+
+# ------------------------------------------------------------------------- the plan
+
+
+@dataclass
+class Plan:
+    """What a run does, in order; each item is a trial spec (plain data)."""
+
+    scenario: Scenario
+    slots: list[str]
+    fixed: list[dict] = field(default_factory=list)  # erm, uniform grid, hardware-aware
+    random: list[dict] = field(default_factory=list)
+
+    @property
+    def n_trials(self) -> int:
+        if self.scenario.mode == "study":
+            return 0
+        return len(self.fixed) + self.scenario.search.n_trials + len(self.random)
+
+
+def make_plan(scenario: Scenario) -> Plan:
+    slots = scenario.slots()
+    plan = Plan(scenario, slots)
+    if scenario.mode == "study":
+        return plan
+    zero = [0.0] * len(slots)
+    if scenario.baselines.erm:
+        plan.fixed.append({"id": "erm", "method": "erm", "rates": zero})
+    for rate in scenario.baselines.uniform:
+        plan.fixed.append({"id": f"uniform-{rate:g}", "method": "uniform", "rates": [float(rate)] * len(slots)})
+    if scenario.hardware_aware_config() is not None:
+        plan.fixed.append({"id": "hardware_aware", "method": "hardware_aware", "rates": zero, "hardware_aware": True})
+    if scenario.baselines.random:
+        lo, hi = scenario.search.bounds
+        points = Space([Real(lo, hi) for _ in slots]).rvs(scenario.search.n_trials, random_state=scenario.seed + 1)
+        plan.random = [
+            {"id": f"random-{i + 1:03d}", "method": "random", "rates": [float(v) for v in x]} for i, x in enumerate(points)
+        ]
+    return plan
+
+
+def make_optimizer(scenario: Scenario, n_slots: int) -> Optimizer:
+    lo, hi = scenario.search.bounds
+    return Optimizer(
+        [Real(lo, hi) for _ in range(n_slots)],
+        base_estimator="GP",
+        acq_func=scenario.search.acq_func,
+        n_initial_points=scenario.search.n_initial,
+        initial_point_generator="random",
+        random_state=scenario.seed,
+    )
+
+
+def loss_of(record: dict) -> float:
+    """skopt minimises: the negated objective; a failed trial counts as the worst (0)."""
+    return -(record["objective"] if record.get("status") == "ok" and record.get("objective") is not None else 0.0)
+
+
+# ------------------------------------------------------------------------- running
+
+
+TrialFn = Callable[[dict, dict], dict]
+
+
+@dataclass
+class Runner:
+    scenario: Scenario
+    folder: RunFolder
+    device: Optional[str] = None
+    quiet: bool = False
+    log: Callable[[str], None] = print
+
+    def __post_init__(self) -> None:
+        self.plain = self.scenario.plain()
+        self.plan = make_plan(self.scenario)
+        self.done: dict[str, dict] = {}
+        self.finals: dict[str, dict] = {}
+
+    # -- bookkeeping
+
+    def load_previous(self) -> None:
+        for record in self.folder.read_jsonl("trials.jsonl", repair=True):
+            self.done[record["id"]] = record
+        for record in self.folder.read_jsonl("final.jsonl", repair=True):
+            self.finals[record["id"]] = record
+
+    def _trial(self, spec: dict, bar) -> dict:
+        if spec["id"] in self.done:
+            return self.done[spec["id"]]
+        record = run_trial(self.plain, spec, device=self.device, progress=not self.quiet)
+        record.pop("traceback", None)
+        self.folder.append("trials.jsonl", record)
+        self.done[spec["id"]] = record
+        bar.update(1)
+        best = max((r["objective"] for r in self.done.values() if r.get("status") == "ok"), default=None)
+        if best is not None:
+            bar.set_postfix(best=f"{best:.4f}")
+        if record["status"] != "ok":
+            tqdm.write(f"trial {spec['id']} failed: {record['reason']}")
+        return record
+
+    # -- the search
+
+    def run(self) -> dict:
+        start = time.perf_counter()
+        resumed = sum(1 for s in self._all_ids() if s in self.done)
+        bar = tqdm(total=self.plan.n_trials, initial=resumed, desc="trials", unit="trial", disable=self.quiet)
+        for spec in self.plan.fixed:
+            self._trial(spec, bar)
+        optimizer = make_optimizer(self.scenario, len(self.plan.slots))
+        for i in range(self.scenario.search.n_trials):
+            x = [float(v) for v in optimizer.ask()]
+            trial_id = f"bayesft-{i + 1:03d}"
+            previous = self.done.get(trial_id)
+            if previous is not None:
+                x = previous["rates"]  # what was run is what the optimiser learns from
+            record = self._trial({"id": trial_id, "method": "bayesft", "rates": x}, bar)
+            optimizer.tell(x, loss_of(record))
+        for spec in self.plan.random:
+            self._trial(spec, bar)
+        bar.close()
+        self._finals()
+        results = self.results(time.perf_counter() - start)
+        self.folder.write_json("results.json", results)
+        return results
+
+    def _all_ids(self) -> Iterator[str]:
+        yield from (s["id"] for s in self.plan.fixed)
+        yield from (f"bayesft-{i + 1:03d}" for i in range(self.scenario.search.n_trials))
+        yield from (s["id"] for s in self.plan.random)
+
+    def best_trials(self) -> dict[str, dict]:
+        """The best trial of each method by its validation objective."""
+        best: dict[str, dict] = {}
+        for record in self.done.values():
+            if record.get("status") != "ok":
+                continue
+            method = record["method"]
+            if method not in best or record["objective"] > best[method]["objective"]:
+                best[method] = record
+        return best
+
+    def final_specs(self) -> list[dict]:
+        if self.scenario.mode == "study":
+            return [
+                {"id": f"final-{v.label}", "method": v.label,
+                 "rates": v.dropout, "model": v.model, "hardware_aware": v.hardware_aware}
+                for v in self.scenario.variants
+            ]
+        specs = []
+        best = self.best_trials()
+        for method in METHODS:
+            if method in best:
+                trial = best[method]
+                spec = {"id": f"final-{method}", "method": method, "rates": trial["rates"], "trial": trial["id"]}
+                if trial.get("hardware_aware"):
+                    spec["hardware_aware"] = True
+                specs.append(spec)
+            elif any(r["method"] == method for r in self.done.values()):
+                self.log(f"every {method} trial failed; it has no test numbers")
+        return specs
+
+    def _finals(self) -> None:
+        specs = self.final_specs()
+        todo = [s for s in specs if s["id"] not in self.finals or self.finals[s["id"]].get("rates") != s["rates"]]
+        bar = tqdm(total=len(specs), initial=len(specs) - len(todo), desc="test", unit="network", disable=self.quiet)
+        for spec in todo:
+            record = run_final(self.plain, spec, device=self.device, progress=not self.quiet)
+            self.folder.append("final.jsonl", record)
+            self.finals[spec["id"]] = record
+            bar.update(1)
+            if record["status"] != "ok":
+                tqdm.write(f"{spec['id']} failed: {record['reason']}")
+        bar.close()
+        self.final_order = [s["id"] for s in specs]
+
+    # -- results
+
+    def results(self, seconds: float) -> dict:
+        slots = self.plan.slots
+        methods: dict[str, dict] = {}
+        rows = []
+        for final_id in self.final_order:
+            record = self.finals[final_id]
+            method = record["method"]
+            rates = record["rates"]
+            rate_map = dict(zip(slots, rates)) if isinstance(rates, list) else rates
+            val = self.done.get(record.get("trial", ""), {})
+            methods[method] = {
+                "label": METHOD_LABELS.get(method, method),
+                "status": record["status"],
+                "reason": record.get("reason"),
+                "rates": rate_map,
+                "hardware_aware": bool(record.get("hardware_aware")),
+                "trial": record.get("trial"),
+                "val_objective": val.get("objective"),
+                "test_clean": record.get("test_clean"),
+            }
+            for row in record.get("rows", []):
+                rows.append({"method": method, **row})
+        trials = list(self.done.values())
+        best = self.best_trials().get("bayesft")
+        return {
+            "scenario": self.scenario.name,
+            "mode": self.scenario.mode,
+            "slots": slots,
+            "best_dropout": dict(zip(slots, best["rates"])) if best else None,
+            "best_objective": best["objective"] if best else None,
+            "objective": self.scenario.objective.model_dump(),
+            "objective_times": self.scenario.t_inference,
+            "presets": [p.name for p in self.scenario.presets()],
+            "methods": methods,
+            "results": rows,
+            "n_trials": len(trials),
+            "failed_trials": sum(1 for t in trials if t.get("status") != "ok"),
+            "seconds": seconds,
+        }
+
+
+def summary_table(results: dict) -> str:
+    """Test accuracy (mean +- std over chips) per preset, method and time, as text."""
+    times = sorted({r["t_inference"] for r in results["results"]})
+    lines = [f"{'preset':16s} {'method':28s} {'clean':>6s}" + "".join(f"{readable(t):>14s}" for t in times)]
+    for preset in results["presets"]:
+        for method, info in results["methods"].items():
+            cells = {r["t_inference"]: f"{r['mean']:.3f}+-{r['std']:.3f}" for r in results["results"]
+                     if r["method"] == method and r["preset"] == preset}
+            clean = f"{info['test_clean']:.3f}" if info.get("test_clean") is not None else "-"
+            if info["status"] != "ok":
+                clean, cells = "failed", {}
+            lines.append(f"{preset[:16]:16s} {info['label'][:28]:28s} {clean:>6s}"
+                         + "".join(f"{cells.get(t, '-'):>14s}" for t in times))
+    return "\n".join(lines)
+
+
+def write_scenario_files(folder: RunFolder, raw: dict, scenario: Scenario, device: str) -> None:
+    folder.path.mkdir(parents=True, exist_ok=True)
+    (folder.path / "scenario.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    (folder.path / "resolved.yaml").write_text(yaml.safe_dump(scenario.plain(), sort_keys=False))
+    folder.write_json("environment.json", environment(scenario, device))
+
+
+def check_resumable(folder: RunFolder, scenario: Scenario) -> None:
+    """A resumed run must be the same experiment: compare with the stored resolved scenario."""
+    path = folder.path / "resolved.yaml"
+    if not path.exists():
+        return
+    before = yaml.safe_load(path.read_text()) or {}
+    now = scenario.plain()
+    changed = [k for k in sorted(set(before) | set(now)) if k not in VOLATILE and before.get(k) != now.get(k)]
+    if changed:
+        raise ScenarioError(
+            f"{folder.path} holds a run of a different scenario (changed: {', '.join(changed)}); "
+            "resume it with the scenario it started with, or use --force or another --out to start over"
+        )
+
+
+def prepare_folder(folder: RunFolder, resume: bool, force: bool) -> None:
+    """Refuse to overwrite a run unless told to; with --force, remove its files."""
+    if folder.path.exists() and not folder.path.is_dir():
+        raise ScenarioError(f"output {folder.path} exists and is not a folder")
+    if folder.holds_run() and not (resume or force):
+        raise ScenarioError(
+            f"{folder.path} already holds a run; use --resume to continue it, --force to start over "
+            "(its files are replaced), or --out for another folder"
+        )
+    if force and not resume and folder.path.is_dir():
+        folder.clear()

@@ -1,0 +1,169 @@
+"""One trial: a pure function of plain data (the resolved scenario, the dropout rates,
+the seed) to a plain result record. That is what makes resume and distribution simple:
+any process with the package and the data computes the same record.
+
+- :func:`run_trial`: train with the rates, then score on the *validation* split over
+  ``n_chips`` simulated chips at the scenario's times and presets -> the objective.
+- :func:`run_final`: train the same way, then measure on the *test* split at the report
+  times with ``report.n_chips`` chips -> the numbers a paper reports.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+import traceback
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+import crossbar
+import models
+from crossbar.devices import derive_seed
+
+from .config import Scenario
+
+VAL_CHIPS, TEST_CHIPS = 1, 2  # random-stream keys of the validation and test chips
+
+
+@functools.lru_cache(maxsize=4)
+def _scenario(plain_json: str) -> Scenario:
+    return Scenario.model_validate(json.loads(plain_json))
+
+
+def scenario_of(plain: dict) -> Scenario:
+    return _scenario(json.dumps(plain, sort_keys=True))
+
+
+@functools.lru_cache(maxsize=2)
+def _splits(dataset_json: str, seed: int) -> models.Splits:
+    spec = json.loads(dataset_json)
+    return models.load_dataset(spec.pop("name"), seed=seed, **spec)
+
+
+def splits_of(scenario: Scenario) -> models.Splits:
+    """The scenario's data, loaded once per process."""
+    return _splits(json.dumps(scenario.dataset.model_dump(mode="json"), sort_keys=True), scenario.seed)
+
+
+def chip_seed(scenario: Scenario, split: str) -> int:
+    """Every trial is scored on the same chips (common random numbers): differences
+    between trials come from the networks, not from luckier chips."""
+    return derive_seed(scenario.seed, 200, VAL_CHIPS if split == "val" else TEST_CHIPS, 0) % (2**62)
+
+
+def _device(scenario: Scenario, device: Optional[str]) -> torch.device:
+    choice = device or scenario.device
+    return crossbar.resolve_device(None if choice == "auto" else choice)
+
+
+def train_network(scenario: Scenario, spec: dict, *, device=None, progress: bool = False) -> models.TrainResult:
+    """Build and train the scenario's network with ``spec`` (rates, hardware_aware flag,
+    model option overrides), from the scenario's seed."""
+    splits = splits_of(scenario)
+    options = {**scenario.model.options, **spec.get("model", {})}
+    net = models.build(scenario.model.name, splits.in_shape, splits.n_classes, dropout=spec["rates"], seed=scenario.seed, **options)
+    config = scenario.training
+    if spec.get("hardware_aware"):
+        config = config.model_copy(update={"hardware_aware": scenario.hardware_aware_config()})
+    return models.train(net, splits, config, seed=scenario.seed, device=_device(scenario, device), progress=progress,
+                        desc=f"train {spec.get('id', '')}".strip())
+
+
+def aggregate(acc: np.ndarray, scenario: Scenario) -> float:
+    """One number from accuracies of shape (presets, times, chips): the mean over chips,
+    or a low quantile over chips, averaged over presets and times."""
+    if scenario.objective.aggregate == "quantile":
+        per_cell = np.quantile(acc, scenario.objective.quantile, axis=-1)
+    else:
+        per_cell = acc.mean(axis=-1)
+    return float(per_cell.mean())
+
+
+def _measure(scenario: Scenario, model, data, split: str, times_of, n_chips: int, device, progress: bool) -> list[dict]:
+    rows = []
+    for preset in scenario.presets():
+        times = times_of(preset)
+        acc = crossbar.evaluate(
+            model, data, preset, times, n_chips, seed=chip_seed(scenario, split), batch_size=scenario.batch_size,
+            device=_device(scenario, device), progress=progress,
+        )
+        for t, chips in zip(times, acc):
+            rows.append({
+                "preset": preset.name, "t_inference": t, "mean": float(chips.mean()), "std": float(chips.std()),
+                "p10": float(np.percentile(chips, 10)), "p90": float(np.percentile(chips, 90)),
+                "quantile": float(np.quantile(chips, scenario.objective.quantile)), "n_chips": n_chips,
+                "chips": [round(float(a), 6) for a in chips],
+            })
+    return rows
+
+
+def _failed(spec: dict, start: float, reason: str) -> dict:
+    return {**spec, "status": "failed", "reason": reason, "objective": None, "seconds": time.perf_counter() - start}
+
+
+def run_trial(plain: dict, spec: dict, *, device: Optional[str] = None, progress: bool = False) -> dict:
+    """Train with ``spec["rates"]`` and score on the validation chips.
+
+    ``spec``: ``{"id", "method", "rates", "hardware_aware"?, "model"?}`` (plain data).
+    Returns ``spec`` plus ``status`` ("ok" or "failed"), ``reason``, ``objective``,
+    ``val_clean``, ``accuracy`` (one row per preset and time) and timings. A failure
+    (diverged training, out of memory, any error) is a record, not an exception.
+    """
+    start = time.perf_counter()
+    scenario = scenario_of(plain)
+    try:
+        result = train_network(scenario, spec, device=device, progress=progress)
+        if not result.ok:
+            return _failed(spec, start, result.reason or "training failed")
+        trained = time.perf_counter()
+        splits = splits_of(scenario)
+        rows = _measure(scenario, result.model, splits.val, "val", lambda p: scenario.t_inference, scenario.n_chips,
+                        device, progress)
+    except Exception as e:  # noqa: BLE001 - a trial's failure must not end the search
+        reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        return {**_failed(spec, start, reason), "traceback": traceback.format_exc(limit=4)}
+    acc = np.array([row["chips"] for row in rows]).reshape(len(scenario.devices), len(scenario.t_inference), -1)
+    objective = aggregate(acc, scenario)
+    feasible = scenario.objective.min_clean_accuracy is None or result.val_accuracy >= scenario.objective.min_clean_accuracy
+    for row in rows:
+        row.pop("chips")
+    return {
+        **spec,
+        "status": "ok",
+        "reason": None,
+        "objective": objective if feasible else 0.0,
+        "feasible": feasible,
+        "val_clean": result.val_accuracy,
+        "epochs": result.epochs_run,
+        "accuracy": rows,
+        "train_seconds": trained - start,
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def run_final(plain: dict, spec: dict, *, device: Optional[str] = None, progress: bool = False) -> dict:
+    """Train with ``spec`` (as :func:`run_trial` does) and measure on the test split at
+    the report times with ``report.n_chips`` chips per preset and time."""
+    start = time.perf_counter()
+    scenario = scenario_of(plain)
+    try:
+        result = train_network(scenario, spec, device=device, progress=progress)
+        if not result.ok:
+            return _failed(spec, start, result.reason or "training failed")
+        splits = splits_of(scenario)
+        rows = _measure(scenario, result.model, splits.test, "test", scenario.report_times, scenario.report.n_chips,
+                        device, progress)
+    except Exception as e:  # noqa: BLE001
+        return _failed(spec, start, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+    return {
+        **spec,
+        "status": "ok",
+        "reason": None,
+        "test_clean": models.accuracy(result.model, splits.test),
+        "val_clean": result.val_accuracy,
+        "rows": rows,
+        "seconds": time.perf_counter() - start,
+    }
