@@ -14,7 +14,7 @@ import functools
 import json
 import time
 import traceback
-from typing import Any, Optional
+from typing import Optional
 
 import numpy as np
 import torch
