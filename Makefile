@@ -5,9 +5,13 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test venv bench clean-venv
+.PHONY: run demo test venv bench clean-venv
 
+# The main job; --resume makes a second call continue (or just re-report) the same run.
 run: $(STAMP)
+	$(PY) -m search.run scenarios/drift_1day.yaml --resume
+
+demo: $(STAMP)
 	$(PY) examples/crossbar_demo.py
 
 test: $(STAMP)

@@ -381,11 +381,11 @@ def set_path(data: dict, dotted: str, value: Any) -> None:
                 node = node[key]
             continue
         if not isinstance(node, dict):
-            raise ScenarioError(f"--set {dotted}: {'.'.join(keys[:i])} is not a mapping")
+            raise ScenarioError(f"--set {dotted}: {'.'.join(keys[:i])} is not a mapping (it is {node!r})")
         if last:
             node[key] = value
         else:
-            if not isinstance(node.get(key), (dict, list)):
+            if node.get(key) is None:
                 node[key] = {}
             node = node[key]
 
@@ -438,5 +438,6 @@ def load_scenario(
         try:
             models.check_dataset(scenario.dataset.name, scenario.dataset.root, scenario.dataset.download)
         except (ValueError, FileNotFoundError) as e:
-            raise ScenarioError(f"{source}: dataset: {e}") from None
+            message = str(e).replace("enable download", "set dataset.download: true (--set dataset.download=true)")
+            raise ScenarioError(f"{source}: dataset: {message}") from None
     return scenario, raw

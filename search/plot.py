@@ -61,7 +61,7 @@ def plot_accuracy_vs_time(results: dict, out: Path) -> Path:
     cols = min(n, 3)
     rows = -(-n // cols)
     width = max(9.0, 5.2 * cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(width, 4.2 * rows + 1.2), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(rows, cols, figsize=(width, 4.2 * rows + 0.8), squeeze=False, sharey=True)
     methods = list(results["methods"])
     for ax, preset in zip(axes.flat, presets):
         times_seen: set[float] = set()
@@ -92,7 +92,7 @@ def plot_accuracy_vs_time(results: dict, out: Path) -> Path:
     ncol = min(len(labels), max(2, int(width // 3)))
     fig.legend(handles, labels, loc="lower center", ncol=ncol, frameon=False)
     legend_rows = -(-len(labels) // ncol)
-    bottom = (0.35 + 0.3 * legend_rows) / (4.2 * rows + 1.2)
+    bottom = (0.1 + 0.25 * legend_rows) / (4.2 * rows + 0.8)
     fig.tight_layout(rect=(0, bottom, 1, 0.92))
     path = out / "accuracy_vs_time.png"
     fig.savefig(path, dpi=120)
@@ -161,6 +161,9 @@ def plot_convergence(results: dict, trials: list[dict], out: Path) -> Path:
     agg = results["objective"]
     what = "mean" if agg["aggregate"] == "mean" else f"{agg['quantile']:.0%} quantile"
     times = ", ".join(readable(t) for t in results["objective_times"])
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("trial")
     ax.set_ylabel(f"validation objective ({what} accuracy over chips)")
     ax.set_title(f"{results['scenario']}: search convergence (objective at {times})")

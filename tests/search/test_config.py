@@ -1,0 +1,114 @@
+"""Scenario validation: every mistake is one clear line, exit code 2, nothing written."""
+
+from pathlib import Path
+
+import pytest
+
+import search.run
+from search.config import ScenarioError, load_scenario, parse_duration, readable
+
+SCENARIOS = sorted((Path(__file__).resolve().parents[2] / "scenarios").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("text,seconds", [
+    (5, 5.0), (2.5, 2.5), ("10s", 10.0), ("30min", 1800.0), ("12h", 43200.0), ("1d", 86400.0),
+    ("2 d", 172800.0), ("1w", 604800.0), ("1y", 365 * 86400.0), ("1e3", 1000.0), ("0", 0.0),
+])
+def test_durations(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("bad", ["1 month", "soon", "-1d", True, "1m", None])
+def test_bad_durations(bad):
+    with pytest.raises(ValueError):
+        parse_duration(bad)
+
+
+def test_readable_round_trip():
+    for t in (1.0, 60.0, 3600.0, 86400.0, 2 * 86400.0, 365 * 86400.0, 1.5):
+        assert parse_duration(readable(t)) == t
+
+
+@pytest.mark.parametrize("change,expected", [
+    ({"bogus": 1}, "scenario: bogus: unknown key; allowed here: name,"),
+    ({"search": {"n_trials": 0}}, "search.n_trials: Input should be greater than or equal to 1 (got 0)"),
+    ({"search": {"n_trialz": 3}}, "search.n_trialz: unknown key; allowed here: n_trials, n_initial, acq_func, bounds"),
+    ({"search": {"bounds": [0.5, 0.2]}}, "search.bounds: must be [low, high] with 0 <= low < high < 1"),
+    ({"search": {"n_trials": 2, "n_initial": 5}}, "search.n_initial (5) must not exceed search.n_trials (2)"),
+    ({"devices": ["nope"]}, "devices[0]: unknown preset 'nope'; valid presets: ideal, lognormal, pcm, reram_cmo, reram_wan2022"),
+    ({"devices": [{"base": "pcm", "g_max": -1, "name": "x"}]}, "devices[0]: preset 'pcm': g_max"),
+    ({"devices": [{"base": "pcm"}]}, "devices[0]: a custom preset needs a name"),
+    ({"devices": ["pcm", "pcm"]}, "device names must be unique; repeated: pcm"),
+    ({"devices": ["reram_wan2022"], "t_inference": "1h"},
+     "t_inference: preset 'reram_wan2022' is only defined at t_inference = 1 s, 1 day, 2 days; got 3600 s"),
+    ({"devices": ["reram_wan2022"], "report": {"t_inference": ["1h", "1y"]}},
+     "report.t_inference: preset 'reram_wan2022' defines none of these times"),
+    ({"t_inference": ["1 month"]}, "t_inference: '1 month' is not a duration; use seconds or a number with one of s, min, h, d, w, y"),
+    ({"training": {"epochs": "many"}}, "training.epochs: Input should be a valid integer"),
+    ({"training": {"hardware_aware": {"preset": "nope"}}}, "training.hardware_aware: unknown preset 'nope'"),
+    ({"model": {"name": "resnet9"}}, "model.name: unknown model 'resnet9'; valid: lenet5, mlp"),
+    ({"model": {"name": "lenet5", "options": {"norm": "weird"}}}, "model.options: norm: unknown 'weird'; valid: none, batch, layer, group"),
+    ({"dataset": {"name": "imagenet"}}, "dataset.name: unknown dataset 'imagenet'; valid: digits"),
+    ({"objective": {"aggregate": "median"}}, "objective.aggregate: Input should be 'mean' or 'quantile' (got 'median')"),
+    ({"objective": {"quantile": 1.5}}, "objective.quantile: Input should be less than 1"),
+    ({"mode": "study"}, "mode study needs variants"),
+    ({"baselines": {"hardware_aware": {"preset": "reram_wan2022", "t_inference": "5h"}}},
+     "baselines.hardware_aware: preset 'reram_wan2022' is only defined at"),
+    ({"device": "tpu"}, "device: device must be 'cpu', 'cuda' or 'cuda:N', got 'tpu'"),
+    ({"n_chips": -4}, "n_chips: Input should be greater than or equal to 1 (got -4)"),
+    ({"seed": "x"}, "seed: Input should be a valid integer"),
+])
+def test_each_mistake_is_one_clear_line(change, expected):
+    with pytest.raises(ScenarioError) as err:
+        load_scenario(data=change)
+    message = str(err.value)
+    assert expected in message, message
+    assert "\n" not in message
+
+
+def test_missing_dataset_is_caught_before_work(monkeypatch, tmp_path):
+    monkeypatch.setenv("CROSSBAR_DATA", str(tmp_path / "empty"))
+    with pytest.raises(ScenarioError, match=r"dataset: dataset 'mnist' not found: expected train-images-idx3-ubyte.*empty/MNIST/raw"):
+        load_scenario(data={"dataset": {"name": "mnist"}})
+
+
+def test_set_overrides():
+    scenario, raw = load_scenario(data={}, overrides=[
+        "search.n_trials=7", "devices=[pcm, lognormal]", "devices.1=ideal", "t_inference=[1h, 2d]", "training.lr=0.01",
+    ])
+    assert scenario.search.n_trials == 7 and [p.name for p in scenario.presets()] == ["pcm", "ideal"]
+    assert scenario.t_inference == [3600.0, 172800.0] and scenario.training.lr == 0.01
+    for bad, expected in (("search.n_trials", "expected key=value"), ("devices.5=pcm", "is a list; use an index 0..0"),
+                          ("seed.x=1", "seed is not a mapping")):
+        with pytest.raises(ScenarioError, match=expected):
+            load_scenario(data={"seed": 1, "devices": ["pcm"]}, overrides=[bad])
+
+
+@pytest.mark.parametrize("path", SCENARIOS, ids=[p.stem for p in SCENARIOS])
+def test_every_shipped_scenario_validates(path, monkeypatch, tmp_path):
+    monkeypatch.setenv("CROSSBAR_DATA", str(tmp_path / "no-data"))
+    scenario, _ = load_scenario(path, check_data=False)
+    assert scenario.name == path.stem and scenario.description
+    text = path.read_text()
+    assert text.startswith("#") and "Needs:" in text and "Takes:" in text  # says what it needs and how long
+    if scenario.dataset.name == "digits":
+        load_scenario(path)  # offline: nothing missing
+    else:  # needs a download: the clear offline message, not a traceback
+        with pytest.raises(ScenarioError, match="not found: expected .* set dataset.download: true"):
+            load_scenario(path)
+
+
+def test_cli_bad_scenario_exits_2_and_writes_nothing(tmp_path, capsys):
+    path = tmp_path / "bad.yaml"
+    path.write_text("search:\n  n_trials: 0\n")
+    out = tmp_path / "run"
+    assert search.run.main([str(path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == f"error: {path}: search.n_trials: Input should be greater than or equal to 1 (got 0)"
+    assert not out.exists()
+    path.write_text("search: [unclosed\n")
+    assert search.run.main([str(path), "--out", str(out)]) == 2
+    assert "not valid YAML (line 2" in capsys.readouterr().err
+    assert search.run.main([str(tmp_path / "missing.yaml")]) == 2
+    assert "no such scenario file" in capsys.readouterr().err
+    assert not out.exists()

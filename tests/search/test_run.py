@@ -1,0 +1,168 @@
+"""End to end: a tiny search, its run folder, plots, reproducibility, overwrite
+protection, a failing trial, and resume after SIGKILL."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import search.plot
+import search.run
+from search.config import load_scenario
+from search.trial import run_trial
+
+ROOT = Path(__file__).resolve().parents[2]
+PLOTS = {"accuracy_vs_time.png", "technologies.png", "convergence.png", "dropout_rates.png"}
+
+
+def trials(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / "trials.jsonl").read_text().splitlines()]
+
+
+def stable(record: dict) -> dict:
+    """A trial without its timings."""
+    return {k: v for k, v in record.items() if not k.endswith("seconds")}
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, tiny_data):
+    """One finished tiny run, shared by the tests that only read it."""
+    import yaml
+
+    folder = tmp_path_factory.mktemp("finished")
+    path = folder / "tiny.yaml"
+    path.write_text(yaml.safe_dump(tiny_data))
+    assert search.run.main([str(path), "--out", str(folder / "run"), "--quiet"]) == 0
+    return path, folder / "run"
+
+
+def test_tiny_search_end_to_end(finished, capsys):
+    _, run = finished
+    for name in ("scenario.yaml", "resolved.yaml", "environment.json", "trials.jsonl", "final.jsonl", "results.json"):
+        assert (run / name).is_file(), name
+    assert PLOTS <= {p.name for p in run.glob("*.png")}
+    records = trials(run)
+    ids = [r["id"] for r in records]
+    assert ids == ["erm", "uniform-0.2", "hardware_aware", "bayesft-001", "bayesft-002", "bayesft-003", "bayesft-004",
+                   "random-001", "random-002", "random-003", "random-004"]
+    for r in records:
+        assert r["status"] == "ok" and 0 <= r["objective"] <= 1 and len(r["rates"]) == 2
+        assert {(a["preset"], a["t_inference"]) for a in r["accuracy"]} == {("lognormal", 86400.0), ("cmo_faulty", 86400.0)}
+        assert all(0 <= rate <= 0.8 for rate in r["rates"])
+    results = json.loads((run / "results.json").read_text())
+    assert set(results["best_dropout"]) == {"fc1", "fc2"}
+    best = max((r for r in records if r["method"] == "bayesft"), key=lambda r: r["objective"])
+    assert list(results["best_dropout"].values()) == best["rates"] and results["best_objective"] == best["objective"]
+    assert set(results["methods"]) == {"bayesft", "erm", "uniform", "random", "hardware_aware"}
+    rows = results["results"]
+    assert {r["method"] for r in rows} == set(results["methods"])
+    for row in rows:
+        assert {"method", "preset", "t_inference", "mean", "std", "n_chips"} <= set(row) and row["n_chips"] == 4
+        assert row["t_inference"] in (1.0, 86400.0, 365 * 86400.0) and 0 <= row["mean"] <= 1
+    # the lognormal model does not depend on time: identical chips give identical accuracy
+    logn = [r["mean"] for r in rows if r["method"] == "erm" and r["preset"] == "lognormal"]
+    assert len(set(logn)) == 1
+    env = json.loads((run / "environment.json").read_text())
+    assert env["seed"] == 3 and env["packages"]["aihwkit"] == "1.1.0" and env["device"] == "cpu"
+
+
+def test_plots_redraw_from_the_files_alone(finished, tmp_path):
+    _, run = finished
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for name in ("results.json", "trials.jsonl"):
+        (copy / name).write_bytes((run / name).read_bytes())
+    assert search.plot.main([str(copy)]) == 0
+    assert {p.name for p in copy.glob("*.png")} == PLOTS
+    assert search.plot.main([str(tmp_path / "nothing")]) == 2
+
+
+def test_same_seed_same_trials(finished, tmp_path):
+    path, run = finished
+    again = tmp_path / "again"
+    assert search.run.main([str(path), "--out", str(again), "--quiet", "--set", "search.n_trials=2",
+                            "--set", "baselines.random=false"]) == 0
+    first = {r["id"]: stable(r) for r in trials(run)}
+    for record in trials(again):
+        assert stable(record) == first[record["id"]]
+
+
+def test_a_finished_run_is_not_overwritten(finished, capsys):
+    path, run = finished
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    assert search.run.main([str(path), "--out", str(run), "--quiet"]) == 2
+    assert "already holds a run; use --resume to continue it, --force to start over" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+    # resuming a finished run redoes nothing
+    assert search.run.main([str(path), "--out", str(run), "--quiet", "--resume"]) == 0
+    assert [stable(r) for r in trials(run)] == [stable(json.loads(line)) for line in before["trials.jsonl"].decode().splitlines()]
+    # resuming with a changed scenario is refused
+    assert search.run.main([str(path), "--out", str(run), "--quiet", "--resume", "--set", "n_chips=5"]) == 2
+    assert "holds a run of a different scenario (changed: n_chips)" in capsys.readouterr().err
+
+
+def test_force_starts_over(tiny, tmp_path):
+    path = tiny(search={"n_trials": 1, "n_initial": 1}, baselines={"erm": True, "uniform": [], "random": False,
+                                                                  "hardware_aware": False})
+    out = tmp_path / "run"
+    assert search.run.main([str(path), "--out", str(out), "--quiet"]) == 0
+    (out / "trials.jsonl").write_text('{"id": "stale", "method": "erm", "rates": [0, 0], "status": "ok", "objective": 1}\n')
+    assert search.run.main([str(path), "--out", str(out), "--quiet", "--force"]) == 0
+    assert [r["id"] for r in trials(out)] == ["erm", "bayesft-001"]
+
+
+def test_a_failing_trial_is_recorded_and_the_search_goes_on(tiny, tmp_path):
+    # SGD at this learning rate diverges: every trial fails, the run still finishes
+    path = tiny(training={"epochs": 2, "optimizer": "sgd", "lr": 1.0e6, "schedule": "constant"},
+                search={"n_trials": 2, "n_initial": 1}, baselines={"uniform": [], "random": False, "hardware_aware": False})
+    out = tmp_path / "run"
+    assert search.run.main([str(path), "--out", str(out), "--quiet"]) == 0
+    records = trials(out)
+    assert [r["id"] for r in records] == ["erm", "bayesft-001", "bayesft-002"]
+    for r in records:
+        assert r["status"] == "failed" and "diverged" in r["reason"] and r["objective"] is None
+    results = json.loads((out / "results.json").read_text())
+    assert results["failed_trials"] == 3 and results["best_dropout"] is None and results["results"] == []
+
+
+def test_an_error_inside_a_trial_becomes_a_failed_record():
+    scenario, _ = load_scenario(data={"dataset": {"name": "digits", "max_train": 50}, "model": {"name": "mlp"},
+                                      "training": {"epochs": 1}})
+    record = run_trial(scenario.plain(), {"id": "x", "method": "bayesft", "rates": [0.1, 0.2, 0.3]})  # 3 rates, 2 slots
+    assert record["status"] == "failed" and "dropout: 3 rate(s) given for 2 slot(s)" in record["reason"]
+
+
+def test_resume_after_sigkill_loses_and_repeats_nothing(tiny, tmp_path):
+    path = tiny(training={"epochs": 6, "lr": 0.01}, search={"n_trials": 4, "n_initial": 2})
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "search.run", str(path), "--out", str(out), "--quiet"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    log = out / "trials.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not log.exists() or len(log.read_text().splitlines()) < 5):
+        time.sleep(0.05)
+    time.sleep(0.3)  # into the middle of the next trial
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = trials(out)
+    assert 5 <= len(before) < 11, "the run was killed before it finished"
+    with open(log, "a") as f:  # as if the kill had struck while a line was being written
+        f.write('{"id": "bayesft-00')
+    resumed = subprocess.run(cmd + ["--resume"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    after = trials(out)
+    ids = [r["id"] for r in after]
+    assert len(ids) == len(set(ids)) == 11  # nothing repeated, nothing lost
+    assert after[:len(before)] == before  # finished trials kept as they were
+    # and the resumed search is the one an uninterrupted run makes
+    straight = tmp_path / "straight"
+    assert search.run.main([str(path), "--out", str(straight), "--quiet"]) == 0
+    assert [stable(r) for r in after] == [stable(r) for r in trials(straight)]
+    assert json.loads((out / "results.json").read_text())["best_dropout"] == \
+        json.loads((straight / "results.json").read_text())["best_dropout"]
