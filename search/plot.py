@@ -33,6 +33,14 @@ def _plt():
     return plt
 
 
+def _save(fig, path: Path, layout: bool = True) -> Path:
+    if layout:
+        fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    _plt().close(fig)
+    return path
+
+
 def _rows(results: dict, method: str, preset: str) -> list[dict]:
     rows = [r for r in results["results"] if r["method"] == method and r["preset"] == preset]
     return sorted(rows, key=lambda r: r["t_inference"])
@@ -94,10 +102,7 @@ def plot_accuracy_vs_time(results: dict, out: Path) -> Path:
     legend_rows = -(-len(labels) // ncol)
     bottom = (0.1 + 0.25 * legend_rows) / (4.2 * rows + 0.8)
     fig.tight_layout(rect=(0, bottom, 1, 0.92))
-    path = out / "accuracy_vs_time.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, out / "accuracy_vs_time.png", layout=False)
 
 
 def _focus_time(results: dict, preset: str) -> float:
@@ -130,11 +135,7 @@ def plot_technologies(results: dict, out: Path) -> Path:
     ax.set_title(f"{results['scenario']}: device presets side by side")
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend(fontsize=8, loc="lower left")
-    fig.tight_layout()
-    path = out / "technologies.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, out / "technologies.png")
 
 
 def plot_convergence(results: dict, trials: list[dict], out: Path) -> Path:
@@ -169,11 +170,7 @@ def plot_convergence(results: dict, trials: list[dict], out: Path) -> Path:
     ax.set_title(f"{results['scenario']}: search convergence (objective at {times})")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    path = out / "convergence.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, out / "convergence.png")
 
 
 METHOD_NAMES = {"bayesft": "BayesFT", "random": "random search"}
@@ -196,11 +193,7 @@ def plot_dropout_rates(results: dict, out: Path) -> Path:
     ax.set_title(f"{results['scenario']}: chosen dropout rate per layer")
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = out / "dropout_rates.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, out / "dropout_rates.png")
 
 
 def plot_run(run_dir: Path) -> list[Path]:

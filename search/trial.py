@@ -104,6 +104,30 @@ def _failed(spec: dict, start: float, reason: str) -> dict:
     return {**spec, "status": "failed", "reason": reason, "objective": None, "seconds": time.perf_counter() - start}
 
 
+def _train_and_measure(plain: dict, spec: dict, split: str, device, progress: bool):
+    """Train with ``spec``, then measure on ``split`` ("val": the objective's times and
+    chips; "test": the report's). Returns (scenario, train result, rows, seconds spent
+    training) or a failed record: a failure is data, not an exception."""
+    start = time.perf_counter()
+    scenario = scenario_of(plain)
+    try:
+        result = train_network(scenario, spec, device=device, progress=progress)
+        if not result.ok:
+            return _failed(spec, start, result.reason or "training failed")
+        trained = time.perf_counter() - start
+        splits = splits_of(scenario)
+        if split == "val":
+            rows = _measure(scenario, result.model, splits.val, "val", lambda p: scenario.t_inference, scenario.n_chips,
+                            device, progress)
+        else:
+            rows = _measure(scenario, result.model, splits.test, "test", scenario.report_times,
+                            scenario.report.n_chips, device, progress)
+    except Exception as e:  # noqa: BLE001 - a trial's failure must not end the search
+        reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        return {**_failed(spec, start, reason), "traceback": traceback.format_exc(limit=4)}
+    return scenario, result, rows, trained
+
+
 def run_trial(plain: dict, spec: dict, *, device: Optional[str] = None, progress: bool = False) -> dict:
     """Train with ``spec["rates"]`` and score on the validation chips.
 
@@ -113,18 +137,10 @@ def run_trial(plain: dict, spec: dict, *, device: Optional[str] = None, progress
     (diverged training, out of memory, any error) is a record, not an exception.
     """
     start = time.perf_counter()
-    scenario = scenario_of(plain)
-    try:
-        result = train_network(scenario, spec, device=device, progress=progress)
-        if not result.ok:
-            return _failed(spec, start, result.reason or "training failed")
-        trained = time.perf_counter()
-        splits = splits_of(scenario)
-        rows = _measure(scenario, result.model, splits.val, "val", lambda p: scenario.t_inference, scenario.n_chips,
-                        device, progress)
-    except Exception as e:  # noqa: BLE001 - a trial's failure must not end the search
-        reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-        return {**_failed(spec, start, reason), "traceback": traceback.format_exc(limit=4)}
+    outcome = _train_and_measure(plain, spec, "val", device, progress)
+    if isinstance(outcome, dict):
+        return outcome
+    scenario, result, rows, trained = outcome
     acc = np.array([row["chips"] for row in rows]).reshape(len(scenario.devices), len(scenario.t_inference), -1)
     objective = aggregate(acc, scenario)
     feasible = scenario.objective.min_clean_accuracy is None or result.val_accuracy >= scenario.objective.min_clean_accuracy
@@ -139,7 +155,7 @@ def run_trial(plain: dict, spec: dict, *, device: Optional[str] = None, progress
         "val_clean": result.val_accuracy,
         "epochs": result.epochs_run,
         "accuracy": rows,
-        "train_seconds": trained - start,
+        "train_seconds": trained,
         "seconds": time.perf_counter() - start,
     }
 
@@ -148,21 +164,15 @@ def run_final(plain: dict, spec: dict, *, device: Optional[str] = None, progress
     """Train with ``spec`` (as :func:`run_trial` does) and measure on the test split at
     the report times with ``report.n_chips`` chips per preset and time."""
     start = time.perf_counter()
-    scenario = scenario_of(plain)
-    try:
-        result = train_network(scenario, spec, device=device, progress=progress)
-        if not result.ok:
-            return _failed(spec, start, result.reason or "training failed")
-        splits = splits_of(scenario)
-        rows = _measure(scenario, result.model, splits.test, "test", scenario.report_times, scenario.report.n_chips,
-                        device, progress)
-    except Exception as e:  # noqa: BLE001
-        return _failed(spec, start, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+    outcome = _train_and_measure(plain, spec, "test", device, progress)
+    if isinstance(outcome, dict):
+        return outcome
+    scenario, result, rows, _ = outcome
     return {
         **spec,
         "status": "ok",
         "reason": None,
-        "test_clean": models.accuracy(result.model, splits.test),
+        "test_clean": models.accuracy(result.model, splits_of(scenario).test),
         "val_clean": result.val_accuracy,
         "rows": rows,
         "seconds": time.perf_counter() - start,
