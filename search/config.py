@@ -175,6 +175,20 @@ class Variant(Strict):
     hardware_aware: bool = False
 
 
+class Execution(Strict):
+    """Where trials run; the command line's --workers / --dask override these."""
+
+    workers: int = Field(1, ge=1, description="parallel trials: local processes, or LocalCluster workers with dask: local")
+    dask: Optional[str] = Field(None, description="'local' (a LocalCluster) or a scheduler address tcp://HOST:PORT")
+
+    @field_validator("dask")
+    @classmethod
+    def _address(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and value != "local" and not re.match(r"^(tcp|tls|inproc|ucx)://[^\s]+$", value):
+            raise ValueError(f"must be 'local' or a scheduler address such as tcp://10.0.0.5:8786, got {value!r}")
+        return value
+
+
 class Scenario(Strict):
     """One experiment. ``mode: search`` (the BayesFT search and its baselines) or
     ``mode: study`` (train and compare fixed ``variants``, e.g. the component study)."""
@@ -192,6 +206,10 @@ class Scenario(Strict):
     t_inference: Times = Field([86400.0], description="times the objective is measured at")
     n_chips: int = Field(20, ge=1, description="simulated chips per trial, preset and time")
     batch_size: int = Field(512, ge=1, description="evaluation batch size")
+    chunk_size: Optional[int] = Field(
+        None, ge=1, description="chips simulated at once (default: as many as fit in a quarter of free memory)"
+    )
+    execution: Execution = Field(default_factory=Execution)
     objective: Objective = Field(default_factory=Objective)
     search: SearchSpec = Field(default_factory=SearchSpec)
     baselines: Baselines = Field(default_factory=Baselines)

@@ -30,6 +30,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a scenario value, e.g. --set search.n_trials=10 (repeatable; YAML values)")
     parser.add_argument("--device", help="cpu, cuda or cuda:N (default: the scenario's, auto = cuda if available)")
+    parser.add_argument("--workers", type=int, metavar="N",
+                        help="run N trials at once in local processes (with --dask local: N LocalCluster workers)")
+    parser.add_argument("--dask", metavar="ADDRESS",
+                        help="run trials on Dask: 'local' starts a LocalCluster, tcp://HOST:PORT joins a scheduler")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser.parse_args(argv)
 
@@ -42,6 +46,10 @@ def main(argv=None) -> int:
     overrides = list(args.overrides)
     if args.device:
         overrides.append(f"device={args.device}")
+    if args.workers is not None:
+        overrides.append(f"execution.workers={args.workers}")
+    if args.dask is not None:
+        overrides.append(f"execution.dask={args.dask}")
     try:
         scenario, raw = load_scenario(args.scenario, overrides)
         if args.out is not None:
@@ -57,10 +65,16 @@ def main(argv=None) -> int:
         print(f"error: {e}".replace("\n", "\nerror: "), file=sys.stderr)
         return 2
 
+    from . import executors, plot
     from .trial import _device
-    from . import plot
 
     device = str(_device(scenario, None))
+    execution = scenario.execution
+    try:  # before anything is written: an unreachable scheduler is bad input too
+        executor = executors.make_executor(run.plain, execution.workers, execution.dask, progress=not args.quiet)
+    except (ConnectionError, OSError, TimeoutError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     resuming = args.resume and folder.holds_run()
     if resuming:
         run.load_previous()
@@ -70,9 +84,12 @@ def main(argv=None) -> int:
     print(f"{scenario.name}: {scenario.model.name} on {scenario.dataset.name}, {n_slots} dropout slots "
           f"({', '.join(run.plan.slots)}), devices {', '.join(p.name for p in scenario.presets())}, "
           f"{scenario.n_chips} chips per trial, {run.plan.n_trials} trials, device {device}; writing to {folder.path}")
+    if executor.name != "sequential":
+        print(f"trials run on {executor.name}: {executor.capacity} at a time")
     try:
-        results = run.run()
+        results = run.run(executor)
     except KeyboardInterrupt:
+        executor.close()
         print(f"\ninterrupted; finished trials are in {folder.path / 'trials.jsonl'}. "
               f"Continue with: python -m search.run {args.scenario} --out {folder.path} --resume", file=sys.stderr)
         return 130

@@ -27,7 +27,7 @@ from skopt.space import Real, Space
 from tqdm.auto import tqdm
 
 from .config import Scenario, ScenarioError, readable
-from .trial import run_final, run_trial
+from .trial import run_final
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN_FILES = ("scenario.yaml", "resolved.yaml", "environment.json", "trials.jsonl", "final.jsonl", "results.json")
@@ -40,7 +40,7 @@ METHOD_LABELS = {
     "hardware_aware": "hardware-aware training",
 }
 # resolved-scenario keys that may change between a run and its resume
-VOLATILE = ("output", "device")
+VOLATILE = ("output", "device", "execution")
 
 
 # ------------------------------------------------------------------------- run folder
@@ -185,9 +185,6 @@ def loss_of(record: dict) -> float:
 # ------------------------------------------------------------------------- running
 
 
-TrialFn = Callable[[dict, dict], dict]
-
-
 @dataclass
 class Runner:
     scenario: Scenario
@@ -210,45 +207,78 @@ class Runner:
         for record in self.folder.read_jsonl("final.jsonl", repair=True):
             self.finals[record["id"]] = record
 
-    def _trial(self, spec: dict, bar) -> dict:
-        if spec["id"] in self.done:
-            return self.done[spec["id"]]
-        record = run_trial(self.plain, spec, device=self.device, progress=not self.quiet)
-        record.pop("traceback", None)
+    def _record(self, record: dict, bar) -> None:
         self.folder.append("trials.jsonl", record)
-        self.done[spec["id"]] = record
+        self.done[record["id"]] = record
         bar.update(1)
         best = max((r["objective"] for r in self.done.values() if r.get("status") == "ok"), default=None)
         if best is not None:
             bar.set_postfix(best=f"{best:.4f}")
         if record["status"] != "ok":
-            tqdm.write(f"trial {spec['id']} failed: {record['reason']}")
-        return record
+            tqdm.write(f"trial {record['id']} failed: {record['reason']}")
 
     # -- the search
 
-    def run(self) -> dict:
+    def run(self, executor=None) -> dict:
+        """Run every trial not yet done, then the test measurements; write results.json.
+
+        With an executor of capacity > 1, trials run in parallel: the optimiser proposes
+        a point whenever a worker is free, treating the trials still running as if they
+        had scored the best value seen so far (skopt's constant liar, ``cl_min``), and
+        learns each result as soon as it arrives. One at a time, the proposals are exactly
+        those of the plain ask/tell loop, and a resumed run repeats them.
+        """
+        from .executors import Sequential
+
+        executor = executor or Sequential(self.plain, device=self.device, progress=not self.quiet)
         start = time.perf_counter()
         resumed = sum(1 for s in self._all_ids() if s in self.done)
         bar = tqdm(total=self.plan.n_trials, initial=resumed, desc="trials", unit="trial", disable=self.quiet)
-        for spec in self.plan.fixed:
-            self._trial(spec, bar)
         optimizer = make_optimizer(self.scenario, len(self.plan.slots))
-        for i in range(self.scenario.search.n_trials):
-            x = [float(v) for v in optimizer.ask()]
-            trial_id = f"bayesft-{i + 1:03d}"
-            previous = self.done.get(trial_id)
-            if previous is not None:
-                x = previous["rates"]  # what was run is what the optimiser learns from
-            record = self._trial({"id": trial_id, "method": "bayesft", "rates": x}, bar)
-            optimizer.tell(x, loss_of(record))
-        for spec in self.plan.random:
-            self._trial(spec, bar)
-        bar.close()
+        in_flight: dict[str, list[float]] = {}  # bayesft trials running: id -> rates
+        queue = list(self.plan.fixed) + [None] * self.scenario.search.n_trials + list(self.plan.random)
+        bo_index = 0
+        try:
+            while queue or executor.pending():
+                while queue and executor.pending() < executor.capacity:
+                    spec = queue.pop(0)
+                    if spec is None:  # the optimiser's next proposal
+                        bo_index += 1
+                        spec = self._propose(optimizer, f"bayesft-{bo_index:03d}", in_flight)
+                        if spec is None:
+                            continue  # already done; learnt from its record
+                    elif spec["id"] in self.done:
+                        continue
+                    executor.submit(spec)
+                if not executor.pending():
+                    continue
+                record = executor.next_finished()
+                self._record(record, bar)
+                if record["method"] == "bayesft":
+                    in_flight.pop(record["id"], None)
+                    optimizer.tell(record["rates"], loss_of(record))
+        finally:
+            executor.close()
+            bar.close()
         self._finals()
         results = self.results(time.perf_counter() - start)
         self.folder.write_json("results.json", results)
         return results
+
+    def _propose(self, optimizer: Optimizer, trial_id: str, in_flight: dict[str, list[float]]) -> Optional[dict]:
+        if in_flight:
+            lie = min(optimizer.yi) if optimizer.yi else 0.0
+            liar = optimizer.copy(random_state=optimizer.rng.randint(0, 2**31 - 1))
+            liar.tell(list(in_flight.values()), [lie] * len(in_flight))
+            x = [float(v) for v in liar.ask()]
+        else:
+            x = [float(v) for v in optimizer.ask()]
+        previous = self.done.get(trial_id)
+        if previous is not None:  # resumed: what was run is what the optimiser learns from
+            optimizer.tell(previous["rates"], loss_of(previous))
+            return None
+        in_flight[trial_id] = x
+        return {"id": trial_id, "method": "bayesft", "rates": x}
 
     def _all_ids(self) -> Iterator[str]:
         yield from (s["id"] for s in self.plan.fixed)

@@ -88,7 +88,7 @@ def _measure(scenario: Scenario, model, data, split: str, times_of, n_chips: int
         times = times_of(preset)
         acc = crossbar.evaluate(
             model, data, preset, times, n_chips, seed=chip_seed(scenario, split), batch_size=scenario.batch_size,
-            device=_device(scenario, device), progress=progress,
+            device=_device(scenario, device), chunk_size=scenario.chunk_size, progress=progress,
         )
         for t, chips in zip(times, acc):
             rows.append({

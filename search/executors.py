@@ -1,0 +1,202 @@
+"""Where trials run: in this process, in local worker processes, or on a Dask cluster.
+
+Every executor takes trial specs (plain data) and hands back finished records one at
+a time, as they finish. A trial is ``search.trial.run_trial(plain_scenario, spec)``,
+so a worker needs only the package and the data, not the driver's state.
+
+- :class:`Sequential`: one trial at a time, here (the default).
+- :class:`Processes`: ``--workers N`` local processes (``concurrent.futures``). A
+  worker that dies takes the pool with it; its trials are retried on a fresh pool, up
+  to ``retries`` times each, then recorded as failed.
+- :class:`DaskExecutor`: ``--dask tcp://HOST:PORT`` joins a running scheduler,
+  ``--dask local`` starts a ``LocalCluster``. A worker that dies has its trials
+  rescheduled by Dask; a trial that kills ``allowed-failures`` workers is recorded as failed.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing
+import os
+import time
+from typing import Any, Optional
+
+from .trial import run_trial
+
+
+def execute(plain: dict, spec: dict, threads: Optional[int] = None, device: Optional[str] = None) -> dict:
+    """The trial as a worker runs it: plain data in, plain data out."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    record = run_trial(plain, spec, device=device, progress=False)
+    record.pop("traceback", None)
+    record["worker"] = f"{os.uname().nodename}:{os.getpid()}"
+    return record
+
+
+def _failed(spec: dict, reason: str) -> dict:
+    return {**spec, "status": "failed", "reason": reason, "objective": None, "seconds": 0.0}
+
+
+class Sequential:
+    """Trials one after another in this process (progress bars for epochs and chips)."""
+
+    name = "sequential"
+    capacity = 1
+
+    def __init__(self, plain: dict, device: Optional[str] = None, progress: bool = True):
+        self.plain, self.device, self.progress = plain, device, progress
+        self.queue: list[dict] = []
+
+    def submit(self, spec: dict) -> None:
+        self.queue.append(spec)
+
+    def pending(self) -> int:
+        return len(self.queue)
+
+    def next_finished(self) -> dict:
+        spec = self.queue.pop(0)
+        record = run_trial(self.plain, spec, device=self.device, progress=self.progress)
+        record.pop("traceback", None)
+        return record
+
+    def close(self) -> None:
+        self.queue.clear()
+
+
+class Processes:
+    """``workers`` local processes; torch gets ``cores // workers`` threads in each."""
+
+    name = "processes"
+
+    def __init__(self, plain: dict, workers: int, device: Optional[str] = None, retries: int = 2):
+        self.plain, self.device, self.retries = plain, device, retries
+        self.capacity = workers
+        self.threads = max(1, (os.cpu_count() or 1) // workers)
+        self.futures: dict[cf.Future, dict] = {}
+        self.attempts: dict[str, int] = {}
+        self.ready: list[dict] = []
+        self.pool = self._new_pool()
+
+    def _new_pool(self) -> cf.ProcessPoolExecutor:
+        # spawn: a fresh interpreter per worker (no forked torch/OpenMP state)
+        return cf.ProcessPoolExecutor(self.capacity, mp_context=multiprocessing.get_context("spawn"))
+
+    def submit(self, spec: dict) -> None:
+        try:
+            future = self.pool.submit(execute, self.plain, spec, self.threads, self.device)
+        except cf.process.BrokenProcessPool:  # a worker died since the last result
+            self._recover([])
+            future = self.pool.submit(execute, self.plain, spec, self.threads, self.device)
+        self.attempts[spec["id"]] = self.attempts.get(spec["id"], 0) + 1
+        self.futures[future] = spec
+
+    def pending(self) -> int:
+        return len(self.futures) + len(self.ready)
+
+    def next_finished(self) -> dict:
+        while not self.ready:
+            done, _ = cf.wait(list(self.futures), return_when=cf.FIRST_COMPLETED)
+            broken = []
+            for future in done:
+                spec = self.futures.pop(future)
+                try:
+                    self.ready.append(future.result())
+                except cf.process.BrokenProcessPool:
+                    broken.append(spec)
+                except Exception as e:  # noqa: BLE001 - e.g. a result that cannot be unpickled
+                    self.ready.append(_failed(spec, f"{type(e).__name__}: {e}"))
+            if broken:
+                self._recover(broken)
+        return self.ready.pop(0)
+
+    def _recover(self, broken: list[dict]) -> None:
+        """A worker died: every trial in flight is lost with the pool. Retry them on a
+        new pool (up to ``retries`` times each), else record them as failed."""
+        broken += list(self.futures.values())
+        self.futures.clear()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.pool = self._new_pool()
+        for spec in broken:
+            if self.attempts[spec["id"]] > self.retries:
+                self.ready.append(_failed(spec, f"a worker process died while running it ({self.attempts[spec['id']]} attempts)"))
+            else:
+                self.submit(spec)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+class DaskExecutor:
+    """Trials as Dask futures on a cluster: ``address`` of a running scheduler
+    (``tcp://HOST:PORT``) or ``"local"`` for a ``LocalCluster`` of ``workers`` processes."""
+
+    name = "dask"
+
+    def __init__(self, plain: dict, address: str, workers: Optional[int] = None, device: Optional[str] = None,
+                 threads: Optional[int] = None, timeout: float = 10.0):
+        from distributed import Client, LocalCluster
+
+        self.plain, self.device = plain, device
+        self.cluster = None
+        if address == "local":
+            n = workers or max(1, os.cpu_count() or 1)
+            self.cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                        dashboard_address=None)
+            self.client = Client(self.cluster)
+            self.threads = threads or max(1, (os.cpu_count() or 1) // n)
+        else:
+            try:
+                self.client = Client(address, timeout=timeout)
+            except OSError as e:
+                raise ConnectionError(f"cannot reach the Dask scheduler at {address}: {e}") from None
+            self.threads = threads
+        n_workers = len(self.client.scheduler_info().get("workers", {}))
+        if n_workers == 0:
+            self.client.wait_for_workers(1, timeout=timeout)
+            n_workers = len(self.client.scheduler_info().get("workers", {}))
+        self.capacity = max(1, sum(w.get("nthreads", 1) for w in self.client.scheduler_info()["workers"].values()))
+        self.n_workers = n_workers
+        self.futures: dict[Any, dict] = {}
+        self.ready: list[dict] = []
+
+    def submit(self, spec: dict) -> None:
+        # pure=False: a resubmitted trial (after a resume) runs again rather than
+        # returning a cached result of a cancelled run
+        future = self.client.submit(execute, self.plain, spec, self.threads, self.device, pure=False,
+                                    key=f"trial-{spec['id']}-{time.monotonic_ns()}")
+        self.futures[future] = spec
+
+    def pending(self) -> int:
+        return len(self.futures) + len(self.ready)
+
+    def next_finished(self) -> dict:
+        from distributed import wait
+
+        while not self.ready:
+            done, _ = wait(list(self.futures), return_when="FIRST_COMPLETED")
+            for future in done:
+                spec = self.futures.pop(future)
+                try:
+                    self.ready.append(future.result())
+                except Exception as e:  # noqa: BLE001 - KilledWorker after allowed-failures deaths, and the like
+                    self.ready.append(_failed(spec, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"))
+        return self.ready.pop(0)
+
+    def close(self) -> None:
+        for future in self.futures:
+            future.cancel()
+        self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
+
+
+def make_executor(plain: dict, workers: Optional[int] = None, dask: Optional[str] = None,
+                  device: Optional[str] = None, progress: bool = True):
+    if dask:
+        return DaskExecutor(plain, dask, workers=workers, device=device)
+    if workers and workers > 1:
+        return Processes(plain, workers, device=device)
+    return Sequential(plain, device=device, progress=progress)

@@ -1,0 +1,124 @@
+"""Parallel trials: local processes and a real Dask LocalCluster on loopback, worker
+deaths, and chunked Monte Carlo."""
+
+import json
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+import search.run
+from search.config import load_scenario
+from search.executors import DaskExecutor, Processes
+from search.runner import RunFolder, Runner
+from search.trial import run_trial
+
+
+def trials(folder):
+    return [json.loads(line) for line in (folder / "trials.jsonl").read_text().splitlines()]
+
+
+def same_as_sequential(plain, records):
+    """Each trial equals the one this process computes for the same rates and seed."""
+    for record in records:
+        spec = {k: record[k] for k in ("id", "method", "rates") if k in record}
+        if record.get("hardware_aware"):
+            spec["hardware_aware"] = True
+        here = run_trial(plain, spec)
+        assert record["status"] == here["status"] == "ok"
+        assert record["objective"] == here["objective"], record["id"]
+        assert record["accuracy"] == here["accuracy"]
+
+
+@pytest.fixture
+def small(tiny):
+    return tiny(search={"n_trials": 4, "n_initial": 2}, baselines={"uniform": [0.2], "random": True, "hardware_aware": False})
+
+
+def test_dask_local_cluster_runs_the_search(small, tmp_path):
+    out = tmp_path / "dask"
+    assert search.run.main([str(small), "--out", str(out), "--quiet", "--dask", "local", "--workers", "2"]) == 0
+    records = trials(out)
+    ids = sorted(r["id"] for r in records)
+    assert ids == sorted(["erm", "uniform-0.2", "bayesft-001", "bayesft-002", "bayesft-003", "bayesft-004",
+                          "random-001", "random-002", "random-003", "random-004"])
+    assert len({r["worker"] for r in records}) == 2  # both workers took trials
+    scenario, _ = load_scenario(small, [f"output={out}"])
+    same_as_sequential(scenario.plain(), records)
+    results = json.loads((out / "results.json").read_text())
+    assert results["best_dropout"] is not None and results["results"]
+
+
+def test_local_processes_run_the_search(small, tmp_path):
+    out = tmp_path / "procs"
+    assert search.run.main([str(small), "--out", str(out), "--quiet", "--workers", "2"]) == 0
+    records = trials(out)
+    assert len(records) == 10 and len({r["worker"] for r in records}) == 2
+    scenario, _ = load_scenario(small)
+    same_as_sequential(scenario.plain(), [r for r in records if r["method"] != "bayesft"][:3])
+
+
+def kill_a_worker_once_trials_run(folder, pids_of, after=2):
+    """In the background: once ``after`` trials are recorded and more are running, SIGKILL a worker."""
+    killed = []
+
+    def watch():
+        deadline = time.time() + 120
+        log = folder / "trials.jsonl"
+        while time.time() < deadline:
+            if log.exists() and len(log.read_text().splitlines()) >= after:
+                time.sleep(0.2)
+                pid = pids_of()[0]
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+                return
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread, killed
+
+
+@pytest.mark.parametrize("kind", ["dask", "processes"])
+def test_a_worker_killed_mid_trial_loses_nothing(tiny, tmp_path, kind):
+    path = tiny(training={"epochs": 8, "lr": 0.01}, search={"n_trials": 4, "n_initial": 2},
+                baselines={"uniform": [0.2], "random": False, "hardware_aware": False})
+    scenario, _ = load_scenario(path, [f"output={tmp_path / 'run'}"])
+    folder = RunFolder(tmp_path / "run")
+    folder.path.mkdir()
+    runner = Runner(scenario, folder, quiet=True)
+    if kind == "dask":
+        executor = DaskExecutor(runner.plain, "local", workers=2)
+        pids_of = lambda: sorted(executor.client.run(os.getpid).values())  # noqa: E731
+    else:
+        executor = Processes(runner.plain, 2)
+        pids_of = lambda: sorted(p.pid for p in executor.pool._processes.values())  # noqa: E731
+    thread, killed = kill_a_worker_once_trials_run(folder.path, pids_of)
+    results = runner.run(executor)
+    thread.join()
+    assert killed, "no worker was killed"
+    records = trials(folder.path)
+    ids = [r["id"] for r in records]
+    assert sorted(ids) == sorted(["erm", "uniform-0.2", "bayesft-001", "bayesft-002", "bayesft-003", "bayesft-004"])
+    assert all(r["status"] == "ok" for r in records)  # the lost trials were retried
+    assert results["n_trials"] == 6
+    same_as_sequential(runner.plain, records[-2:])
+
+
+def test_chunked_monte_carlo_gives_the_same_trial(tiny):
+    scenario, _ = load_scenario(tiny())
+    whole = run_trial(scenario.plain(), {"id": "a", "method": "erm", "rates": [0.1, 0.1]})
+    chunked, _ = load_scenario(tiny(chunk_size=1))
+    one_by_one = run_trial(chunked.plain(), {"id": "a", "method": "erm", "rates": [0.1, 0.1]})
+    assert whole["accuracy"] == one_by_one["accuracy"] and whole["objective"] == one_by_one["objective"]
+
+
+def test_bad_execution_settings_are_caught(tiny, capsys, tmp_path):
+    with pytest.raises(Exception, match="execution.dask: must be 'local' or a scheduler address"):
+        load_scenario(tiny(), ["execution.dask=nowhere"])
+    out = tmp_path / "never"
+    code = search.run.main([str(tiny()), "--out", str(out), "--quiet", "--dask", "tcp://127.0.0.1:1"])
+    assert code == 2 and "cannot reach the Dask scheduler at tcp://127.0.0.1:1" in capsys.readouterr().err
+    assert not out.exists()
