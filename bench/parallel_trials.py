@@ -1,6 +1,6 @@
 """Parallel trials and memory-bounded Monte Carlo.
 
-    .venv/bin/python bench/parallel_trials.py [--trials 8] [--skip-memory]
+    .venv/bin/python bench/parallel_trials.py [--trials 20] [--skip-memory]
 
 1. Trials per hour of the default scenario (scenarios/drift_1day.yaml: LeNet-5 on
    digits, 20 chips at 1 day): the same --trials random-search trials run one at a
@@ -113,7 +113,7 @@ def gpu_throughput() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--trials", type=int, default=8)
+    parser.add_argument("--trials", type=int, default=20, help="trials per executor (the default search budget)")
     parser.add_argument("--skip-memory", action="store_true")
     args = parser.parse_args()
     trials_per_hour(args.trials)

@@ -180,6 +180,9 @@ class Execution(Strict):
 
     workers: int = Field(1, ge=1, description="parallel trials: local processes, or LocalCluster workers with dask: local")
     dask: Optional[str] = Field(None, description="'local' (a LocalCluster) or a scheduler address tcp://HOST:PORT")
+    threads_per_trial: int = Field(
+        1, ge=1, description="torch threads of one trial, whatever runs it: results depend on it in the last bits"
+    )
 
     @field_validator("dask")
     @classmethod

@@ -24,12 +24,9 @@ from typing import Any, Optional
 from .trial import run_trial
 
 
-def execute(plain: dict, spec: dict, threads: Optional[int] = None, device: Optional[str] = None) -> dict:
-    """The trial as a worker runs it: plain data in, plain data out."""
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
+def execute(plain: dict, spec: dict, device: Optional[str] = None) -> dict:
+    """The trial as a worker runs it: plain data in, plain data out (the trial sets its
+    own torch thread count, ``execution.threads_per_trial``)."""
     record = run_trial(plain, spec, device=device, progress=False)
     record.pop("traceback", None)
     record["worker"] = f"{os.uname().nodename}:{os.getpid()}"
@@ -67,14 +64,13 @@ class Sequential:
 
 
 class Processes:
-    """``workers`` local processes; torch gets ``cores // workers`` threads in each."""
+    """``workers`` local processes (spawned: fresh interpreters)."""
 
     name = "processes"
 
     def __init__(self, plain: dict, workers: int, device: Optional[str] = None, retries: int = 2):
         self.plain, self.device, self.retries = plain, device, retries
         self.capacity = workers
-        self.threads = max(1, (os.cpu_count() or 1) // workers)
         self.futures: dict[cf.Future, dict] = {}
         self.attempts: dict[str, int] = {}
         self.ready: list[dict] = []
@@ -86,10 +82,10 @@ class Processes:
 
     def submit(self, spec: dict) -> None:
         try:
-            future = self.pool.submit(execute, self.plain, spec, self.threads, self.device)
+            future = self.pool.submit(execute, self.plain, spec, self.device)
         except cf.process.BrokenProcessPool:  # a worker died since the last result
             self._recover([])
-            future = self.pool.submit(execute, self.plain, spec, self.threads, self.device)
+            future = self.pool.submit(execute, self.plain, spec, self.device)
         self.attempts[spec["id"]] = self.attempts.get(spec["id"], 0) + 1
         self.futures[future] = spec
 
@@ -136,7 +132,7 @@ class DaskExecutor:
     name = "dask"
 
     def __init__(self, plain: dict, address: str, workers: Optional[int] = None, device: Optional[str] = None,
-                 threads: Optional[int] = None, timeout: float = 10.0):
+                 timeout: float = 10.0):
         from distributed import Client, LocalCluster
 
         self.plain, self.device = plain, device
@@ -146,13 +142,11 @@ class DaskExecutor:
             self.cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
                                         dashboard_address=None)
             self.client = Client(self.cluster)
-            self.threads = threads or max(1, (os.cpu_count() or 1) // n)
         else:
             try:
                 self.client = Client(address, timeout=timeout)
             except OSError as e:
                 raise ConnectionError(f"cannot reach the Dask scheduler at {address}: {e}") from None
-            self.threads = threads
         n_workers = len(self.client.scheduler_info().get("workers", {}))
         if n_workers == 0:
             self.client.wait_for_workers(1, timeout=timeout)
@@ -165,7 +159,7 @@ class DaskExecutor:
     def submit(self, spec: dict) -> None:
         # pure=False: a resubmitted trial (after a resume) runs again rather than
         # returning a cached result of a cancelled run
-        future = self.client.submit(execute, self.plain, spec, self.threads, self.device, pure=False,
+        future = self.client.submit(execute, self.plain, spec, self.device, pure=False,
                                     key=f"trial-{spec['id']}-{time.monotonic_ns()}")
         self.futures[future] = spec
 

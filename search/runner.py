@@ -40,7 +40,7 @@ METHOD_LABELS = {
     "hardware_aware": "hardware-aware training",
 }
 # resolved-scenario keys that may change between a run and its resume
-VOLATILE = ("output", "device", "execution")
+VOLATILE = ("output", "device")
 
 
 # ------------------------------------------------------------------------- run folder
@@ -402,9 +402,13 @@ def check_resumable(folder: RunFolder, scenario: Scenario) -> None:
     path = folder.path / "resolved.yaml"
     if not path.exists():
         return
-    before = yaml.safe_load(path.read_text()) or {}
-    now = scenario.plain()
-    changed = [k for k in sorted(set(before) | set(now)) if k not in VOLATILE and before.get(k) != now.get(k)]
+    before, now = yaml.safe_load(path.read_text()) or {}, scenario.plain()
+    for data in (before, now):  # where trials run may change; what they compute may not
+        for key in VOLATILE:
+            data.pop(key, None)
+        for key in ("workers", "dask"):
+            data.get("execution", {}).pop(key, None)
+    changed = [k for k in sorted(set(before) | set(now)) if before.get(k) != now.get(k)]
     if changed:
         raise ScenarioError(
             f"{folder.path} holds a run of a different scenario (changed: {', '.join(changed)}); "

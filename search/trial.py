@@ -110,6 +110,10 @@ def _train_and_measure(plain: dict, spec: dict, split: str, device, progress: bo
     training) or a failed record: a failure is data, not an exception."""
     start = time.perf_counter()
     scenario = scenario_of(plain)
+    threads = torch.get_num_threads()
+    # A fixed thread count: training's float sums depend on it, and a trial's result must
+    # not depend on which executor or how many workers ran it.
+    torch.set_num_threads(scenario.execution.threads_per_trial)
     try:
         result = train_network(scenario, spec, device=device, progress=progress)
         if not result.ok:
@@ -125,6 +129,8 @@ def _train_and_measure(plain: dict, spec: dict, split: str, device, progress: bo
     except Exception as e:  # noqa: BLE001 - a trial's failure must not end the search
         reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
         return {**_failed(spec, start, reason), "traceback": traceback.format_exc(limit=4)}
+    finally:
+        torch.set_num_threads(threads)
     return scenario, result, rows, trained
 
 

@@ -122,3 +122,19 @@ def test_bad_execution_settings_are_caught(tiny, capsys, tmp_path):
     code = search.run.main([str(tiny()), "--out", str(out), "--quiet", "--dask", "tcp://127.0.0.1:1"])
     assert code == 2 and "cannot reach the Dask scheduler at tcp://127.0.0.1:1" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_a_trial_does_not_depend_on_the_callers_thread_count(tiny):
+    # convolution gradients sum in a thread-count-dependent order; trials fix the count
+    import torch
+
+    scenario, _ = load_scenario(tiny(model={"name": "lenet5"}, training={"epochs": 2}))
+    spec = {"id": "t", "method": "erm", "rates": [0.1, 0.1, 0.1, 0.1]}
+    before = torch.get_num_threads()
+    records = []
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        records.append(run_trial(scenario.plain(), spec))
+        assert torch.get_num_threads() == threads  # restored
+    torch.set_num_threads(before)
+    assert records[0]["accuracy"] == records[1]["accuracy"] and records[0]["val_clean"] == records[1]["val_clean"]
