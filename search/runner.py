@@ -236,7 +236,8 @@ class Runner:
         bar = tqdm(total=self.plan.n_trials, initial=resumed, desc="trials", unit="trial", disable=self.quiet)
         optimizer = make_optimizer(self.scenario, len(self.plan.slots))
         in_flight: dict[str, list[float]] = {}  # bayesft trials running: id -> rates
-        queue = list(self.plan.fixed) + [None] * self.scenario.search.n_trials + list(self.plan.random)
+        n_search = self.scenario.search.n_trials if self.scenario.mode == "search" else 0
+        queue = list(self.plan.fixed) + [None] * n_search + list(self.plan.random)
         bo_index = 0
         try:
             while queue or executor.pending():
@@ -377,7 +378,8 @@ class Runner:
 def summary_table(results: dict) -> str:
     """Test accuracy (mean +- std over chips) per preset, method and time, as text."""
     times = sorted({r["t_inference"] for r in results["results"]})
-    lines = [f"{'preset':16s} {'method':28s} {'clean':>6s}" + "".join(f"{readable(t):>14s}" for t in times)]
+    width = max([16, *(len(p) for p in results["presets"])])
+    lines = [f"{'preset':{width}s} {'method':28s} {'clean':>6s}" + "".join(f"{readable(t):>14s}" for t in times)]
     for preset in results["presets"]:
         for method, info in results["methods"].items():
             cells = {r["t_inference"]: f"{r['mean']:.3f}+-{r['std']:.3f}" for r in results["results"]
@@ -385,7 +387,7 @@ def summary_table(results: dict) -> str:
             clean = f"{info['test_clean']:.3f}" if info.get("test_clean") is not None else "-"
             if info["status"] != "ok":
                 clean, cells = "failed", {}
-            lines.append(f"{preset[:16]:16s} {info['label'][:28]:28s} {clean:>6s}"
+            lines.append(f"{preset:{width}s} {info['label'][:28]:28s} {clean:>6s}"
                          + "".join(f"{cells.get(t, '-'):>14s}" for t in times))
     return "\n".join(lines)
 

@@ -166,3 +166,15 @@ def test_resume_after_sigkill_loses_and_repeats_nothing(tiny, tmp_path):
     assert [stable(r) for r in after] == [stable(r) for r in trials(straight)]
     assert json.loads((out / "results.json").read_text())["best_dropout"] == \
         json.loads((straight / "results.json").read_text())["best_dropout"]
+
+
+def test_study_mode_compares_variants_without_a_search(tiny, tmp_path):
+    path = tiny(mode="study", variants=[{"label": "plain"}, {"label": "tanh, dropout", "model": {"activation": "tanh"},
+                                                             "dropout": 0.3}])
+    out = tmp_path / "study"
+    assert search.run.main([str(path), "--out", str(out), "--quiet"]) == 0
+    assert not (out / "trials.jsonl").exists()  # no search trials
+    results = json.loads((out / "results.json").read_text())
+    assert list(results["methods"]) == ["plain", "tanh, dropout"] and results["best_dropout"] is None
+    assert {r["method"] for r in results["results"]} == {"plain", "tanh, dropout"}
+    assert {p.name for p in out.glob("*.png")} == {"accuracy_vs_time.png", "technologies.png"}
