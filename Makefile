@@ -17,9 +17,12 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest
 
+# All benchmarks, about 45 minutes on 2 cores; each script also runs on its own.
 bench: $(STAMP)
 	$(PY) bench/mc_eval.py
 	$(PY) bench/train_speed.py
+	$(PY) bench/parallel_trials.py
+	$(PY) bench/search_efficiency.py
 
 venv: $(STAMP)
 
