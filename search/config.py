@@ -97,9 +97,6 @@ class DatasetSpec(Strict):
             raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(models.list_datasets())}")
         return name
 
-    def load_args(self) -> dict[str, Any]:
-        return self.model_dump(exclude={"name"})
-
 
 class ModelSpec(Strict):
     name: str = "lenet5"

@@ -21,20 +21,15 @@ import os
 import time
 from typing import Any, Optional
 
-from .trial import run_trial
+from .trial import error_reason, failed_record, run_trial
 
 
 def execute(plain: dict, spec: dict, device: Optional[str] = None) -> dict:
     """The trial as a worker runs it: plain data in, plain data out (the trial sets its
     own torch thread count, ``execution.threads_per_trial``)."""
     record = run_trial(plain, spec, device=device, progress=False)
-    record.pop("traceback", None)
     record["worker"] = f"{os.uname().nodename}:{os.getpid()}"
     return record
-
-
-def _failed(spec: dict, reason: str) -> dict:
-    return {**spec, "status": "failed", "reason": reason, "objective": None, "seconds": 0.0}
 
 
 class Sequential:
@@ -55,9 +50,7 @@ class Sequential:
 
     def next_finished(self) -> dict:
         spec = self.queue.pop(0)
-        record = run_trial(self.plain, spec, device=self.device, progress=self.progress)
-        record.pop("traceback", None)
-        return record
+        return run_trial(self.plain, spec, device=self.device, progress=self.progress)
 
     def close(self) -> None:
         self.queue.clear()
@@ -103,7 +96,7 @@ class Processes:
                 except cf.process.BrokenProcessPool:
                     broken.append(spec)
                 except Exception as e:  # noqa: BLE001 - e.g. a result that cannot be unpickled
-                    self.ready.append(_failed(spec, f"{type(e).__name__}: {e}"))
+                    self.ready.append(failed_record(spec, error_reason(e)))
             if broken:
                 self._recover(broken)
         return self.ready.pop(0)
@@ -117,7 +110,7 @@ class Processes:
         self.pool = self._new_pool()
         for spec in broken:
             if self.attempts[spec["id"]] > self.retries:
-                self.ready.append(_failed(spec, f"a worker process died while running it ({self.attempts[spec['id']]} attempts)"))
+                self.ready.append(failed_record(spec, f"a worker process died while running it ({self.attempts[spec['id']]} attempts)"))
             else:
                 self.submit(spec)
 
@@ -176,7 +169,7 @@ class DaskExecutor:
                 try:
                     self.ready.append(future.result())
                 except Exception as e:  # noqa: BLE001 - KilledWorker after allowed-failures deaths, and the like
-                    self.ready.append(_failed(spec, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"))
+                    self.ready.append(failed_record(spec, error_reason(e)))
         return self.ready.pop(0)
 
     def close(self) -> None:

@@ -66,9 +66,9 @@ def main(argv=None) -> int:
         return 2
 
     from . import executors, plot
-    from .trial import _device
+    from .trial import trial_device
 
-    device = str(_device(scenario, None))
+    device = str(trial_device(scenario))
     execution = scenario.execution
     try:  # before anything is written: an unreachable scheduler is bad input too
         executor = executors.make_executor(run.plain, execution.workers, execution.dask, progress=not args.quiet)

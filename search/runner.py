@@ -323,7 +323,6 @@ class Runner:
         bar = tqdm(total=len(specs), initial=len(specs) - len(todo), desc="test", unit="network", disable=self.quiet)
         for spec in todo:
             record = run_final(self.plain, spec, device=self.device, progress=not self.quiet)
-            record.pop("traceback", None)
             self.folder.append("final.jsonl", record)
             self.finals[spec["id"]] = record
             bar.update(1)

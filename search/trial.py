@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import json
 import time
-import traceback
 from typing import Optional
 
 import numpy as np
@@ -54,7 +53,8 @@ def chip_seed(scenario: Scenario, split: str) -> int:
     return derive_seed(scenario.seed, 200, VAL_CHIPS if split == "val" else TEST_CHIPS, 0) % (2**62)
 
 
-def _device(scenario: Scenario, device: Optional[str]) -> torch.device:
+def trial_device(scenario: Scenario, device: Optional[str] = None) -> torch.device:
+    """The device trials run on: ``device`` if given, else the scenario's (auto: CUDA if available)."""
     choice = device or scenario.device
     return crossbar.resolve_device(None if choice == "auto" else choice)
 
@@ -68,7 +68,7 @@ def train_network(scenario: Scenario, spec: dict, *, device=None, progress: bool
     config = scenario.training
     if spec.get("hardware_aware"):
         config = config.model_copy(update={"hardware_aware": scenario.hardware_aware_config()})
-    return models.train(net, splits, config, seed=scenario.seed, device=_device(scenario, device), progress=progress,
+    return models.train(net, splits, config, seed=scenario.seed, device=trial_device(scenario, device), progress=progress,
                         desc=f"train {spec.get('id', '')}".strip())
 
 
@@ -88,7 +88,7 @@ def _measure(scenario: Scenario, model, data, split: str, times_of, n_chips: int
         times = times_of(preset)
         acc = crossbar.evaluate(
             model, data, preset, times, n_chips, seed=chip_seed(scenario, split), batch_size=scenario.batch_size,
-            device=_device(scenario, device), chunk_size=scenario.chunk_size, progress=progress,
+            device=trial_device(scenario, device), chunk_size=scenario.chunk_size, progress=progress,
         )
         for t, chips in zip(times, acc):
             rows.append({
@@ -100,8 +100,18 @@ def _measure(scenario: Scenario, model, data, split: str, times_of, n_chips: int
     return rows
 
 
+def failed_record(spec: dict, reason: str, seconds: float = 0.0) -> dict:
+    """The record of a trial that could not finish: the spec, why, no objective."""
+    return {**spec, "status": "failed", "reason": reason, "objective": None, "seconds": seconds}
+
+
+def error_reason(e: BaseException) -> str:
+    """One line naming an exception: its type and the first line of its message."""
+    return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+
+
 def _failed(spec: dict, start: float, reason: str) -> dict:
-    return {**spec, "status": "failed", "reason": reason, "objective": None, "seconds": time.perf_counter() - start}
+    return failed_record(spec, reason, time.perf_counter() - start)
 
 
 def _train_and_measure(plain: dict, spec: dict, split: str, device, progress: bool):
@@ -127,8 +137,7 @@ def _train_and_measure(plain: dict, spec: dict, split: str, device, progress: bo
             rows = _measure(scenario, result.model, splits.test, "test", scenario.report_times,
                             scenario.report.n_chips, device, progress)
     except Exception as e:  # noqa: BLE001 - a trial's failure must not end the search
-        reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-        return {**_failed(spec, start, reason), "traceback": traceback.format_exc(limit=4)}
+        return _failed(spec, start, error_reason(e))
     finally:
         torch.set_num_threads(threads)
     return scenario, result, rows, trained
