@@ -134,7 +134,7 @@ def plot_technologies(results: dict, out: Path) -> Path:
     ax.set_ylabel("test accuracy (mean +- std over chips)")
     ax.set_title(f"{results['scenario']}: device presets side by side")
     ax.grid(True, axis="y", alpha=0.3)
-    ax.legend(fontsize=8, loc="lower left")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=min(len(methods), 5), frameon=False)
     return _save(fig, out / "technologies.png")
 
 
