@@ -13,10 +13,10 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 import crossbar
 import models
@@ -65,15 +65,16 @@ def readable(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
-Times = list[float]
-
-
 def _times(values: Any) -> list[float]:
     if not isinstance(values, (list, tuple)):
         values = [values]
     if not values:
         raise ValueError("list at least one time")
     return [parse_duration(v) for v in values]
+
+
+Time = Annotated[float, BeforeValidator(parse_duration)]  # seconds, or a duration such as "1d"
+Times = Annotated[list[float], BeforeValidator(_times)]  # one time or a list of them
 
 
 class Strict(BaseModel):
@@ -135,12 +136,7 @@ class SearchSpec(Strict):
 
 class HardwareAwareBaseline(Strict):
     preset: Optional[Union[str, dict[str, Any]]] = Field(None, description="default: the first device")
-    t_inference: Optional[float] = Field(None, description="default: the first objective time")
-
-    @field_validator("t_inference", mode="before")
-    @classmethod
-    def _time(cls, value: Any) -> Optional[float]:
-        return None if value is None else parse_duration(value)
+    t_inference: Optional[Time] = Field(None, description="default: the first objective time")
 
 
 class Baselines(Strict):
@@ -161,8 +157,6 @@ class Baselines(Strict):
 class Report(Strict):
     t_inference: Times = Field(default_factory=lambda: [1.0, 3600.0, 86400.0, 30 * 86400.0, 365 * 86400.0])
     n_chips: int = Field(50, ge=1, description="chips per preset and time for the final test numbers")
-
-    _parse = field_validator("t_inference", mode="before")(classmethod(lambda cls, v: _times(v)))
 
 
 class Variant(Strict):
@@ -215,8 +209,6 @@ class Scenario(Strict):
     baselines: Baselines = Field(default_factory=Baselines)
     variants: list[Variant] = Field(default_factory=list, description="study mode: the networks to compare")
     report: Report = Field(default_factory=Report)
-
-    _parse = field_validator("t_inference", mode="before")(classmethod(lambda cls, v: _times(v)))
 
     @field_validator("device")
     @classmethod
@@ -333,7 +325,7 @@ def _location(loc: tuple) -> str:
     for p in loc:
         if isinstance(p, int):
             parts[-1:] = [f"{parts[-1]}[{p}]" if parts else f"[{p}]"]
-        elif p in ("function-after[_time(), float]",) or "function-" in str(p) or str(p) in ("str", "dict[str,any]", "bool"):
+        elif "function-" in str(p) or p in ("str", "bool", "dict[str,any]"):  # pydantic's union-member tags
             continue
         else:
             parts.append(str(p))
