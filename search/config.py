@@ -325,8 +325,8 @@ def _location(loc: tuple) -> str:
     for p in loc:
         if isinstance(p, int):
             parts[-1:] = [f"{parts[-1]}[{p}]" if parts else f"[{p}]"]
-        elif "function-" in str(p) or p in ("str", "bool", "dict[str,any]"):  # pydantic's union-member tags
-            continue
+        elif "function-" in str(p) or p in ("str", "bool", "dict[str,any]") or str(p)[:1].isupper():
+            continue  # pydantic's tags of union members (types and model names)
         else:
             parts.append(str(p))
     return ".".join(parts)
@@ -334,25 +334,29 @@ def _location(loc: tuple) -> str:
 
 def format_errors(err: ValidationError, source: str = "scenario") -> str:
     """One line per problem: ``source: field: what is wrong (what is allowed)``."""
-    lines = []
-    seen = set()
-    for e in err.errors():
-        where = _location(e["loc"])
+    errors = err.errors()
+    wheres = [_location(e["loc"]) for e in errors]
+    problems: dict[str, list[str]] = {}  # location -> messages (several for a union's members)
+    for e, where in zip(errors, wheres):
+        if any(other.startswith(where + ".") for other in wheres):
+            continue  # a union's other member failed deeper down: that error says more
         msg = _message(e)
         if e["type"] == "extra_forbidden":
-            msg = "unknown key"
-            parent = e["loc"][:-1]
-            allowed = _allowed_keys(parent)
-            if allowed:
-                msg += f"; allowed here: {', '.join(allowed)}"
-        elif "input" in e and e["type"] not in ("value_error", "assertion_error", "missing"):
-            msg += f" (got {e['input']!r})"
+            allowed = _allowed_keys(e["loc"][:-1])
+            msg = "unknown key" + (f"; allowed here: {', '.join(allowed)}" if allowed else "")
         if where and msg.startswith(where + "["):
             where = ""  # the message names the list item itself
-        line = f"{source}: {where + ': ' if where else ''}{msg}"
-        if line not in seen:
-            seen.add(line)
-            lines.append(line)
+        problems.setdefault(where, [])
+        if msg not in problems[where]:
+            problems[where].append(msg)
+        if "input" in e and e["type"] not in ("value_error", "assertion_error", "missing", "extra_forbidden"):
+            problems[where].append(f"(got {e['input']!r})")
+    lines = []
+    for where, messages in problems.items():
+        got = next((m for m in messages if m.startswith("(got ")), None)
+        texts = [m.split(",")[0] if len(messages) > 2 else m for m in messages if not m.startswith("(got ")]
+        text = " or ".join([texts[0]] + [t.replace("Input should be ", "") for t in texts[1:]])
+        lines.append(f"{source}: {where + ': ' if where else ''}{text}{' ' + got if got else ''}")
     return "\n".join(lines[:5]) + (f"\n{source}: ... and {len(lines) - 5} more" if len(lines) > 5 else "")
 
 

@@ -57,6 +57,8 @@ def test_readable_round_trip():
     ({"device": "tpu"}, "device: device must be 'cpu', 'cuda' or 'cuda:N', got 'tpu'"),
     ({"n_chips": -4}, "n_chips: Input should be greater than or equal to 1 (got -4)"),
     ({"seed": "x"}, "seed: Input should be a valid integer"),
+    ({"devices": [3]}, "devices[0]: Input should be a valid string or a valid dictionary (got 3)"),
+    ({"baselines": {"hardware_aware": {"t_inference": "x"}}}, "baselines.hardware_aware.t_inference: 'x' is not a duration"),
 ])
 def test_each_mistake_is_one_clear_line(change, expected):
     with pytest.raises(ScenarioError) as err:
