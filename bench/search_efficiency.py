@@ -51,13 +51,15 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--bo-trials", type=int, default=15)
     parser.add_argument("--random-trials", type=int, default=30)
+    parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="scenario overrides, as for search.run (e.g. search.acq_func=EI)")
     args = parser.parse_args()
 
     rows = []
     start = time.perf_counter()
-    for seed in range(args.seeds):
-        scenario, _ = load_scenario(args.scenario, [f"seed={seed}", f"search.n_trials={args.random_trials}",
-                                                    "search.n_initial=5"])
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
+        scenario, _ = load_scenario(args.scenario, [*args.overrides, f"seed={seed}", f"search.n_trials={args.random_trials}"])
         plain = scenario.plain()
         t0 = time.perf_counter()
         bo = best_of_search(plain, scenario, args.bo_trials)
