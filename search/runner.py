@@ -211,9 +211,9 @@ class Runner:
         self.folder.append("trials.jsonl", record)
         self.done[record["id"]] = record
         bar.update(1)
-        best = max((r["objective"] for r in self.done.values() if r.get("status") == "ok"), default=None)
-        if best is not None:
-            bar.set_postfix(best=f"{best:.4f}")
+        best = self.best_trials()
+        if best:  # each method's best validation objective so far
+            bar.set_postfix({m[:8]: f"{r['objective']:.3f}" for m, r in best.items()})
         if record["status"] != "ok":
             tqdm.write(f"trial {record['id']} failed: {record['reason']}")
 
