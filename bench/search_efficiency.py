@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from search.config import load_scenario  # noqa: E402
-from search.runner import loss_of, make_optimizer, make_plan  # noqa: E402
+from search.runner import bayesft_id, loss_of, make_optimizer, make_plan  # noqa: E402
 from search.trial import run_trial  # noqa: E402
 
 
@@ -30,7 +30,7 @@ def best_of_search(plain: dict, scenario, n_trials: int) -> list[float]:
     best, curve = 0.0, []
     for i in range(n_trials):
         x = [float(v) for v in optimizer.ask()]
-        record = run_trial(plain, {"id": f"bayesft-{i + 1:03d}", "method": "bayesft", "rates": x})
+        record = run_trial(plain, {"id": bayesft_id(i + 1), "method": "bayesft", "rates": x})
         optimizer.tell(x, loss_of(record))
         best = max(best, -loss_of(record))
         curve.append(best)

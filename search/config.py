@@ -13,10 +13,10 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Annotated, Any, Callable, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 import crossbar
 import models
@@ -81,8 +81,17 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _one_of(kind: str, valid: Callable[[], list[str]]) -> AfterValidator:
+    def check(name: str) -> str:
+        if name not in valid():
+            raise ValueError(f"unknown {kind} {name!r}; valid: {', '.join(valid())}")
+        return name
+
+    return AfterValidator(check)
+
+
 class DatasetSpec(Strict):
-    name: str = "digits"
+    name: Annotated[str, _one_of("dataset", models.list_datasets)] = "digits"
     root: Optional[str] = Field(None, description="data folder (default $CROSSBAR_DATA or ./data); for idx the IDX folder")
     download: bool = False
     val_fraction: float = Field(0.15, gt=0, lt=1)
@@ -91,24 +100,12 @@ class DatasetSpec(Strict):
     max_val: Optional[int] = Field(None, ge=1)
     max_test: Optional[int] = Field(None, ge=1)
 
-    @field_validator("name")
-    @classmethod
-    def _known(cls, name: str) -> str:
-        if name not in models.list_datasets():
-            raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(models.list_datasets())}")
-        return name
 
 
 class ModelSpec(Strict):
-    name: str = "lenet5"
+    name: Annotated[str, _one_of("model", models.list_models)] = "lenet5"
     options: dict[str, Any] = Field(default_factory=dict, description="activation, norm, depth, width (per network)")
 
-    @field_validator("name")
-    @classmethod
-    def _known(cls, name: str) -> str:
-        if name not in models.list_models():
-            raise ValueError(f"unknown model {name!r}; valid: {', '.join(models.list_models())}")
-        return name
 
 
 class Objective(Strict):

@@ -150,8 +150,9 @@ def plot_convergence(results: dict, trials: list[dict], out: Path) -> Path:
         best = np.fmax.accumulate(np.nan_to_num(values, nan=0.0))
         x = np.arange(1, len(values) + 1)
         color = COLORS[method]
-        ax.plot(x, best, color=color, linewidth=2, label=f"{METHOD_NAMES[method]}: best so far")
-        ax.scatter(x, values, color=color, s=14, alpha=0.5, label=f"{METHOD_NAMES[method]}: each trial")
+        name = _label(results, method) if method in results["methods"] else method
+        ax.plot(x, best, color=color, linewidth=2, label=f"{name}: best so far")
+        ax.scatter(x, values, color=color, s=14, alpha=0.5, label=f"{name}: each trial")
     for method in ("erm", "hardware_aware"):
         info = results["methods"].get(method)
         if info and info.get("val_objective") is not None:
@@ -171,9 +172,6 @@ def plot_convergence(results: dict, trials: list[dict], out: Path) -> Path:
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     return _save(fig, out / "convergence.png")
-
-
-METHOD_NAMES = {"bayesft": "BayesFT", "random": "random search"}
 
 
 def plot_dropout_rates(results: dict, out: Path) -> Path:

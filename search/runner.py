@@ -138,10 +138,18 @@ class Plan:
     random: list[dict] = field(default_factory=list)
 
     @property
+    def n_search(self) -> int:
+        """Trials of the Bayesian search (none in study mode)."""
+        return self.scenario.search.n_trials if self.scenario.mode == "search" else 0
+
+    @property
     def n_trials(self) -> int:
-        if self.scenario.mode == "study":
-            return 0
-        return len(self.fixed) + self.scenario.search.n_trials + len(self.random)
+        return len(self.fixed) + self.n_search + len(self.random)
+
+
+def bayesft_id(index: int) -> str:
+    """The id of the search's ``index``-th trial (from 1), in the order it was proposed."""
+    return f"bayesft-{index:03d}"
 
 
 def make_plan(scenario: Scenario) -> Plan:
@@ -236,8 +244,7 @@ class Runner:
         bar = tqdm(total=self.plan.n_trials, initial=resumed, desc="trials", unit="trial", disable=self.quiet)
         optimizer = make_optimizer(self.scenario, len(self.plan.slots))
         in_flight: dict[str, list[float]] = {}  # bayesft trials running: id -> rates
-        n_search = self.scenario.search.n_trials if self.scenario.mode == "search" else 0
-        queue = list(self.plan.fixed) + [None] * n_search + list(self.plan.random)
+        queue = list(self.plan.fixed) + [None] * self.plan.n_search + list(self.plan.random)
         bo_index = 0
         try:
             while queue or executor.pending():
@@ -245,7 +252,7 @@ class Runner:
                     spec = queue.pop(0)
                     if spec is None:  # the optimiser's next proposal
                         bo_index += 1
-                        spec = self._propose(optimizer, f"bayesft-{bo_index:03d}", in_flight)
+                        spec = self._propose(optimizer, bayesft_id(bo_index), in_flight)
                         if spec is None:
                             continue  # already done; learnt from its record
                     elif spec["id"] in self.done:
@@ -283,7 +290,7 @@ class Runner:
 
     def _all_ids(self) -> Iterator[str]:
         yield from (s["id"] for s in self.plan.fixed)
-        yield from (f"bayesft-{i + 1:03d}" for i in range(self.scenario.search.n_trials))
+        yield from (bayesft_id(i + 1) for i in range(self.plan.n_search))
         yield from (s["id"] for s in self.plan.random)
 
     def best_trials(self) -> dict[str, dict]:
