@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .devices import check_int, check_n_chips, check_seed
-from .layers import CrossbarConv2d, CrossbarModel, check_strategy, convert
+from .layers import CrossbarConv2d, CrossbarModel, check_strategy, check_threads, convert
 from .presets import Preset, resolve_preset
 
 
@@ -131,6 +131,7 @@ def evaluate(
     chunk_size: Optional[int] = None,
     max_memory: Optional[int] = None,
     strategy: str = "auto",
+    threads: Optional[int] = None,
     progress: bool = False,
 ) -> np.ndarray:
     """Classification accuracy of ``model`` on ``n_chips`` simulated chips.
@@ -151,6 +152,9 @@ def evaluate(
         max_memory: bytes for one chunk's state (default: a quarter of free memory, at
             most 4 GiB).
         strategy: ``"auto"``, ``"fold"`` or ``"loop"`` (see :mod:`crossbar.layers`).
+        threads: loop strategy on a CPU: chips run side by side on this many threads,
+            each chip on one (default: ``torch.get_num_threads()``). Results do not
+            depend on it.
         progress: show a progress bar over chips.
 
     Returns:
@@ -164,6 +168,7 @@ def evaluate(
     if chunk_size is not None:
         chunk_size = check_int(chunk_size, "chunk_size", 1, " or None")
     check_strategy(strategy)
+    threads = check_threads(threads)
     dev = resolve_device(device)
     if isinstance(model, CrossbarModel):
         if model.preset != preset:
@@ -171,6 +176,8 @@ def evaluate(
         xmodel = model
     else:
         xmodel = convert(model, preset, strategy=strategy)
+    if threads is not None:
+        xmodel.threads = threads
     xmodel = xmodel.to(dev).eval()
     batches = _batches(data, batch_size, dev)
     n_samples = sum(int(y.shape[0]) for _, y in batches)

@@ -16,15 +16,21 @@ ways to run the network over them give identical results:
   for all chips): fully-connected layers are one batched matmul, the periphery is
   batched over chips, convolutions are dispatched per chip slice into one output.
 - ``"loop"``: the network runs once per chip over the same pre-sampled weights, so
-  each chip's activations stay cache-sized. On a CPU this measured faster (see
-  ``bench/mc_eval.py``); ``"auto"`` picks ``loop`` on CPU and ``fold`` on CUDA.
+  each chip's activations stay cache-sized. On a CPU, chips run side by side on
+  ``threads`` threads (default: torch's thread count), each chip on one thread. On a
+  CPU this measured faster (see ``bench/mc_eval.py``); ``"auto"`` picks ``loop`` on
+  CPU and ``fold`` on CUDA.
 
-Biases stay digital (aihwkit's default ``digital_bias``).
+Biases stay digital (aihwkit's default ``digital_bias``). The copy's ``nn.MaxPool2d``
+modules become :class:`WindowMaxPool2d`: the same numbers, computed faster on a CPU.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import copy
+import os
+import threading
 import weakref
 from typing import Callable, Optional
 
@@ -54,17 +60,116 @@ def check_strategy(strategy: str) -> str:
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
     return strategy
+
+
 _conv_out = torch.ops.aten.convolution.out
 
 
+def _pair(v) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def window_max(x: Tensor, kernel_size, stride=None, dilation=1) -> Tensor:
+    """Max over 2-d windows of the last two dimensions (no padding, floor mode).
+
+    The same numbers as ``F.max_pool2d`` (NaN propagates), computed as a running
+    ``torch.maximum`` over the strided views of each window offset, rows first, then
+    columns. On a CPU torch's max-pool kernel (which also computes indices) measured
+    5-13x slower than this for the 2x2 pools of LeNet/VGG (see ``bench/mc_eval.py``).
+    """
+    kernel, dilation = _pair(kernel_size), _pair(dilation)
+    stride = kernel if stride is None or stride == () or stride == [] else _pair(stride)
+    for dim, k, s, d in ((-2, kernel[0], stride[0], dilation[0]), (-1, kernel[1], stride[1], dilation[1])):
+        size = x.shape[dim]
+        n_out = (size - d * (k - 1) - 1) // s + 1
+        if n_out < 1:
+            raise ValueError(f"max-pool window {kernel} does not fit an input of {tuple(x.shape[-2:])}")
+        views = [x.narrow(dim, i * d, (n_out - 1) * s + 1) for i in range(k)]
+        if s > 1:
+            views = [v[..., ::s, :] if dim == -2 else v[..., ::s] for v in views]
+        if k == 1:
+            x = views[0]
+            continue
+        m = torch.maximum(views[0], views[1])
+        for v in views[2:]:
+            torch.maximum(m, v, out=m)
+        x = m
+    return x
+
+
+class WindowMaxPool2d(nn.MaxPool2d):
+    """``nn.MaxPool2d`` computed with :func:`window_max` where that gives the same
+    result (no padding, no indices, floor mode); :func:`convert` puts it in place of
+    the model's max-pools."""
+
+    @classmethod
+    def from_module(cls, pool: nn.MaxPool2d) -> "WindowMaxPool2d":
+        new = cls(pool.kernel_size, pool.stride, pool.padding, pool.dilation, pool.return_indices, pool.ceil_mode)
+        new.train(pool.training)
+        return new
+
+    def forward(self, x: Tensor) -> Tensor:
+        (kh, kw), (dh, dw) = _pair(self.kernel_size), _pair(self.dilation)
+        if (
+            self.return_indices or self.ceil_mode or _pair(self.padding) != (0, 0) or x.dim() not in (3, 4)
+            or x.shape[-2] < dh * (kh - 1) + 1 or x.shape[-1] < dw * (kw - 1) + 1  # torch's error
+        ):
+            return super().forward(x)
+        return window_max(x, self.kernel_size, self.stride, self.dilation)
+
+
 class _ChipContext:
-    """State shared by the layers of one CrossbarModel during a forward pass."""
+    """State shared by the layers of one CrossbarModel during a forward pass.
+
+    ``chip`` is per thread: in loop mode several threads run different chips through
+    the same layers at once.
+    """
 
     def __init__(self) -> None:
         self.n_chips = 0
-        self.chip: Optional[int] = None  # loop: the chip being run; fold: None
         self.batch = 0  # fold: batch size of the model input
         self.generators: Optional[list[torch.Generator]] = None  # output noise, one per chip
+        self._local = threading.local()
+
+    @property
+    def chip(self) -> Optional[int]:
+        """loop: the chip this thread is running; fold: None."""
+        return getattr(self._local, "chip", None)
+
+    @chip.setter
+    def chip(self, value: Optional[int]) -> None:
+        self._local.chip = value
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        del state["_local"]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._local = threading.local()
+
+
+_POOLS: dict[tuple[int, int], concurrent.futures.ThreadPoolExecutor] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def _chip_pool(threads: int) -> concurrent.futures.ThreadPoolExecutor:
+    """A process-wide pool of ``threads`` threads for running chips side by side."""
+    key = (os.getpid(), threads)  # a forked child must not use its parent's threads
+    with _POOLS_LOCK:
+        pool = _POOLS.get(key)
+        if pool is None:
+            pool = _POOLS[key] = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="crossbar-chip")
+        return pool
+
+
+def check_threads(threads) -> Optional[int]:
+    if threads is None:
+        return None
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be an integer >= 1 or None (torch's thread count), got {threads!r}")
+    return threads
 
 
 class CrossbarLayer(nn.Module):
@@ -84,6 +189,18 @@ class CrossbarLayer(nn.Module):
         self._tile_scale: Optional[Tensor] = None  # (C, n_tiles) abs-max x compensation
         self._baseline: Optional[Tensor] = None
         self._input_cache: tuple = (None, -1, {})
+        self._cache_lock = threading.Lock()
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__
+        state = dict(state)
+        state.pop("_cache_lock", None)
+        state["_input_cache"] = (None, -1, {})
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        self._cache_lock = threading.Lock()
 
     # --- programming and time -------------------------------------------------
 
@@ -156,14 +273,26 @@ class CrossbarLayer(nn.Module):
     def _cached(self, key: Tensor, name, build):
         """Per-input cache: the same input tensor reaches a layer once per chip in loop
         mode (the first layer), and what the periphery derives from it (DAC codes) does
-        not depend on the chip, so it is computed once."""
-        ref, version, cache = self._input_cache
-        if ref is None or ref() is not key or version != key._version:
-            cache = {}
-            self._input_cache = (weakref.ref(key), key._version, cache)
-        if name not in cache:
-            cache[name] = build()
-        return cache[name]
+        not depend on the chip, so it is computed once, by the first chip thread that
+        needs it; the others wait for it."""
+        with self._cache_lock:
+            ref, version, cache = self._input_cache
+            if ref is None or ref() is not key or version != key._version:
+                cache = {}
+                self._input_cache = (weakref.ref(key), key._version, cache)
+            entry = cache.get(name)
+            owner = entry is None
+            if owner:
+                entry = cache[name] = concurrent.futures.Future()
+        if owner:
+            try:
+                entry.set_result(build())
+            except BaseException as exc:
+                entry.set_exception(exc)
+                with self._cache_lock:
+                    cache.pop(name, None)
+                raise
+        return entry.result()
 
     def _analog(
         self,
@@ -312,7 +441,7 @@ class CrossbarConv2d(CrossbarLayer):
         a = x.abs().amax(1, keepdim=True)
         if any(self.padding):
             a = F.pad(a, (self.padding[1], self.padding[1], self.padding[0], self.padding[0]))
-        scale = F.max_pool2d(a, self.kernel_size, self.stride, 0, self.dilation)
+        scale = window_max(a, self.kernel_size, self.stride, self.dilation)
         return scale.view(n_x, -1, 1, scale.shape[-2] * scale.shape[-1])
 
     def forward(self, x: Tensor) -> Tensor:
@@ -356,11 +485,12 @@ class CrossbarModel(nn.Module):
     ``forward(x)`` returns the outputs of every chip stacked: ``(n_chips, batch, ...)``.
     """
 
-    def __init__(self, module: nn.Module, preset: Preset, strategy: str = "auto"):
+    def __init__(self, module: nn.Module, preset: Preset, strategy: str = "auto", threads: Optional[int] = None):
         super().__init__()
         self.module = module
         self.preset = preset
         self.strategy = check_strategy(strategy)
+        self.threads = check_threads(threads)
         self.crossbar_layers = [m for m in module.modules() if isinstance(m, CrossbarLayer)]
         self._ctx = _ChipContext()
         for layer in self.crossbar_layers:
@@ -421,14 +551,7 @@ class CrossbarModel(nn.Module):
             raise RuntimeError("call program(n_chips, seed) and drift(t_inference) before running the model")
         ctx = self._ctx
         if self.resolved_strategy() == "loop":
-            outs = []
-            try:
-                for c in range(ctx.n_chips):
-                    ctx.chip = c
-                    outs.append(self.module(x))
-            finally:
-                ctx.chip = None
-            return torch.stack(outs)
+            return torch.stack(self._loop(x))
         ctx.batch = x.shape[0]
         y = self.module(x)
         if y.shape[0] == ctx.n_chips * ctx.batch:
@@ -436,6 +559,46 @@ class CrossbarModel(nn.Module):
         if y.shape[0] == ctx.batch:  # no crossbar layer on the output path
             return y.unsqueeze(0).expand(ctx.n_chips, *y.shape)
         raise RuntimeError(f"model output batch {y.shape[0]} does not match the input batch {ctx.batch}")
+
+    def chip_threads(self) -> int:
+        """Chips run side by side in loop mode: ``threads``, default torch's thread count
+        (1 on CUDA, whose kernels are asynchronous anyway)."""
+        if self.device.type != "cpu":
+            return 1
+        return max(1, min(self.threads or torch.get_num_threads(), self.n_chips))
+
+    def _run_chip(self, chip: int, x: Tensor) -> Tensor:
+        ctx = self._ctx
+        ctx.chip = chip
+        try:
+            return self.module(x)
+        finally:
+            ctx.chip = None
+
+    def _loop(self, x: Tensor) -> list[Tensor]:
+        """Every chip's forward pass, each on one CPU thread, up to ``chip_threads()``
+        chips at a time. One thread per chip keeps a chip's numbers the same whatever
+        the machine's core count, and uses the cores better than splitting each
+        (small) operation: torch's random draws, for one, run on a single thread."""
+        n_chips, threads = self._ctx.n_chips, self.chip_threads()
+        if self.device.type != "cpu":
+            return [self._run_chip(c, x) for c in range(n_chips)]
+        if threads > 1:
+            grad = torch.is_grad_enabled()  # thread-local, like no_grad
+
+            def run(chip: int) -> Tensor:
+                if torch.get_num_threads() != 1:  # a per-thread setting (OpenMP)
+                    torch.set_num_threads(1)
+                with torch.set_grad_enabled(grad):
+                    return self._run_chip(chip, x)
+
+            return list(_chip_pool(threads).map(run, range(n_chips)))
+        previous = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return [self._run_chip(c, x) for c in range(n_chips)]
+        finally:
+            torch.set_num_threads(previous)
 
     def weight_bytes_per_chip(self) -> int:
         """Memory one chip's programmed state needs (devices, drift parameters, weights)."""
@@ -449,7 +612,9 @@ class CrossbarModel(nn.Module):
         return total
 
 
-def convert(model: nn.Module, preset: "str | Preset", *, strategy: str = "auto") -> CrossbarModel:
+def convert(
+    model: nn.Module, preset: "str | Preset", *, strategy: str = "auto", threads: Optional[int] = None
+) -> CrossbarModel:
     """Map every ``nn.Linear`` and ``nn.Conv2d`` of ``model`` onto crossbar layers.
 
     ``model`` is not changed: the result holds a copy. Layers are numbered in
@@ -463,12 +628,14 @@ def convert(model: nn.Module, preset: "str | Preset", *, strategy: str = "auto")
         raise ValueError("model is already converted; convert the digital model instead")
     index = 0
 
-    def crossbar_layer(module: nn.Module) -> Optional[CrossbarLayer]:
+    def crossbar_layer(module: nn.Module) -> Optional[nn.Module]:
         nonlocal index
         if isinstance(module, nn.Linear):
-            layer: CrossbarLayer = CrossbarLinear(module.weight, module.bias, preset, index)
+            layer: nn.Module = CrossbarLinear(module.weight, module.bias, preset, index)
         elif isinstance(module, nn.Conv2d):
             layer = CrossbarConv2d(module, preset, index)
+        elif type(module) is nn.MaxPool2d:  # digital, same numbers, faster (see window_max)
+            return WindowMaxPool2d.from_module(module)
         else:
             return None
         index += 1
@@ -486,4 +653,4 @@ def convert(model: nn.Module, preset: "str | Preset", *, strategy: str = "auto")
     top = crossbar_layer(module)  # the whole model may be a single Linear or Conv2d
     if top is None:
         replace(module)
-    return CrossbarModel(module if top is None else top, preset, strategy).eval()
+    return CrossbarModel(module if top is None else top, preset, strategy, check_threads(threads)).eval()
