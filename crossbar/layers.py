@@ -302,20 +302,20 @@ class CrossbarLayer(nn.Module):
         gens,
         columns: bool = False,
         owned: bool = False,
-        patch_scale: Optional[Callable[[], Tensor]] = None,
+        whole_dac: Optional[Callable[[], tuple[Tensor, Tensor]]] = None,
     ) -> Tensor:
         """Tile-by-tile analog products of input vectors for every chip.
 
         ``make_vecs()`` builds the vectors, ``(Cx, n, in)`` (rows) or ``(Cx, B, in, L)``
         (columns, convolutions); ``owned`` when it returns a fresh tensor that may be
-        turned into DAC codes in place. ``patch_scale()`` gives each vector's largest
-        |value| when one tile spans the whole vector. Returns ``(C, n, out)`` or
-        ``(C, B, out, L)``.
+        turned into DAC codes in place. ``whole_dac()``, when one tile spans the whole
+        vectors, gives their DAC codes and units directly (convolutions: without
+        unfolding the raw inputs first). Returns ``(C, n, out)`` or ``(C, B, out, L)``.
         """
         assert self.array is not None and self._wn is not None and self._tile_scale is not None
         weights, tile_scale = self._wn[chips], self._tile_scale[chips]
         tiles = self.array.tiles
-        inputs = self._cached(key, "dac", lambda: self._dac_inputs(make_vecs, owned, patch_scale))
+        inputs = self._cached(key, "dac", lambda: self._dac_inputs(make_vecs, owned, whole_dac))
         y: Optional[Tensor] = None
         for k, (o0, o1, i0, i1) in enumerate(tiles):
             codes, unit = inputs[(i0, i1)]
@@ -333,17 +333,15 @@ class CrossbarLayer(nn.Module):
         assert y is not None
         return y
 
-    def _dac_inputs(self, make_vecs, owned: bool, patch_scale) -> dict:
+    def _dac_inputs(self, make_vecs, owned: bool, whole_dac) -> dict:
         """DAC codes and units of each tile's slice of the input vectors."""
         assert self.array is not None
-        vecs = make_vecs()
         ranges = sorted({(i0, i1) for _, _, i0, i1 in self.array.tiles})
-        whole = len(ranges) == 1 and patch_scale is not None
+        if len(ranges) == 1 and whole_dac is not None:
+            return {ranges[0]: whole_dac()}
+        vecs = make_vecs()
         return {
-            (i0, i1): self.periphery.prepare_input(
-                vecs[:, :, i0:i1], dim=2, scale=patch_scale() if whole else None, inplace=owned
-            )
-            for i0, i1 in ranges
+            (i0, i1): self.periphery.prepare_input(vecs[:, :, i0:i1], dim=2, inplace=owned) for i0, i1 in ranges
         }
 
     def _layout(self, x: Tensor) -> bool:
@@ -377,7 +375,7 @@ class CrossbarLinear(CrossbarLayer):
                 return F.linear(x, self._w[ctx.chip], self.bias)
             y = self._analog(x, lambda: x.reshape(1, -1, n_in), chips, gens)[0]
             y = y.view(*x.shape[:-1], -1)
-            return y if self.bias is None else y + self.bias
+            return y if self.bias is None else y.add_(self.bias)  # y is fresh
         folded = self._layout(x)
         n_chips = ctx.n_chips
         rows = x.shape[0] // n_chips if folded else x.shape[0]
@@ -435,14 +433,32 @@ class CrossbarConv2d(CrossbarLayer):
         """(N, in, L): each column is the input vector of one output position."""
         return F.unfold(x, self.kernel_size, self.dilation, self.padding, self.stride)
 
-    def _patch_scale(self, x: Tensor, n_x: int) -> Tensor:
-        """Largest |value| of each input patch, ``(n_x, B, 1, L)``: a max-pool of the image's
-        channel-wise max, the same numbers as a reduction over the unfolded patches."""
+    def _patch_dac(self, x: Tensor, n_x: int) -> tuple[Tensor, Tensor]:
+        """DAC codes ``(n_x, B, in, L)`` and units ``(n_x, B, 1, L)`` of every input patch,
+        the same numbers as :meth:`Periphery.prepare_input` on the unfolded patches.
+
+        Each patch's largest |value| is a window max of the image's channel-wise max,
+        and the codes are written straight from a strided view of the (padded) image
+        into their unfolded layout, one pass instead of unfolding and then scaling.
+        """
+        ph, pw = self.padding
+        if ph or pw:
+            x = F.pad(x, (pw, pw, ph, ph))
         a = x.abs().amax(1, keepdim=True)
-        if any(self.padding):
-            a = F.pad(a, (self.padding[1], self.padding[1], self.padding[0], self.padding[0]))
-        scale = window_max(a, self.kernel_size, self.stride, self.dilation)
-        return scale.view(n_x, -1, 1, scale.shape[-2] * scale.shape[-1])
+        scale = window_max(a, self.kernel_size, self.stride, self.dilation)  # (N, 1, oh, ow)
+        (kh, kw), (dh, dw), (sh, sw) = self.kernel_size, self.dilation, self.stride
+        n, c, oh, ow = x.shape[0], x.shape[1], scale.shape[-2], scale.shape[-1]
+        b = n // n_x
+        s_n, s_c, s_h, s_w = x.stride()
+        patches = x.as_strided(
+            (n_x, b, c, kh, kw, oh, ow),
+            (b * s_n, s_n, s_c, dh * s_h, dw * s_w, sh * s_h, sw * s_w),
+            x.storage_offset(),
+        )
+        codes, unit = self.periphery.prepare_input(
+            patches, scale=scale.view(n_x, b, 1, 1, 1, oh, ow), out=x.new_empty(patches.shape)
+        )
+        return codes.view(n_x, b, c * kh * kw, oh * ow), unit.view(n_x, b, 1, oh * ow)
 
     def forward(self, x: Tensor) -> Tensor:
         self._ready()
@@ -458,10 +474,10 @@ class CrossbarConv2d(CrossbarLayer):
                 return self._conv(x, self._w[ctx.chip])
             y = self._analog(
                 key, lambda: self._unfold(x).unsqueeze(0), chips, gens, columns=True, owned=True,
-                patch_scale=lambda: self._patch_scale(x, 1),
+                whole_dac=lambda: self._patch_dac(x, 1),
             )[0]
             y = y.view(x.shape[0], n_out, h_out, w_out)
-            return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
+            return y if self.bias is None else y.add_(self.bias.view(1, -1, 1, 1))
         folded = self._layout(x)
         n_chips, batch = ctx.n_chips, ctx.batch
         if self._w is not None:
@@ -473,10 +489,10 @@ class CrossbarConv2d(CrossbarLayer):
         n_x = n_chips if folded else 1
         y = self._analog(
             key, lambda: self._unfold(x).view(n_x, batch, -1, h_out * w_out), chips, gens, columns=True,
-            owned=True, patch_scale=lambda: self._patch_scale(x, n_x),
+            owned=True, whole_dac=lambda: self._patch_dac(x, n_x),
         )  # (C, B, out, L)
         y = y.view(n_chips * batch, n_out, h_out, w_out)
-        return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
+        return y if self.bias is None else y.add_(self.bias.view(1, -1, 1, 1))
 
 
 class CrossbarModel(nn.Module):

@@ -93,7 +93,12 @@ class Periphery:
     # --- input side -----------------------------------------------------------
 
     def prepare_input(
-        self, x: Tensor, dim: int = -1, scale: Optional[Tensor] = None, inplace: bool = False
+        self,
+        x: Tensor,
+        dim: int = -1,
+        scale: Optional[Tensor] = None,
+        inplace: bool = False,
+        out: Optional[Tensor] = None,
     ) -> tuple[Tensor, Tensor]:
         """Noise management and DAC of input vectors along ``dim``.
 
@@ -101,6 +106,7 @@ class Periphery:
             scale: the largest |value| of each vector when the caller knows it cheaper
                 (convolutions: a max-pool of the image); computed otherwise.
             inplace: turn ``x`` itself into the codes (the caller owns it).
+            out: write the codes here (e.g. a contiguous layout of a strided ``x``).
 
         Returns ``(codes, unit)``: the DAC codes and, per vector, the input value of
         one code (``abs max x in_unit``).
@@ -109,7 +115,12 @@ class Periphery:
             # abs().amax() measured faster on a CPU than aminmax (2.5x) and vector_norm(inf) (7x)
             scale = x.abs().amax(dim=dim, keepdim=True)
         unit = torch.where(scale > 0, scale, torch.ones_like(scale)).mul_(self.in_unit)
-        codes = x.mul_(unit.reciprocal()) if inplace else x * unit.reciprocal()
+        if inplace:
+            codes = x.mul_(unit.reciprocal())
+        elif out is not None:
+            codes = torch.mul(x, unit.reciprocal(), out=out)
+        else:
+            codes = x * unit.reciprocal()
         return self._dac(codes), unit
 
     @property
