@@ -608,7 +608,13 @@ class CrossbarModel(nn.Module):
                 with torch.set_grad_enabled(grad):
                     return self._run_chip(chip, x)
 
-            return list(_chip_pool(threads).map(run, range(n_chips)))
+            previous = torch.get_num_threads()
+            try:
+                return list(_chip_pool(threads).map(run, range(n_chips)))
+            finally:
+                # torch.set_num_threads in a worker also sets the process-wide default
+                # that new threads start with; put the caller's back.
+                torch.set_num_threads(previous)
         previous = torch.get_num_threads()
         torch.set_num_threads(1)
         try:

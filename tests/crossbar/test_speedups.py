@@ -114,3 +114,20 @@ def test_threads_must_be_a_positive_integer():
     for bad in (0, -1, 1.5, True, "2"):
         with pytest.raises(ValueError, match="threads must be an integer >= 1 or None"):
             crossbar.evaluate(_cnn(), (torch.zeros(2, 1, 8, 8), torch.zeros(2, dtype=torch.long)), "ideal", [1.0], 1, threads=bad)
+
+
+def test_new_threads_still_start_with_the_callers_thread_count():
+    import threading
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        x = torch.randn(16, 1, 8, 8)
+        crossbar.evaluate(_cnn(), (x, torch.zeros(16, dtype=torch.long)), "pcm", [1.0], 4, threads=2)
+        seen = []
+        thread = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+        thread.start()
+        thread.join()
+        assert seen == [2] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
