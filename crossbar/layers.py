@@ -192,9 +192,8 @@ class CrossbarLayer(nn.Module):
         self._cache_lock = threading.Lock()
 
     def __getstate__(self) -> dict:
-        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__
-        state = dict(state)
-        state.pop("_cache_lock", None)
+        state = self.__dict__.copy()
+        del state["_cache_lock"]
         state["_input_cache"] = (None, -1, {})
         return state
 

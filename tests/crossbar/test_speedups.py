@@ -131,3 +131,17 @@ def test_new_threads_still_start_with_the_callers_thread_count():
         assert seen == [2] and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_converted_model_can_be_copied_and_pickled_with_its_thread_state():
+    import copy
+    import pickle
+
+    model = _cnn()
+    x = torch.randn(8, 1, 8, 8, generator=torch.Generator().manual_seed(2))
+    xmodel = crossbar.convert(model, crossbar.get_preset("pcm", **crossbar.AIHWKIT_PERIPHERY), threads=2)
+    for clone in (copy.deepcopy(xmodel), pickle.loads(pickle.dumps(xmodel))):
+        with torch.no_grad():
+            a = xmodel.program(3, seed=1).drift(60.0)(x)
+            b = clone.program(3, seed=1).drift(60.0)(x)
+        assert torch.equal(a, b)
