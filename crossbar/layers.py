@@ -598,27 +598,23 @@ class CrossbarModel(nn.Module):
         n_chips, threads = self._ctx.n_chips, self.chip_threads()
         if self.device.type != "cpu":
             return [self._run_chip(c, x) for c in range(n_chips)]
-        if threads > 1:
-            grad = torch.is_grad_enabled()  # thread-local, like no_grad
+        grad = torch.is_grad_enabled()  # thread-local, like no_grad
 
-            def run(chip: int) -> Tensor:
-                if torch.get_num_threads() != 1:  # a per-thread setting (OpenMP)
-                    torch.set_num_threads(1)
-                with torch.set_grad_enabled(grad):
-                    return self._run_chip(chip, x)
+        def run(chip: int) -> Tensor:  # in a pool thread
+            if torch.get_num_threads() != 1:  # a per-thread setting (OpenMP)
+                torch.set_num_threads(1)
+            with torch.set_grad_enabled(grad):
+                return self._run_chip(chip, x)
 
-            previous = torch.get_num_threads()
-            try:
-                return list(_chip_pool(threads).map(run, range(n_chips)))
-            finally:
-                # torch.set_num_threads in a worker also sets the process-wide default
-                # that new threads start with; put the caller's back.
-                torch.set_num_threads(previous)
         previous = torch.get_num_threads()
-        torch.set_num_threads(1)
         try:
+            if threads > 1:
+                return list(_chip_pool(threads).map(run, range(n_chips)))
+            torch.set_num_threads(1)
             return [self._run_chip(c, x) for c in range(n_chips)]
         finally:
+            # also resets the process-wide default that a worker's set_num_threads(1)
+            # changed, which new threads start with
             torch.set_num_threads(previous)
 
     def weight_bytes_per_chip(self) -> int:

@@ -143,25 +143,18 @@ class Periphery:
 
     # --- output side ----------------------------------------------------------
 
-    def _adc(self, z: Tensor, generators: Optional[Sequence[torch.Generator]]) -> Tensor:
-        """Output noise and ADC, in place on per-chip codes ``z[c]``."""
-        if self.out_noise > 0:
-            assert generators is not None and len(generators) == z.shape[0]
-            noise = torch.empty_like(z[0])
-            for c, gen in enumerate(generators):
-                z[c].add_(noise.normal_(generator=gen), alpha=self.out_noise / self.out_unit)
-        if self.out_res > 0:
-            z = z.round_()
-        return z
+    def _adc(self, z: Tensor) -> Tensor:
+        """ADC quantisation, in place."""
+        return z.round_() if self.out_res > 0 else z
 
     def _products(
         self, codes: Tensor, code_weight: Tensor, generators: Optional[Sequence[torch.Generator]], columns: bool
     ) -> Tensor:
         """Each chip's products of the codes with its weights, plus its output noise.
 
-        With output noise, each chip's noise is drawn first (the same draws, in the same
-        order, as :meth:`_adc` makes) and the products are accumulated onto it: one pass
-        over the outputs fewer than adding the noise afterwards.
+        With output noise, each chip's noise is drawn first from its generator and the
+        products are accumulated onto it: one pass over the outputs fewer than adding the
+        noise afterwards.
         """
         if self.out_noise <= 0:
             if columns:
@@ -206,9 +199,7 @@ class Periphery:
             ``(z, factor)``: ADC codes ``(C, n, out)`` (or ``(C, B, out, L)``) and the
             per-vector factor that turns them into outputs in input units.
         """
-        z = self._products(codes, code_weight, generators, columns)
-        if self.out_res > 0:
-            z = z.round_()
+        z = self._adc(self._products(codes, code_weight, generators, columns))
         factor = unit * (self.out_unit / self.in_unit)  # codes -> normalised -> input units
         if self.out_bound > 0:
             bound = self.out_bound / self.out_unit
@@ -238,9 +229,9 @@ class Periphery:
                     continue
                 cx = c if x_raw.shape[0] > 1 else 0
                 u_sel = u_v[cx][mask] * reduction
-                y_sel = self._dac(x_v[cx][mask] * u_sel.reciprocal()) @ code_weight[c].T
+                codes_sel = self._dac(x_v[cx][mask] * u_sel.reciprocal()).unsqueeze(0)
                 gens = None if generators is None else [generators[c]]
-                y_sel = self._adc(y_sel.unsqueeze(0), gens)[0]
+                y_sel = self._adc(self._products(codes_sel, code_weight[c:c + 1], gens, False))[0]
                 z_v[c][mask] = y_sel
                 f_v[c][mask] = u_sel * (self.out_unit / self.in_unit)
                 clipped[c][mask.clone()] = y_sel.abs().amax(-1) > bound
