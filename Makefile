@@ -20,6 +20,7 @@ test: $(STAMP)
 # All benchmarks, about 45 minutes on 2 cores; each script also runs on its own.
 bench: $(STAMP)
 	$(PY) bench/mc_eval.py
+	$(PY) bench/periphery_profile.py
 	$(PY) bench/train_speed.py
 	$(PY) bench/parallel_trials.py
 	$(PY) bench/search_efficiency.py
