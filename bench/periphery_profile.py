@@ -2,13 +2,14 @@
 
     .venv/bin/python bench/periphery_profile.py
 
-The same set-up as ``bench/mc_eval.py`` (LeNet-5, 2,000 MNIST test images or random
-ones, ``pcm`` at 1 day with aihwkit's default DAC/ADC/output noise, batch 256), but on
+The same set-up as ``bench/mc_eval.py`` (the same LeNet-5, 2,000 MNIST test images or
+random ones, ``pcm`` at 1 day with aihwkit's default DAC/ADC/output noise, batch 256), but on
 one thread and under torch's profiler, so each operator's own time is counted once.
 The operators are grouped by the work they do:
 
-- output noise: ``aten::normal_``, one Gaussian draw per output of every layer, per
-  image and chip (aihwkit's ``out_noise``);
+- Gaussian draws: ``aten::normal_``, almost all of them output noise, one draw per
+  output of every layer, per image and chip (aihwkit's ``out_noise``); about 3 % are
+  the devices' programming and drift noise;
 - analog products: the matrix products of DAC codes with each chip's weights
   (``baddbmm_``/``addmm_``/``bmm``/``mm``);
 - DAC codes of convolution patches: scaling each input patch by its own largest value
@@ -25,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -38,11 +38,10 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import crossbar  # noqa: E402
 import mc_eval  # noqa: E402
-import models  # noqa: E402
 
 PRODUCTS = {"aten::baddbmm_", "aten::addmm_", "aten::bmm", "aten::mm", "aten::addmm", "aten::baddbmm"}
 DAC_OPS = {"aten::mul", "aten::round_", "aten::clamp_"}
-GROUPS = ("output noise draws", "analog products", "DAC codes of conv patches", "max-pool windows", "everything else")
+GROUPS = ("Gaussian draws (normal_)", "analog products", "DAC codes of conv patches", "max-pool windows", "everything else")
 
 
 def group_of(name: str, shapes) -> str:
@@ -65,7 +64,7 @@ def main() -> None:
 
     x_all, y_all, source = mc_eval.load_data()
     x, y = x_all[: mc_eval.N_IMAGES], y_all[: mc_eval.N_IMAGES]
-    model = models.build("lenet5", (1, 28, 28), 10, seed=0).eval()
+    model = mc_eval.bench_model(x_all, y_all, source)
     preset = crossbar.get_preset("pcm", **crossbar.AIHWKIT_PERIPHERY)
 
     def run():
@@ -85,14 +84,7 @@ def main() -> None:
         if group == GROUPS[0] and event.input_shapes and event.input_shapes[0]:
             draws += event.count * int(torch.Size(event.input_shapes[0]).numel())
 
-    clean = float("inf")
-    for _ in range(3):
-        start = time.perf_counter()
-        with torch.no_grad():
-            for _chip in range(args.chips):
-                for i in range(0, len(y), mc_eval.BATCH):
-                    model(x[i:i + mc_eval.BATCH])
-        clean = min(clean, time.perf_counter() - start)
+    clean = mc_eval.best_of({"clean": lambda: mc_eval.clean_passes(model, x, y, args.chips)}, 3)["clean"][0]
 
     total = sum(seconds.values())
     print(f"data: {source}; {len(y)} images, LeNet-5, pcm at 1 day with aihwkit's default periphery, "
@@ -105,7 +97,7 @@ def main() -> None:
     largest = sorted(other.items(), key=lambda kv: -kv[1])[:5]
     print("  everything else, largest: " + ", ".join(f"{name.removeprefix('aten::')} {sec:.3f} s" for name, sec in largest))
     rate = draws / seconds[GROUPS[0]] if seconds[GROUPS[0]] else float("nan")
-    print(f"\noutput noise: {draws / 1e6:.1f} M Gaussian draws ({draws / (args.chips * len(y)):.0f} per image "
+    print(f"\n{draws / 1e6:.1f} M Gaussian draws ({draws / (args.chips * len(y)):.0f} per image "
           f"and chip) at {rate / 1e6:.0f} M draws/s on one core")
     floor = seconds[GROUPS[0]] + seconds[GROUPS[1]] + seconds[GROUPS[2]]
     print(f"draws + analog products + patch DAC codes alone: {floor:.3f} s = {floor / clean:.2f}x the clean passes")
