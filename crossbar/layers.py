@@ -43,6 +43,7 @@ from .devices import (
     FORWARD,
     READOUT,
     ProgrammedArray,
+    check_int,
     check_n_chips,
     check_seed,
     derive_seed,
@@ -165,11 +166,7 @@ def _chip_pool(threads: int) -> concurrent.futures.ThreadPoolExecutor:
 
 
 def check_threads(threads) -> Optional[int]:
-    if threads is None:
-        return None
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ValueError(f"threads must be an integer >= 1 or None (torch's thread count), got {threads!r}")
-    return threads
+    return None if threads is None else check_int(threads, "threads", 1, " or None (torch's thread count)")
 
 
 class CrossbarLayer(nn.Module):
@@ -639,6 +636,7 @@ def convert(
     """
     preset = resolve_preset(preset)
     check_strategy(strategy)
+    check_threads(threads)
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if isinstance(model, CrossbarModel):
@@ -670,4 +668,4 @@ def convert(
     top = crossbar_layer(module)  # the whole model may be a single Linear or Conv2d
     if top is None:
         replace(module)
-    return CrossbarModel(module if top is None else top, preset, strategy, check_threads(threads)).eval()
+    return CrossbarModel(module if top is None else top, preset, strategy, threads).eval()
