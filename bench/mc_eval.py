@@ -82,23 +82,25 @@ def bench_model(x_all, y_all, source: str) -> torch.nn.Module:
     return model.eval()
 
 
-def clean_passes(model, x, y, passes: int = N_CHIPS):
-    correct = 0
+def accuracy(model, x, y) -> float:
+    """Share of right predictions over batches; a converted model predicts once per chip."""
+    correct = total = 0
     with torch.no_grad():
-        for _ in range(passes):
-            for i in range(0, len(y), BATCH):
-                correct += int((model(x[i:i + BATCH]).argmax(-1) == y[i:i + BATCH]).sum())
-    return correct / (passes * len(y))
+        for i in range(0, len(y), BATCH):
+            pred = model(x[i:i + BATCH]).argmax(-1)
+            correct += int((pred == y[i:i + BATCH]).sum())
+            total += pred.numel()
+    return correct / total
+
+
+def clean_passes(model, x, y, passes: int = N_CHIPS):
+    return sum(accuracy(model, x, y) for _ in range(passes)) / passes
 
 
 def digital_passes_crossbar_path(xideal, x, y):
     """(a'): forward passes of the model converted with the ideal preset (programmed
     beforehand: exact weights, no noise), i.e. digital passes along evaluate's path."""
-    correct = 0
-    with torch.no_grad():
-        for i in range(0, len(y), BATCH):
-            correct += int((xideal(x[i:i + BATCH]).argmax(-1) == y[i:i + BATCH]).sum())
-    return correct / (N_CHIPS * len(y))
+    return accuracy(xideal, x, y)
 
 
 def aihwkit_loop(model, x, y, torch_tile: bool, perfect: bool):
