@@ -154,7 +154,8 @@ def evaluate(
         strategy: ``"auto"``, ``"fold"`` or ``"loop"`` (see :mod:`crossbar.layers`).
         threads: loop strategy on a CPU: chips run side by side on this many threads,
             each chip on one (default: ``torch.get_num_threads()``). Results do not
-            depend on it.
+            depend on it, nor on ``strategy``. For an already converted model, both
+            (when given) apply to this call only; the model keeps its own settings.
         progress: show a progress bar over chips.
 
     Returns:
@@ -176,8 +177,21 @@ def evaluate(
         xmodel = model
     else:
         xmodel = convert(model, preset, strategy=strategy)
+    # A converted model given by the caller runs with this call's strategy and threads
+    # (when given) and gets its own settings back afterwards.
+    saved = (xmodel.strategy, xmodel.threads)
+    if strategy != "auto":
+        xmodel.strategy = strategy
     if threads is not None:
         xmodel.threads = threads
+    try:
+        return _evaluate(xmodel, data, times, n_chips, seed, batch_size, dev, chunk_size, max_memory, progress)
+    finally:
+        xmodel.strategy, xmodel.threads = saved
+
+
+def _evaluate(xmodel, data, times, n_chips, seed, batch_size, dev, chunk_size, max_memory, progress) -> np.ndarray:
+    preset = xmodel.preset
     xmodel = xmodel.to(dev).eval()
     batches = _batches(data, batch_size, dev)
     n_samples = sum(int(y.shape[0]) for _, y in batches)

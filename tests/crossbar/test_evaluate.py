@@ -113,6 +113,20 @@ def test_converted_model_runs_all_chips_and_leaves_the_original_alone(trained_ml
     assert isinstance(xmodel.module[0], crossbar.CrossbarLinear)
 
 
+def test_evaluate_of_a_converted_model_keeps_its_settings(trained_mlp, digits_split):
+    _, (x, y) = digits_split
+    preset = crossbar.get_preset("pcm", **crossbar.AIHWKIT_PERIPHERY)
+    xmodel = crossbar.convert(trained_mlp, preset, strategy="loop", threads=2)
+    reference = crossbar.evaluate(xmodel, (x[:200], y[:200]), preset, [86400.0], 3, seed=5)
+    assert (xmodel.strategy, xmodel.threads) == ("loop", 2)
+    other = crossbar.evaluate(xmodel, (x[:200], y[:200]), preset, [86400.0], 3, seed=5, strategy="fold", threads=1)
+    assert (xmodel.strategy, xmodel.threads) == ("loop", 2)
+    np.testing.assert_array_equal(other, reference)  # results depend on neither setting
+    with pytest.raises(ValueError, match="inputs"):
+        crossbar.evaluate(xmodel, (x[:10],), preset, [1.0], 2, threads=1)
+    assert (xmodel.strategy, xmodel.threads) == ("loop", 2)
+
+
 class _CountingModel(nn.Module):
     def __init__(self):
         super().__init__()
