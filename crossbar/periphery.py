@@ -143,14 +143,11 @@ class Periphery:
 
     # --- output side ----------------------------------------------------------
 
-    def _adc(self, z: Tensor) -> Tensor:
-        """ADC quantisation, in place."""
-        return z.round_() if self.out_res > 0 else z
-
-    def _products(
+    def _adc_products(
         self, codes: Tensor, code_weight: Tensor, generators: Optional[Sequence[torch.Generator]], columns: bool
     ) -> Tensor:
-        """Each chip's products of the codes with its weights, plus its output noise.
+        """Each chip's products of the codes with its weights, plus its output noise,
+        through the ADC: the ADC codes.
 
         With output noise, each chip's noise is drawn first from its generator and the
         products are accumulated onto it: one pass over the outputs fewer than adding the
@@ -158,22 +155,24 @@ class Periphery:
         """
         if self.out_noise <= 0:
             if columns:
-                return torch.matmul(code_weight.unsqueeze(1), codes)
-            return torch.matmul(codes, code_weight.transpose(-1, -2))
-        n_chips, n_out = code_weight.shape[0], code_weight.shape[1]
-        assert generators is not None and len(generators) == n_chips
-        if columns:  # codes (Cx, B, k, L) -> (C, B, out, L)
-            z = codes.new_empty((n_chips, codes.shape[1], n_out, codes.shape[3]))
-        else:  # codes (Cx, n, k) -> (C, n, out)
-            z = codes.new_empty((n_chips, codes.shape[1], n_out))
-        std = self.out_noise / self.out_unit
-        for c, gen in enumerate(generators):
-            zc, xc = z[c].normal_(0.0, std, generator=gen), codes[c if codes.shape[0] > 1 else 0]
-            if columns:
-                zc.baddbmm_(code_weight[c].expand(xc.shape[0], -1, -1), xc)
+                z = torch.matmul(code_weight.unsqueeze(1), codes)
             else:
-                zc.addmm_(xc, code_weight[c].T)
-        return z
+                z = torch.matmul(codes, code_weight.transpose(-1, -2))
+        else:
+            n_chips, n_out = code_weight.shape[0], code_weight.shape[1]
+            assert generators is not None and len(generators) == n_chips
+            if columns:  # codes (Cx, B, k, L) -> (C, B, out, L)
+                z = codes.new_empty((n_chips, codes.shape[1], n_out, codes.shape[3]))
+            else:  # codes (Cx, n, k) -> (C, n, out)
+                z = codes.new_empty((n_chips, codes.shape[1], n_out))
+            std = self.out_noise / self.out_unit
+            for c, gen in enumerate(generators):
+                zc, xc = z[c].normal_(0.0, std, generator=gen), codes[c if codes.shape[0] > 1 else 0]
+                if columns:
+                    zc.baddbmm_(code_weight[c].expand(xc.shape[0], -1, -1), xc)
+                else:
+                    zc.addmm_(xc, code_weight[c].T)
+        return z.round_() if self.out_res > 0 else z
 
     def mvm(
         self,
@@ -199,7 +198,7 @@ class Periphery:
             ``(z, factor)``: ADC codes ``(C, n, out)`` (or ``(C, B, out, L)``) and the
             per-vector factor that turns them into outputs in input units.
         """
-        z = self._adc(self._products(codes, code_weight, generators, columns))
+        z = self._adc_products(codes, code_weight, generators, columns)
         factor = unit * (self.out_unit / self.in_unit)  # codes -> normalised -> input units
         if self.out_bound > 0:
             bound = self.out_bound / self.out_unit
@@ -233,7 +232,7 @@ class Periphery:
                 u_sel = u_v[cx][mask] * reduction
                 codes_sel = self._dac(x_v[cx][mask] * u_sel.reciprocal()).unsqueeze(0)
                 gens = None if generators is None else [generators[c]]
-                y_sel = self._adc(self._products(codes_sel, code_weight[c:c + 1], gens, False))[0]
+                y_sel = self._adc_products(codes_sel, code_weight[c:c + 1], gens, False)[0]
                 z_v[c][mask] = y_sel
                 f_v[c][mask] = u_sel * (self.out_unit / self.in_unit)
                 clipped[c][mask.clone()] = y_sel.abs().amax(-1) > bound
