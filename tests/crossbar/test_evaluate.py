@@ -87,7 +87,11 @@ def test_layers_larger_than_a_tile_are_split_and_still_exact():
     x = torch.randn(64, 1100)
     xmodel = crossbar.convert(model, "ideal").program(2).drift(10.0)
     assert len(xmodel.crossbar_layers[0].array.tiles) == 3 * 2
-    torch.testing.assert_close(xmodel(x), model(x).expand(2, 64, 10), rtol=0, atol=0)
+    for layer, linear in zip(xmodel.crossbar_layers, (model[0], model[2])):  # the tiles hold the weights exactly
+        torch.testing.assert_close(layer.array.weights(10.0).float(), linear.weight.expand(2, -1, -1), rtol=0, atol=0)
+    # The outputs agree to float32 rounding: the order of a product's sums depends on
+    # the number of threads (one per chip here, torch's default for the reference).
+    torch.testing.assert_close(xmodel(x), model(x).expand(2, 64, 10), rtol=1e-5, atol=1e-6)
 
 
 def test_drift_compensation_restores_the_programmed_mean_conductance():

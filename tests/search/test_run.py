@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 import search.plot
 import search.run
@@ -68,7 +69,7 @@ def test_tiny_search_end_to_end(finished, capsys):
     logn = [r["mean"] for r in rows if r["method"] == "erm" and r["preset"] == "lognormal"]
     assert len(set(logn)) == 1
     env = json.loads((run / "environment.json").read_text())
-    assert env["seed"] == 3 and env["packages"]["aihwkit"] == "1.1.0" and env["device"] == "cpu"
+    assert env["seed"] == 3 and env["packages"]["aihwkit"] == "1.1.0" and env["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def test_plots_redraw_from_the_files_alone(finished, tmp_path):
@@ -141,7 +142,7 @@ def test_resume_after_sigkill_loses_and_repeats_nothing(tiny, tmp_path):
     path = tiny(training={"epochs": 6, "lr": 0.01}, search={"n_trials": 4, "n_initial": 2})
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "search.run", str(path), "--out", str(out), "--quiet"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     log = out / "trials.jsonl"
     deadline = time.time() + 120
