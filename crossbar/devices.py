@@ -83,6 +83,22 @@ def check_seed(seed: Any) -> int:
     return check_int(seed, "seed", 0)
 
 
+def check_weight(weight: Any, name: str = "weight") -> Tensor:
+    """A non-empty, floating-point, finite tensor, or a ValueError naming ``name``."""
+    if not isinstance(weight, Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(weight).__name__}")
+    if weight.dim() < 1 or weight.numel() == 0:
+        raise ValueError(f"{name} must be a non-empty tensor with at least 1 dimension, got shape {tuple(weight.shape)}")
+    if not weight.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor, got {weight.dtype}")
+    bad = int((~torch.isfinite(weight.detach())).sum())
+    if bad:
+        raise ValueError(
+            f"{name} holds {bad} NaN or infinite value(s) of {weight.numel()}; devices can only hold finite weights"
+        )
+    return weight
+
+
 def _cuda_index(device: torch.device) -> int:
     return device.index if device.index is not None else torch.cuda.current_device()
 
@@ -169,8 +185,7 @@ class ProgrammedArray:
         first_chip: int = 0,
         layer: int = 0,
     ):
-        if weight.dim() < 1 or weight.numel() == 0:
-            raise ValueError(f"weight must be a non-empty tensor with at least 1 dimension, got shape {tuple(weight.shape)}")
+        check_weight(weight)
         self.preset = preset
         self.n_chips = check_n_chips(n_chips)
         self.seed = check_seed(seed)

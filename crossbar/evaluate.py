@@ -63,6 +63,16 @@ def _batches(data: Any, batch_size: int, device: torch.device) -> list[tuple[Ten
         )
     if not batches or sum(len(y) for _, y in batches) == 0:
         raise ValueError("data holds no samples")
+    for x, y in batches:
+        if not isinstance(x, Tensor) or not isinstance(y, Tensor):
+            raise ValueError(f"data: inputs and labels must be tensors, got {type(x).__name__} and {type(y).__name__}")
+        if y.dim() != 1 or y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+            raise ValueError(
+                "data: labels must be a 1-D integer tensor of class indices, "
+                f"got shape {tuple(y.shape)} and dtype {y.dtype}"
+            )
+        if x.shape[0] != y.shape[0]:
+            raise ValueError(f"data: a batch holds {x.shape[0]} inputs but {y.shape[0]} labels")
     return [(x.to(device), y.to(device)) for x, y in batches]
 
 

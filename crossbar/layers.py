@@ -46,6 +46,7 @@ from .devices import (
     check_int,
     check_n_chips,
     check_seed,
+    check_weight,
     derive_seed,
     devices_per_weight,
     physics_dtype,
@@ -643,8 +644,10 @@ def convert(
         raise ValueError("model is already converted; convert the digital model instead")
     index = 0
 
-    def crossbar_layer(module: nn.Module) -> Optional[nn.Module]:
+    def crossbar_layer(module: nn.Module, name: str) -> Optional[nn.Module]:
         nonlocal index
+        if isinstance(module, (nn.Linear, nn.Conv2d)):
+            check_weight(module.weight, f"layer {name!r} ({type(module).__name__}): weight")
         if isinstance(module, nn.Linear):
             layer: nn.Module = CrossbarLinear(module.weight, module.bias, preset, index)
         elif isinstance(module, nn.Conv2d):
@@ -656,16 +659,20 @@ def convert(
         index += 1
         return layer
 
-    def replace(parent: nn.Module) -> None:
+    def replace(parent: nn.Module, prefix: str) -> None:
         for name, child in parent.named_children():
-            layer = crossbar_layer(child)
+            layer = crossbar_layer(child, prefix + name)
             if layer is None:
-                replace(child)
+                replace(child, prefix + name + ".")
             else:
                 setattr(parent, name, layer)
 
     module = copy.deepcopy(model)
-    top = crossbar_layer(module)  # the whole model may be a single Linear or Conv2d
+    top = crossbar_layer(module, type(model).__name__)  # the whole model may be a single Linear or Conv2d
     if top is None:
-        replace(module)
+        replace(module, "")
+    if index == 0:
+        raise ValueError(
+            f"model ({type(model).__name__}) has no nn.Linear or nn.Conv2d layer to map onto crossbars"
+        )
     return CrossbarModel(module if top is None else top, preset, strategy, threads).eval()

@@ -162,6 +162,10 @@ class _CountingModel(nn.Module):
         (dict(device="tpu"), r"device must be 'cpu', 'cuda' or 'cuda:N'"),
         (dict(data=(torch.zeros(3, 4), torch.zeros(2))), r"inputs \(3\) and labels \(2\) differ"),
         (dict(data=[1, 2, 3]), r"DataLoader must yield \(inputs, labels\)"),
+        (dict(data=(torch.zeros(3, 4), torch.zeros(3, 3, dtype=torch.long))), r"labels must be a 1-D integer tensor"),
+        (dict(data=(torch.zeros(3, 4), torch.zeros(3))), r"labels must be a 1-D integer tensor .* torch.float32"),
+        (dict(data=DataLoader(TensorDataset(torch.zeros(3, 4), torch.zeros(3, 2)), batch_size=2)),
+         r"labels must be a 1-D integer tensor"),
     ],
 )
 def test_bad_input_fails_before_any_work(kwargs, match):
@@ -172,6 +176,21 @@ def test_bad_input_fails_before_any_work(kwargs, match):
     with pytest.raises(ValueError, match=match):
         crossbar.evaluate(**args)
     assert model.calls == 0
+
+
+def test_a_model_with_non_finite_weights_is_refused_naming_the_layer():
+    model = _CountingModel()
+    with torch.no_grad():
+        model.fc.weight[1, 2] = float("nan")
+    with pytest.raises(ValueError, match=r"layer 'fc' \(Linear\): weight holds 1 NaN or infinite value\(s\) of 12"):
+        crossbar.evaluate(model, (torch.zeros(3, 4), torch.zeros(3, dtype=torch.long)), "pcm", [1.0], 2)
+    assert model.calls == 0
+
+
+def test_a_model_without_mappable_layers_is_refused():
+    with pytest.raises(ValueError, match=r"model \(Sequential\) has no nn.Linear or nn.Conv2d layer"):
+        crossbar.convert(nn.Sequential(nn.Flatten(), nn.ReLU()), "pcm")
+    assert isinstance(crossbar.convert(nn.Linear(3, 2), "ideal").module, crossbar.CrossbarLinear)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

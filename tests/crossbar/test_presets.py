@@ -108,3 +108,18 @@ def test_wan2022_accepts_exactly_its_defined_times():
 def test_n_chips_must_be_a_positive_integer(n_chips):
     with pytest.raises(ValueError, match=r"n_chips must be an integer >= 1"):
         crossbar.sample_weights(torch.ones(3, 3), "ideal", 0.0, n_chips)
+
+
+@pytest.mark.parametrize(
+    "weight, match",
+    [
+        (torch.tensor([[1.0, float("nan")], [0.5, -0.5]]), r"weight holds 1 NaN or infinite value\(s\) of 4"),
+        (torch.tensor([[1.0, float("inf")], [-float("inf"), -0.5]]), r"weight holds 2 NaN or infinite value\(s\) of 4"),
+        (torch.ones(3, 3, dtype=torch.int64), r"weight must be a floating-point tensor, got torch.int64"),
+        (torch.ones(0, 3), r"weight must be a non-empty tensor"),
+        ([[1.0, 2.0]], r"weight must be a torch.Tensor, got list"),
+    ],
+)
+def test_weights_a_crossbar_cannot_hold_are_refused(weight, match):
+    with pytest.raises(ValueError, match=match):
+        crossbar.sample_weights(weight, "pcm", 1.0, 2)
