@@ -17,10 +17,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest
 
-# All benchmarks, about 45 minutes on 2 cores; each script also runs on its own.
+# All benchmarks, about 50 minutes on 2 cores; each script also runs on its own.
 bench: $(STAMP)
 	$(PY) bench/mc_eval.py
 	$(PY) bench/periphery_profile.py
+	$(PY) bench/cnn_eval.py
 	$(PY) bench/train_speed.py
 	$(PY) bench/parallel_trials.py
 	$(PY) bench/search_efficiency.py

@@ -52,10 +52,16 @@ from .devices import (
     physics_dtype,
     time_key,
 )
-from .periphery import Periphery
+from .periphery import CodeBlocks, Periphery
 from .presets import Preset, resolve_preset
 
 STRATEGIES = ("auto", "fold", "loop")
+
+# Batch rows of convolution DAC codes made at a time on a CPU: about this many bytes,
+# so that the codes are still in cache when the products read them. Measured on a
+# 2-core CPU (32 MiB L3, 512 KiB L2 a core): 1-4 MiB are alike; whole batches of
+# ResNet-20's first layer (150 MB of codes) took 2.4x as long.
+CODE_BLOCK_BYTES = 2 << 20
 
 
 def check_strategy(strategy: str) -> str:
@@ -131,6 +137,7 @@ class _ChipContext:
         self.n_chips = 0
         self.batch = 0  # fold: batch size of the model input
         self.generators: Optional[list[torch.Generator]] = None  # output noise, one per chip
+        self.model_input: Optional[Tensor] = None  # loop: the input every chip thread runs
         self._local = threading.local()
 
     @property
@@ -299,20 +306,31 @@ class CrossbarLayer(nn.Module):
         gens,
         columns: bool = False,
         owned: bool = False,
-        whole_dac: Optional[Callable[[], tuple[Tensor, Tensor]]] = None,
+        whole_dac: Optional[Callable[[Optional[int]], tuple["Tensor | CodeBlocks", Tensor]]] = None,
     ) -> Tensor:
         """Tile-by-tile analog products of input vectors for every chip.
 
         ``make_vecs()`` builds the vectors, ``(Cx, n, in)`` (rows) or ``(Cx, B, in, L)``
         (columns, convolutions); ``owned`` when it returns a fresh tensor that may be
-        turned into DAC codes in place. ``whole_dac()``, when one tile spans the whole
-        vectors, gives their DAC codes and units directly (convolutions: without
-        unfolding the raw inputs first). Returns ``(C, n, out)`` or ``(C, B, out, L)``.
+        turned into DAC codes in place. ``whole_dac(block_bytes)``, when one tile spans
+        the whole vectors, gives their DAC codes and units directly (convolutions:
+        without unfolding the raw inputs first), as ``CodeBlocks`` of about
+        ``block_bytes`` when that is not None. Returns ``(C, n, out)`` or ``(C, B, out, L)``.
         """
         assert self.array is not None and self._wn is not None and self._tile_scale is not None
         weights, tile_scale = self._wn[chips], self._tile_scale[chips]
         tiles = self.array.tiles
-        inputs = self._cached(key, "dac", lambda: self._dac_inputs(make_vecs, owned, whole_dac))
+        ctx = self._ctx
+        if (
+            whole_dac is not None and len(tiles) == 1 and key.device.type == "cpu"
+            and not (ctx.chip is not None and key is ctx.model_input)
+        ):
+            # One tile and an input no other chip thread will bring: the codes are made
+            # in cache-sized blocks as the products consume them (CODE_BLOCK_BYTES).
+            _, _, i0, i1 = tiles[0]
+            inputs = {(i0, i1): whole_dac(CODE_BLOCK_BYTES)}
+        else:
+            inputs = self._cached(key, "dac", lambda: self._dac_inputs(make_vecs, owned, whole_dac))
         y: Optional[Tensor] = None
         for k, (o0, o1, i0, i1) in enumerate(tiles):
             codes, unit = inputs[(i0, i1)]
@@ -335,7 +353,7 @@ class CrossbarLayer(nn.Module):
         assert self.array is not None
         ranges = sorted({(i0, i1) for _, _, i0, i1 in self.array.tiles})
         if len(ranges) == 1 and whole_dac is not None:
-            return {ranges[0]: whole_dac()}
+            return {ranges[0]: whole_dac(None)}
         vecs = make_vecs()
         return {
             (i0, i1): self.periphery.prepare_input(vecs[:, :, i0:i1], dim=2, inplace=owned) for i0, i1 in ranges
@@ -430,13 +448,15 @@ class CrossbarConv2d(CrossbarLayer):
         """(N, in, L): each column is the input vector of one output position."""
         return F.unfold(x, self.kernel_size, self.dilation, self.padding, self.stride)
 
-    def _patch_dac(self, x: Tensor, n_x: int) -> tuple[Tensor, Tensor]:
+    def _patch_dac(self, x: Tensor, n_x: int, block_bytes: Optional[int] = None) -> tuple["Tensor | CodeBlocks", Tensor]:
         """DAC codes ``(n_x, B, in, L)`` and units ``(n_x, B, 1, L)`` of every input patch,
         the same numbers as :meth:`Periphery.prepare_input` on the unfolded patches.
 
         Each patch's largest |value| is a window max of the image's channel-wise max,
         and the codes are written straight from a strided view of the (padded) image
         into their unfolded layout, one pass instead of unfolding and then scaling.
+        With ``block_bytes``, codes that take more than that come as ``CodeBlocks`` of
+        about that size, made as they are used.
         """
         ph, pw = self.padding
         if ph or pw:
@@ -452,10 +472,21 @@ class CrossbarConv2d(CrossbarLayer):
             (b * s_n, s_n, s_c, dh * s_h, dw * s_w, sh * s_h, sw * s_w),
             x.storage_offset(),
         )
-        codes, unit = self.periphery.prepare_input(
-            patches, scale=scale.view(n_x, b, 1, 1, 1, oh, ow), out=x.new_empty(patches.shape)
-        )
-        return codes.view(n_x, b, c * kh * kw, oh * ow), unit.view(n_x, b, 1, oh * ow)
+        scale = scale.view(n_x, b, 1, 1, 1, oh, ow)
+        shape = (n_x, b, c * kh * kw, oh * ow)
+        row_bytes = n_x * c * kh * kw * oh * ow * x.element_size()
+        rows = b if block_bytes is None else max(1, block_bytes // row_bytes)
+        if rows < b:
+            def make(b0: int, b1: int, out: Tensor) -> Tensor:
+                codes, _ = self.periphery.prepare_input(
+                    patches[:, b0:b1], scale=scale[:, b0:b1], out=out.view(patches[:, b0:b1].shape)
+                )
+                return codes.view(out.shape)
+
+            blocks = CodeBlocks(shape, rows, make, x.new_empty(rows * row_bytes // x.element_size()))
+            return blocks, self.periphery.input_unit(scale).view(n_x, b, 1, oh * ow)
+        codes, unit = self.periphery.prepare_input(patches, scale=scale, out=x.new_empty(patches.shape))
+        return codes.view(shape), unit.view(n_x, b, 1, oh * ow)
 
     def forward(self, x: Tensor) -> Tensor:
         self._ready()
@@ -471,7 +502,7 @@ class CrossbarConv2d(CrossbarLayer):
                 return self._conv(x, self._w[ctx.chip])
             y = self._analog(
                 key, lambda: self._unfold(x).unsqueeze(0), chips, gens, columns=True, owned=True,
-                whole_dac=lambda: self._patch_dac(x, 1),
+                whole_dac=lambda block_bytes: self._patch_dac(x, 1, block_bytes),
             )[0]
             y = y.view(x.shape[0], n_out, h_out, w_out)
             return y if self.bias is None else y.add_(self.bias.view(1, -1, 1, 1))
@@ -486,7 +517,7 @@ class CrossbarConv2d(CrossbarLayer):
         n_x = n_chips if folded else 1
         y = self._analog(
             key, lambda: self._unfold(x).view(n_x, batch, -1, h_out * w_out), chips, gens, columns=True,
-            owned=True, whole_dac=lambda: self._patch_dac(x, n_x),
+            owned=True, whole_dac=lambda block_bytes: self._patch_dac(x, n_x, block_bytes),
         )  # (C, B, out, L)
         y = y.view(n_chips * batch, n_out, h_out, w_out)
         return y if self.bias is None else y.add_(self.bias.view(1, -1, 1, 1))
@@ -605,12 +636,14 @@ class CrossbarModel(nn.Module):
                 return self._run_chip(chip, x)
 
         previous = torch.get_num_threads()
+        self._ctx.model_input = x
         try:
             if threads > 1:
                 return list(_chip_pool(threads).map(run, range(n_chips)))
             torch.set_num_threads(1)
             return [self._run_chip(c, x) for c in range(n_chips)]
         finally:
+            self._ctx.model_input = None
             # also resets the process-wide default that a worker's set_num_threads(1)
             # changed, which new threads start with
             torch.set_num_threads(previous)

@@ -107,6 +107,8 @@ def _aihwkit_layer(layer, max_in):
         (lambda: torch.nn.Conv2d(3, 4, 5, stride=2, padding=3), (4, 3, 11, 11)),
         (lambda: torch.nn.Conv2d(6, 4, 1, stride=2), (4, 6, 9, 9)),
         (lambda: torch.nn.Conv2d(3, 4, 3, dilation=2, stride=(1, 2)), (4, 3, 10, 11)),
+        (lambda: torch.nn.Conv2d(8, 6, 3, padding=1), (4, 8, 2, 2)),  # few positions: one product
+        (lambda: torch.nn.Conv2d(5, 4, 3), (6, 5, 3, 3)),  # one position
     ],
 )
 def test_crossbar_layers_match_aihwkit_analog_layers(make_layer, shape, max_in):

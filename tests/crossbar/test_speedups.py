@@ -145,3 +145,41 @@ def test_a_converted_model_can_be_copied_and_pickled_with_its_thread_state():
             a = xmodel.program(3, seed=1).drift(60.0)(x)
             b = clone.program(3, seed=1).drift(60.0)(x)
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        dict(crossbar.AIHWKIT_PERIPHERY),  # output noise: drawn per chip in one piece
+        dict(inp_res=1 / 254, out_res=1 / 254, inp_bound=1.0, out_bound=12.0),  # no noise
+        dict(crossbar.AIHWKIT_PERIPHERY, out_bound=1.5),  # outputs clip: bound management
+    ],
+)
+@pytest.mark.parametrize("strategy", ["loop", "fold"])
+def test_convolution_codes_made_in_blocks_give_the_same_logits(monkeypatch, overrides, strategy):
+    """On a CPU a convolution's DAC codes are made a few images at a time, as the
+    products use them; every block size gives the same logits as whole batches."""
+    import crossbar.layers
+    from crossbar.periphery import Periphery
+
+    calls = []
+    blocked = Periphery._adc_products_blocks
+    monkeypatch.setattr(Periphery, "_adc_products_blocks", lambda self, b, *a: calls.append(b.block) or blocked(self, b, *a))
+    model = _cnn()
+    preset = crossbar.get_preset("pcm", **overrides)
+    x = torch.randn(24, 1, 8, 8, generator=torch.Generator().manual_seed(2))
+    outs = {}
+    for block_bytes in (1 << 40, 1, 3 * 36 * 4 * 4 * 6):
+        monkeypatch.setattr(crossbar.layers, "CODE_BLOCK_BYTES", block_bytes)
+        calls.clear()
+        xmodel = crossbar.convert(model, preset, strategy=strategy, threads=2).program(3, seed=4).drift(86400.0)
+        with torch.no_grad():
+            outs[block_bytes] = xmodel(x)
+        if block_bytes == 1 << 40:
+            assert calls == []
+        else:
+            assert calls and min(calls) >= 1 and max(calls) < 24  # blocks of fewer images than the batch
+    whole = outs.pop(1 << 40)
+    assert not torch.equal(whole[0], whole[1])
+    for other in outs.values():
+        assert torch.equal(other, whole)
