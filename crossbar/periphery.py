@@ -203,46 +203,27 @@ class Periphery:
         noise afterwards. ``CodeBlocks`` are consumed block by block, each block by every
         chip; a chip's noise is still drawn in one piece, so the numbers are the same.
         """
-        if isinstance(codes, CodeBlocks):
-            return self._adc_products_blocks(codes, code_weight, generators)
-        if self.out_noise <= 0 and columns and codes.device.type != "cpu":
-            z = torch.matmul(code_weight.unsqueeze(1), codes)  # one launch for all chips
-        elif self.out_noise <= 0 and not columns:
-            z = torch.matmul(codes, code_weight.transpose(-1, -2))
-        else:
-            n_chips, n_out = code_weight.shape[0], code_weight.shape[1]
-            noisy = self.out_noise > 0
-            assert not noisy or (generators is not None and len(generators) == n_chips)
-            if columns:  # codes (Cx, B, k, L) -> (C, B, out, L)
-                z = codes.new_empty((n_chips, codes.shape[1], n_out, codes.shape[3]))
-            else:  # codes (Cx, n, k) -> (C, n, out)
-                z = codes.new_empty((n_chips, codes.shape[1], n_out))
-            std = self.out_noise / self.out_unit
-            for c in range(n_chips):
-                zc, xc = z[c], codes[c if codes.shape[0] > 1 else 0]
-                if noisy:
-                    zc.normal_(0.0, std, generator=generators[c])
-                if columns:
-                    _column_products(zc, code_weight[c], xc, noisy)
-                else:
-                    zc.addmm_(xc, code_weight[c].T)
-        return z.round_() if self.out_res > 0 else z
-
-    def _adc_products_blocks(
-        self, blocks: CodeBlocks, code_weight: Tensor, generators: Optional[Sequence[torch.Generator]]
-    ) -> Tensor:
         n_chips, n_out = code_weight.shape[0], code_weight.shape[1]
-        cx, batch, _, length = blocks.shape
-        z = code_weight.new_empty((n_chips, batch, n_out, length))
         noisy = self.out_noise > 0
-        if noisy:
-            assert generators is not None and len(generators) == n_chips
-            std = self.out_noise / self.out_unit
-            for c, gen in enumerate(generators):
-                z[c].normal_(0.0, std, generator=gen)
-        for b0, b1, block in blocks:
-            for c in range(n_chips):
-                _column_products(z[c, b0:b1], code_weight[c], block[c if cx > 1 else 0], noisy)
+        assert not noisy or (generators is not None and len(generators) == n_chips)
+        std = self.out_noise / self.out_unit
+        if not columns:  # codes (Cx, n, k) -> (C, n, out)
+            if not noisy:
+                z = torch.matmul(codes, code_weight.transpose(-1, -2))
+            else:
+                z = codes.new_empty((n_chips, codes.shape[1], n_out))
+                for c, gen in enumerate(generators):
+                    z[c].normal_(0.0, std, generator=gen).addmm_(codes[c if codes.shape[0] > 1 else 0], code_weight[c].T)
+        elif not noisy and isinstance(codes, Tensor) and codes.device.type != "cpu":
+            z = torch.matmul(code_weight.unsqueeze(1), codes)  # one launch for all chips
+        else:  # codes (Cx, B, k, L) -> (C, B, out, L), in blocks of batch rows
+            cx, batch, _, length = codes.shape
+            z = code_weight.new_empty((n_chips, batch, n_out, length))
+            for b0, b1, block in codes if isinstance(codes, CodeBlocks) else [(0, batch, codes)]:
+                for c in range(n_chips):
+                    if noisy and b0 == 0:  # the chip's noise, whole, before its first products
+                        z[c].normal_(0.0, std, generator=generators[c])
+                    _column_products(z[c, b0:b1], code_weight[c], block[c if cx > 1 else 0], noisy)
         return z.round_() if self.out_res > 0 else z
 
     def mvm(

@@ -160,11 +160,17 @@ def test_convolution_codes_made_in_blocks_give_the_same_logits(monkeypatch, over
     """On a CPU a convolution's DAC codes are made a few images at a time, as the
     products use them; every block size gives the same logits as whole batches."""
     import crossbar.layers
-    from crossbar.periphery import Periphery
+    from crossbar.periphery import CodeBlocks, Periphery
 
     calls = []
-    blocked = Periphery._adc_products_blocks
-    monkeypatch.setattr(Periphery, "_adc_products_blocks", lambda self, b, *a: calls.append(b.block) or blocked(self, b, *a))
+    products = Periphery._adc_products
+
+    def spy(self, codes, *args):
+        if isinstance(codes, CodeBlocks):
+            calls.append(codes.block)
+        return products(self, codes, *args)
+
+    monkeypatch.setattr(Periphery, "_adc_products", spy)
     model = _cnn()
     preset = crossbar.get_preset("pcm", **overrides)
     x = torch.randn(24, 1, 8, 8, generator=torch.Generator().manual_seed(2))
