@@ -6,13 +6,14 @@ Public API (names are stable):
   :data:`FAULT_PROFILES`, :data:`AIHWKIT_PERIPHERY`: device presets.
 - :func:`sample_weights`: effective weights of many chips at one time.
 - :func:`program`: every device's conductance for many chips (:class:`ProgrammedArray`).
-- :func:`convert`: any ``nn.Module`` onto crossbar layers (:class:`CrossbarModel`).
+- :func:`convert`: any ``nn.Module`` onto crossbar layers (:class:`CrossbarModel`);
+  :func:`mapped_layers`: the layers it maps.
 - :func:`evaluate`: Monte-Carlo accuracy over chips and inference times.
 """
 
 from .devices import ProgrammedArray, program, sample_weights, split_sizes, tile_grid
 from .evaluate import evaluate, resolve_device
-from .layers import CrossbarConv2d, CrossbarLinear, CrossbarModel, convert
+from .layers import CrossbarConv2d, CrossbarLinear, CrossbarModel, convert, mapped_layers
 from .noise import IdealNoiseModel, LogNormalDriftNoiseModel
 from .presets import (
     AIHWKIT_PERIPHERY,
@@ -36,6 +37,7 @@ __all__ = [
     "Preset",
     "ProgrammedArray",
     "convert",
+    "mapped_layers",
     "evaluate",
     "get_preset",
     "list_presets",

@@ -660,6 +660,27 @@ class CrossbarModel(nn.Module):
         return total
 
 
+def mapped_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """``(name, layer)`` of every ``nn.Linear`` and ``nn.Conv2d`` that :func:`convert` maps.
+
+    In ``model.modules()`` order (name ``""`` when ``model`` itself is one). A layer
+    registered under two names (weight tying) is listed under both; ``convert`` maps it
+    once, and both names use the same crossbar. ``nn.MultiheadAttention`` is skipped
+    whole: its forward reads ``out_proj.weight`` directly, so a crossbar there would be
+    programmed and never run.
+    """
+    found: list[tuple[str, nn.Module]] = []
+    digital: list[str] = []  # attention blocks: nothing under them is mapped
+    for name, module in model.named_modules(remove_duplicate=False):
+        if any(name.startswith(prefix + ".") for prefix in digital):
+            continue
+        if isinstance(module, nn.MultiheadAttention):
+            digital.append(name)
+        elif isinstance(module, (nn.Linear, nn.Conv2d)):
+            found.append((name, module))
+    return found
+
+
 def convert(
     model: nn.Module, preset: "str | Preset", *, strategy: str = "auto", threads: Optional[int] = None
 ) -> CrossbarModel:
@@ -675,37 +696,30 @@ def convert(
         raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if isinstance(model, CrossbarModel):
         raise ValueError("model is already converted; convert the digital model instead")
-    index = 0
-
-    def crossbar_layer(module: nn.Module, name: str) -> Optional[nn.Module]:
-        nonlocal index
-        if isinstance(module, (nn.Linear, nn.Conv2d)):
-            check_weight(module.weight, f"layer {name!r} ({type(module).__name__}): weight")
-        if isinstance(module, nn.Linear):
-            layer: nn.Module = CrossbarLinear(module.weight, module.bias, preset, index)
-        elif isinstance(module, nn.Conv2d):
-            layer = CrossbarConv2d(module, preset, index)
-        elif type(module) is nn.MaxPool2d:  # digital, same numbers, faster (see window_max)
-            return WindowMaxPool2d.from_module(module)
-        else:
-            return None
-        index += 1
-        return layer
-
-    def replace(parent: nn.Module, prefix: str) -> None:
-        for name, child in parent.named_children():
-            layer = crossbar_layer(child, prefix + name)
-            if layer is None:
-                replace(child, prefix + name + ".")
-            else:
-                setattr(parent, name, layer)
-
     module = copy.deepcopy(model)
-    top = crossbar_layer(module, type(model).__name__)  # the whole model may be a single Linear or Conv2d
-    if top is None:
-        replace(module, "")
-    if index == 0:
+    layers = mapped_layers(module)
+    if not layers:
+        attention = any(isinstance(m, nn.MultiheadAttention) for m in model.modules())
         raise ValueError(
             f"model ({type(model).__name__}) has no nn.Linear or nn.Conv2d layer to map onto crossbars"
+            + (" (nn.MultiheadAttention reads its weights directly and stays digital)" if attention else "")
         )
-    return CrossbarModel(module if top is None else top, preset, strategy, threads).eval()
+    for name, layer in layers:
+        check_weight(layer.weight, f"layer {name or type(model).__name__!r} ({type(layer).__name__}): weight")
+    crossbars: dict[int, nn.Module] = {}  # one per distinct layer, numbered in order
+    for name, layer in layers:
+        if id(layer) not in crossbars:
+            index = len(crossbars)
+            crossbars[id(layer)] = (
+                CrossbarLinear(layer.weight, layer.bias, preset, index) if isinstance(layer, nn.Linear)
+                else CrossbarConv2d(layer, preset, index)
+            )
+        mapped = crossbars[id(layer)]
+        if name:
+            module.set_submodule(name, mapped)
+        else:  # the whole model is a single Linear or Conv2d
+            module = mapped
+    for name, pool in list(module.named_modules(remove_duplicate=False)):
+        if type(pool) is nn.MaxPool2d:  # digital, same numbers, faster (see window_max)
+            module.set_submodule(name, WindowMaxPool2d.from_module(pool))
+    return CrossbarModel(module, preset, strategy, threads).eval()

@@ -131,12 +131,11 @@ def _scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, total_step
 
 
 def _crossbar_weights(model: nn.Module) -> list[tuple[str, Tensor]]:
-    """The parameters a crossbar would hold: weights of Linear and Conv2d layers."""
-    return [
-        (f"{name}.weight" if name else "weight", module.weight)
-        for name, module in model.named_modules()
-        if isinstance(module, (nn.Linear, nn.Conv2d))
-    ]
+    """The parameters a crossbar would hold: the weights of the layers ``crossbar.convert`` maps."""
+    first: dict[int, tuple[str, nn.Module]] = {}
+    for name, module in crossbar.mapped_layers(model):
+        first.setdefault(id(module), (name, module))  # a layer reached under two names: noise once
+    return [(f"{name}.weight" if name else "weight", module.weight) for name, module in first.values()]
 
 
 def _split_data(data: Union[Splits, Sequence]) -> tuple[tuple[Tensor, Tensor], Optional[tuple[Tensor, Tensor]]]:

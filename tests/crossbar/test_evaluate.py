@@ -193,6 +193,63 @@ def test_a_model_without_mappable_layers_is_refused():
     assert isinstance(crossbar.convert(nn.Linear(3, 2), "ideal").module, crossbar.CrossbarLinear)
 
 
+class _Attention(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.att = nn.MultiheadAttention(8, 2, batch_first=True)
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x):
+        y, _ = self.att(x, x, x)
+        return self.fc(y.mean(1))
+
+
+def test_attention_blocks_stay_digital_and_take_no_layer_number():
+    torch.manual_seed(0)
+    model = _Attention().eval()
+    x = torch.randn(6, 5, 8)
+    xmodel = crossbar.convert(model, "pcm")
+    # nn.MultiheadAttention reads out_proj.weight itself: a crossbar out_proj would never run
+    assert type(xmodel.module.att.out_proj) is type(model.att.out_proj)
+    assert isinstance(xmodel.module.fc, crossbar.CrossbarLinear) and xmodel.module.fc.index == 0
+    exact = crossbar.convert(model, "ideal")
+    exact.program(n_chips=2, seed=0)
+    exact.drift(1.0)
+    with torch.no_grad():
+        assert torch.allclose(exact(x), model(x).expand(2, -1, -1), atol=1e-5)
+    with pytest.raises(ValueError, match=r"has no nn.Linear or nn.Conv2d layer .*MultiheadAttention .* stays digital"):
+        crossbar.convert(nn.Sequential(nn.MultiheadAttention(8, 2)), "pcm")
+
+
+class _Tied(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(6, 6)
+        self.b = self.a  # weight tying: one crossbar, used twice
+        self.fc = nn.Linear(6, 3)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.b(torch.relu(self.a(x)))))
+
+
+@pytest.mark.parametrize("strategy", ["loop", "fold"])
+def test_a_layer_used_twice_is_one_crossbar_used_twice(strategy):
+    torch.manual_seed(0)
+    model = _Tied().eval()
+    x = torch.randn(10, 6)
+    xmodel = crossbar.convert(model, {"base": "lognormal", "sigma": 0.5}, strategy=strategy)
+    assert isinstance(xmodel.module.b, crossbar.CrossbarLinear) and xmodel.module.a is xmodel.module.b
+    assert [layer.index for layer in xmodel.crossbar_layers] == [0, 1]
+    xmodel.program(n_chips=3, seed=1)
+    xmodel.drift(1.0)
+    with torch.no_grad():
+        logits = xmodel(x)
+        for chip in range(3):  # the chip's own weights in both uses
+            w, fc = (layer.array.weights(1.0)[chip].float() for layer in (xmodel.module.a, xmodel.module.fc))
+            h = torch.relu(torch.relu(x @ w.T + model.a.bias) @ w.T + model.a.bias)
+            assert torch.allclose(logits[chip], h @ fc.T + model.fc.bias, atol=1e-5)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_matches_shapes_and_ideal_exactness(trained_mlp, digits_split):
     _, (x, y) = digits_split

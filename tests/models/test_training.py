@@ -132,3 +132,20 @@ def test_checkpoint_refuses_pickled_objects(tmp_path):
         models.load_checkpoint(tmp_path / "missing.pt")
     with pytest.raises(ValueError, match="models.build"):
         models.save_checkpoint(tmp_path / "x.pt", torch.nn.Linear(2, 2))
+
+
+def test_hardware_aware_noise_goes_to_the_layers_a_chip_maps():
+    # nn.MultiheadAttention reads out_proj.weight itself and stays digital on the chip
+    # (crossbar.convert leaves it whole), so training must not inject noise there either;
+    # a layer used twice gets its noise once
+    from torch import nn
+
+    import crossbar
+    from models.training import _crossbar_weights
+
+    shared = nn.Linear(8, 8)
+    model = nn.ModuleDict({"att": nn.MultiheadAttention(8, 2), "a": shared, "b": shared, "fc": nn.Linear(8, 3)})
+    on_chip = [name for name, m in crossbar.convert(model, "ideal").module.named_modules(remove_duplicate=False)
+               if isinstance(m, crossbar.CrossbarLinear)]
+    assert on_chip == ["a", "b", "fc"]
+    assert [name for name, _ in _crossbar_weights(model)] == ["a.weight", "fc.weight"]
