@@ -73,6 +73,8 @@ def _batches(data: Any, batch_size: int, device: torch.device) -> list[tuple[Ten
             )
         if x.shape[0] != y.shape[0]:
             raise ValueError(f"data: a batch holds {x.shape[0]} inputs but {y.shape[0]} labels")
+        if len(y) and int(y.min()) < 0:
+            raise ValueError(f"data: labels must be class indices >= 0, got {int(y.min())}")
     return [(x.to(device), y.to(device)) for x, y in batches]
 
 
@@ -205,6 +207,7 @@ def _evaluate(xmodel, data, times, n_chips, seed, batch_size, dev, chunk_size, m
     xmodel = xmodel.to(dev).eval()
     batches = _batches(data, batch_size, dev)
     n_samples = sum(int(y.shape[0]) for _, y in batches)
+    top_label = max(int(y.max()) for _, y in batches if len(y))
     chunk = chunk_size or auto_chunk_size(
         xmodel, batches[0][0][:1], times[0], max(len(x) for x, _ in batches), n_chips, max_memory
     )
@@ -222,6 +225,11 @@ def _evaluate(xmodel, data, times, n_chips, seed, batch_size, dev, chunk_size, m
                         raise ValueError(
                             "evaluate needs a classifier: each chip's output must be (batch, classes), "
                             f"got {tuple(out.shape[1:])}"
+                        )
+                    if top_label >= out.shape[-1]:
+                        raise ValueError(
+                            f"data: labels must be class indices below the model's {out.shape[-1]} outputs, "
+                            f"got {top_label}"
                         )
                     correct[ti, start:start + n] += (out.argmax(-1) == y).sum(-1).double().cpu()
                 bar.update(n)

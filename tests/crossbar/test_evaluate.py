@@ -138,13 +138,15 @@ def test_evaluate_of_a_converted_model_keeps_its_settings(trained_mlp, digits_sp
 
 
 class _CountingModel(nn.Module):
+    calls = 0  # on the class: convert works on a copy of the model
+
     def __init__(self):
         super().__init__()
         self.fc = nn.Linear(4, 3)
-        self.calls = 0
+        type(self).calls = 0
 
     def forward(self, x):
-        self.calls += 1
+        type(self).calls += 1
         return self.fc(x)
 
 
@@ -166,6 +168,7 @@ class _CountingModel(nn.Module):
         (dict(data=(torch.zeros(3, 4), torch.zeros(3))), r"labels must be a 1-D integer tensor .* torch.float32"),
         (dict(data=DataLoader(TensorDataset(torch.zeros(3, 4), torch.zeros(3, 2)), batch_size=2)),
          r"labels must be a 1-D integer tensor"),
+        (dict(data=(torch.zeros(3, 4), torch.tensor([0, -1, 2]))), r"labels must be class indices >= 0, got -1"),
     ],
 )
 def test_bad_input_fails_before_any_work(kwargs, match):
@@ -176,6 +179,12 @@ def test_bad_input_fails_before_any_work(kwargs, match):
     with pytest.raises(ValueError, match=match):
         crossbar.evaluate(**args)
     assert model.calls == 0
+
+
+def test_labels_beyond_the_models_outputs_are_refused():
+    # labels 1..3 for a 3-class model (a common off-by-one) would silently score label 3 as wrong
+    with pytest.raises(ValueError, match=r"labels must be class indices below the model's 3 outputs, got 3"):
+        crossbar.evaluate(_CountingModel(), (torch.zeros(3, 4), torch.tensor([1, 2, 3])), "pcm", [1.0], 2)
 
 
 def test_a_model_with_non_finite_weights_is_refused_naming_the_layer():
