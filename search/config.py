@@ -77,6 +77,16 @@ Time = Annotated[float, BeforeValidator(parse_duration)]  # seconds, or a durati
 Times = Annotated[list[float], BeforeValidator(_times)]  # one time or a list of them
 
 
+def _by_name(value: Any) -> Any:
+    """``dataset: mnist`` is short for ``dataset: {name: mnist}`` (also for ``model``)."""
+    return {"name": value} if isinstance(value, str) else value
+
+
+def _one_or_list(value: Any) -> Any:
+    """``devices: pcm`` is short for ``devices: [pcm]``."""
+    return [value] if isinstance(value, (str, dict)) else value
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -190,10 +200,10 @@ class Scenario(Strict):
     seed: int = Field(0, ge=0)
     output: Optional[str] = Field(None, description="run folder (default runs/<name>)")
     device: str = Field("auto", description="auto (cuda if available), cpu, cuda or cuda:N")
-    dataset: DatasetSpec = Field(default_factory=DatasetSpec)
-    model: ModelSpec = Field(default_factory=ModelSpec)
+    dataset: Annotated[DatasetSpec, BeforeValidator(_by_name)] = Field(default_factory=DatasetSpec)
+    model: Annotated[ModelSpec, BeforeValidator(_by_name)] = Field(default_factory=ModelSpec)
     training: models.TrainConfig = Field(default_factory=models.TrainConfig)
-    devices: list[Union[str, dict[str, Any]]] = Field(["reram_cmo"], min_length=1, description="device presets")
+    devices: Annotated[list[Union[str, dict[str, Any]]], BeforeValidator(_one_or_list)] = Field(["reram_cmo"], min_length=1, description="device presets")
     t_inference: Times = Field([86400.0], description="times the objective is measured at")
     n_chips: int = Field(20, ge=1, description="simulated chips per trial, preset and time")
     batch_size: int = Field(512, ge=1, description="evaluation batch size")

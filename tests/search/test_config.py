@@ -74,6 +74,16 @@ def test_missing_dataset_is_caught_before_work(monkeypatch, tmp_path):
         load_scenario(data={"dataset": {"name": "mnist"}})
 
 
+def test_one_name_is_short_for_the_full_form():
+    short, _ = load_scenario(data={"dataset": "digits", "model": "mlp", "devices": "pcm"})
+    full, _ = load_scenario(data={"dataset": {"name": "digits"}, "model": {"name": "mlp"}, "devices": ["pcm"]})
+    assert short == full and short.model.name == "mlp" and [p.name for p in short.presets()] == ["pcm"]
+    one, _ = load_scenario(data={"devices": {"name": "hot", "base": "pcm", "g_max": 30}})
+    assert [p.name for p in one.presets()] == ["hot"]
+    with pytest.raises(ScenarioError, match=r"model.name: unknown model 'lenet'; valid: lenet5"):
+        load_scenario(data={"model": "lenet"})
+
+
 def test_set_overrides():
     scenario, raw = load_scenario(data={}, overrides=[
         "search.n_trials=7", "devices=[pcm, lognormal]", "devices.1=ideal", "t_inference=[1h, 2d]", "training.lr=0.01",
