@@ -670,12 +670,12 @@ def mapped_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     programmed and never run.
     """
     found: list[tuple[str, nn.Module]] = []
-    digital: list[str] = []  # attention blocks: nothing under them is mapped
+    digital: list[str] = []  # name prefixes of attention blocks: nothing under them is mapped
     for name, module in model.named_modules(remove_duplicate=False):
-        if any(name.startswith(prefix + ".") for prefix in digital):
+        if any(name.startswith(prefix) for prefix in digital):
             continue
         if isinstance(module, nn.MultiheadAttention):
-            digital.append(name)
+            digital.append(f"{name}." if name else "")  # "": the model itself, all of it
         elif isinstance(module, (nn.Linear, nn.Conv2d)):
             found.append((name, module))
     return found

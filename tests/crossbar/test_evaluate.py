@@ -228,6 +228,8 @@ def test_attention_blocks_stay_digital_and_take_no_layer_number():
         assert torch.allclose(exact(x), model(x).expand(2, -1, -1), atol=1e-5)
     with pytest.raises(ValueError, match=r"has no nn.Linear or nn.Conv2d layer .*MultiheadAttention .* stays digital"):
         crossbar.convert(nn.Sequential(nn.MultiheadAttention(8, 2)), "pcm")
+    with pytest.raises(ValueError, match=r"\(MultiheadAttention\) has no nn.Linear or nn.Conv2d layer"):
+        crossbar.convert(nn.MultiheadAttention(8, 2), "pcm")  # the model itself
 
 
 class _Tied(nn.Module):
