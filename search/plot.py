@@ -36,7 +36,7 @@ def _plt():
 def _save(fig, path: Path, layout: bool = True) -> Path:
     if layout:
         fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight", pad_inches=0.15)  # nothing drawn is cut off
     _plt().close(fig)
     return path
 
@@ -54,6 +54,18 @@ def _label(results: dict, method: str) -> str:
     return results["methods"][method].get("label", method)
 
 
+def _legend_columns(width_inches: float, labels: list[str], fontsize: float = 10.0) -> int:
+    """As many legend columns as fit side by side in ``width_inches`` (the widest label decides)."""
+    widest = max((len(label) for label in labels), default=1)
+    per_column = 0.6 + widest * fontsize * 0.55 / 72  # marker and gap, then the text at about 0.55 em a character
+    return max(1, min(len(labels), int(width_inches // per_column)))
+
+
+def _dodge(n_methods: int) -> np.ndarray:
+    """Factors that spread ``n_methods`` points at one time side by side on a log axis."""
+    return 1.35 ** (np.arange(n_methods) - (n_methods - 1) / 2)
+
+
 def _time_axis(ax, times: list[float]) -> None:
     positive = [t for t in times if t > 0]
     ax.set_xscale("log")
@@ -63,6 +75,10 @@ def _time_axis(ax, times: list[float]) -> None:
 
 
 def plot_accuracy_vs_time(results: dict, out: Path) -> Path:
+    return _save(_accuracy_vs_time_figure(results), out / "accuracy_vs_time.png", layout=False)
+
+
+def _accuracy_vs_time_figure(results: dict):
     plt = _plt()
     presets = results["presets"]
     n = len(presets)
@@ -71,23 +87,30 @@ def plot_accuracy_vs_time(results: dict, out: Path) -> Path:
     width = max(9.0, 5.2 * cols)
     fig, axes = plt.subplots(rows, cols, figsize=(width, 4.2 * rows + 0.8), squeeze=False, sharey=True)
     methods = list(results["methods"])
+    single = multi = False
     for ax, preset in zip(axes.flat, presets):
-        times_seen: set[float] = set()
+        times = sorted({max(r["t_inference"], 1e-3) for r in results["results"] if r["preset"] == preset})
+        # one time only: the methods' points side by side around it, not on top of each other
+        dodge = _dodge(len(methods)) if len(times) == 1 else np.ones(len(methods))
         for i, method in enumerate(methods):
             data = _rows(results, method, preset)
             if not data:
                 continue
             t = np.array([max(r["t_inference"], 1e-3) for r in data])
-            times_seen.update(t.tolist())
             mean = np.array([r["mean"] for r in data])
             lo, hi = np.array([r["p10"] for r in data]), np.array([r["p90"] for r in data])
             color = _color(method, i)
             if len(t) == 1:
-                ax.errorbar(t, mean, yerr=[mean - lo, hi - mean], fmt="o", color=color, capsize=4, label=_label(results, method))
+                single = True
+                ax.errorbar(t * dodge[i], mean, yerr=[mean - lo, hi - mean], fmt="o", color=color, capsize=4,
+                            label=_label(results, method))
             else:
+                multi = True
                 ax.plot(t, mean, marker="o", color=color, label=_label(results, method))
                 ax.fill_between(t, lo, hi, color=color, alpha=0.12)
-        _time_axis(ax, sorted(times_seen))
+        _time_axis(ax, times)
+        if len(times) == 1:
+            ax.set_xlim(times[0] / (2 * dodge[-1]), times[0] * 2 * dodge[-1])
         ax.set_title(preset)
         ax.grid(True, alpha=0.3)
         ax.set_ylabel("test accuracy")
@@ -95,14 +118,15 @@ def plot_accuracy_vs_time(results: dict, out: Path) -> Path:
         ax.axis("off")
     handles, labels = axes.flat[0].get_legend_handles_labels()
     n_chips = results["results"][0]["n_chips"] if results["results"] else 0
+    shown = {(True, False): "line = mean, band", (False, True): "point = mean, bar"}.get((multi, single), "line or point = mean, band or bar")
     fig.suptitle(f"{results['scenario']}: test accuracy against time since programming\n"
-                 f"{n_chips} chips per point: line = mean, band = 10th to 90th percentile chip")
-    ncol = min(len(labels), max(2, int(width // 3)))
+                 f"{n_chips} chips per point: {shown} = 10th to 90th percentile chip")
+    ncol = _legend_columns(width, labels)
     fig.legend(handles, labels, loc="lower center", ncol=ncol, frameon=False)
     legend_rows = -(-len(labels) // ncol)
     bottom = (0.1 + 0.25 * legend_rows) / (4.2 * rows + 0.8)
     fig.tight_layout(rect=(0, bottom, 1, 0.92))
-    return _save(fig, out / "accuracy_vs_time.png", layout=False)
+    return fig
 
 
 def _focus_time(results: dict, preset: str) -> float:
@@ -113,10 +137,15 @@ def _focus_time(results: dict, preset: str) -> float:
 
 
 def plot_technologies(results: dict, out: Path) -> Path:
+    return _save(_technologies_figure(results), out / "technologies.png", layout=False)
+
+
+def _technologies_figure(results: dict):
     plt = _plt()
     presets = results["presets"]
     methods = list(results["methods"])
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 + 1.1 * len(presets) * max(1, len(methods)) / 2.5), 4.5))
+    fig_width = max(6.0, 1.2 + 1.1 * len(presets) * max(1, len(methods)) / 2.5)
+    fig, ax = plt.subplots(figsize=(fig_width, 4.5))
     width = 0.8 / max(1, len(methods))
     for i, method in enumerate(methods):
         means, errs, labels = [], [], []
@@ -134,8 +163,11 @@ def plot_technologies(results: dict, out: Path) -> Path:
     ax.set_ylabel("test accuracy (mean +- std over chips)")
     ax.set_title(f"{results['scenario']}: device presets side by side")
     ax.grid(True, axis="y", alpha=0.3)
-    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=min(len(methods), 5), frameon=False)
-    return _save(fig, out / "technologies.png")
+    legend_labels = [_label(results, m) for m in methods]
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False,
+              ncol=_legend_columns(fig_width - 1.0, legend_labels, fontsize=8))
+    fig.tight_layout()
+    return fig
 
 
 def plot_convergence(results: dict, trials: list[dict], out: Path) -> Path:

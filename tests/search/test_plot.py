@@ -1,0 +1,64 @@
+"""The plots' layout: what a reader needs is inside the figure and nothing hides anything.
+Drawn from hand-made results (plain data, as results.json holds them)."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+
+from search import plot
+
+LABELS = {"bayesft": "BayesFT (dropout search)", "erm": "no dropout (ERM)", "uniform": "best uniform dropout",
+          "random": "random search", "hardware_aware": "hardware-aware training"}
+
+
+def results(presets, times):
+    rows = []
+    for p, preset in enumerate(presets):
+        for m, method in enumerate(LABELS):
+            for t in times:
+                mean = 0.9 - 0.02 * m - 0.01 * p
+                rows.append({"method": method, "preset": preset, "t_inference": t, "mean": mean, "std": 0.01,
+                             "p10": mean - 0.02, "p90": mean + 0.01, "n_chips": 20})
+    return {"scenario": "layout", "presets": presets, "objective_times": [times[0]], "results": rows,
+            "methods": {m: {"label": label} for m, label in LABELS.items()}}
+
+
+def inside_figure(fig, artist):
+    fig.canvas.draw()
+    box, frame = artist.get_window_extent(fig.canvas.get_renderer()), fig.bbox
+    return box.x0 >= frame.x0 - 1 and box.x1 <= frame.x1 + 1 and box.y0 >= frame.y0 - 1 and box.y1 <= frame.y1 + 1
+
+
+@pytest.mark.parametrize("n_presets", [1, 2, 5])
+def test_every_legend_fits_inside_its_figure(n_presets):
+    res = results([f"preset {i}" for i in range(n_presets)], [1.0, 86400.0])
+    for fig in (plot._technologies_figure(res), plot._accuracy_vs_time_figure(res)):
+        legend = fig.legends[0] if fig.legends else fig.axes[0].get_legend()
+        assert [t.get_text() for t in legend.get_texts()] == list(LABELS.values())
+        assert inside_figure(fig, legend)
+        plt.close(fig)
+
+
+def test_one_time_spreads_the_methods_side_by_side_around_it():
+    t = 86400.0
+    fig = plot._accuracy_vs_time_figure(results(["sigma 0.5", "sigma 1.0"], [t]))
+    ax = fig.axes[0]
+    xs = [float(line.get_xdata()[0]) for line in ax.get_lines() if line.get_marker() == "o"]
+    assert len(xs) == len(LABELS) and len(set(xs)) == len(LABELS)  # no two methods' points on top of each other
+    assert xs == sorted(xs) and np.exp(np.mean(np.log(xs))) == pytest.approx(t)  # centred on the time
+    lo, hi = ax.get_xlim()
+    assert lo < min(xs) and max(xs) < hi and [tick.get_text() for tick in ax.get_xticklabels()] == ["1d"]
+    assert "point = mean, bar = 10th to 90th percentile chip" in fig._suptitle.get_text()
+    plt.close(fig)
+
+
+def test_several_times_keep_each_point_at_its_own_time():
+    times = [1.0, 3600.0, 86400.0]
+    fig = plot._accuracy_vs_time_figure(results(["pcm"], times))
+    lines = [line for line in fig.axes[0].get_lines() if line.get_marker() == "o"]
+    assert len(lines) == len(LABELS) and all(list(line.get_xdata()) == times for line in lines)
+    assert "line = mean, band = 10th to 90th percentile chip" in fig._suptitle.get_text()
+    plt.close(fig)
