@@ -171,8 +171,12 @@ def _technologies_figure(results: dict):
 
 
 def plot_convergence(results: dict, trials: list[dict], out: Path) -> Path:
+    return _save(_convergence_figure(results, trials), out / "convergence.png", layout=False)
+
+
+def _convergence_figure(results: dict, trials: list[dict]):
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(9.5, 4.5))
     for method in ("bayesft", "random"):
         records = [t for t in trials if t["method"] == method]
         if not records:
@@ -183,7 +187,8 @@ def plot_convergence(results: dict, trials: list[dict], out: Path) -> Path:
         x = np.arange(1, len(values) + 1)
         color = COLORS[method]
         name = _label(results, method) if method in results["methods"] else method
-        ax.plot(x, best, color=color, linewidth=2, label=f"{name}: best so far")
+        # the best so far changes only at a trial: a step, not a slope between trials
+        ax.plot(x, best, color=color, linewidth=2, drawstyle="steps-post", label=f"{name}: best so far")
         ax.scatter(x, values, color=color, s=14, alpha=0.5, label=f"{name}: each trial")
     for method in ("erm", "hardware_aware"):
         info = results["methods"].get(method)
@@ -202,8 +207,9 @@ def plot_convergence(results: dict, trials: list[dict], out: Path) -> Path:
     ax.set_ylabel(f"validation objective ({what} accuracy over chips)")
     ax.set_title(f"{results['scenario']}: search convergence (objective at {times})")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    return _save(fig, out / "convergence.png")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)  # beside the points, never on them
+    fig.tight_layout()
+    return fig
 
 
 def plot_dropout_rates(results: dict, out: Path) -> Path:

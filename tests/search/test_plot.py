@@ -62,3 +62,23 @@ def test_several_times_keep_each_point_at_its_own_time():
     assert len(lines) == len(LABELS) and all(list(line.get_xdata()) == times for line in lines)
     assert "line = mean, band = 10th to 90th percentile chip" in fig._suptitle.get_text()
     plt.close(fig)
+
+
+def test_convergence_steps_at_trials_and_keeps_its_legend_off_the_points():
+    res = results(["pcm"], [86400.0])
+    for method, info in res["methods"].items():
+        info["val_objective"] = 0.8
+    objectives = {"bayesft": [0.70, 0.85, 0.80, 0.90], "random": [0.75, 0.72, 0.86, 0.60]}
+    trials = [{"id": f"{m}-{i + 1:03d}", "method": m, "status": "ok", "objective": v}
+              for m, values in objectives.items() for i, v in enumerate(values)]
+    res["objective"] = {"aggregate": "mean", "quantile": 0.1}
+    fig = plot._convergence_figure(res, trials)
+    ax = fig.axes[0]
+    best = next(line for line in ax.get_lines() if line.get_label().startswith("BayesFT") and line.get_linewidth() == 2)
+    assert best.get_drawstyle() == "steps-post" and list(best.get_ydata()) == [0.70, 0.85, 0.85, 0.90]
+    legend, frame = ax.get_legend(), ax
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    assert legend.get_window_extent(renderer).x0 >= frame.get_window_extent(renderer).x1  # beside the axes
+    assert inside_figure(fig, legend)
+    plt.close(fig)
