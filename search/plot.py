@@ -1,6 +1,6 @@
 """Plots of a run, drawn from its files alone (results.json, trials.jsonl).
 
-    python -m search.plot runs/drift_1day
+    python -m search.plot runs/drift_1day     # also while it runs: the convergence so far
 
 - accuracy_vs_time.png: test accuracy against time since programming, one panel per
   preset, one line per method (mean over chips, band: 10th-90th percentile chip).
@@ -232,13 +232,7 @@ def plot_dropout_rates(results: dict, out: Path) -> Path:
     return _save(fig, out / "dropout_rates.png")
 
 
-def plot_run(run_dir: Path) -> list[Path]:
-    """Draw every plot the run's files allow; returns the paths written."""
-    run_dir = Path(run_dir)
-    results_path = run_dir / "results.json"
-    if not results_path.is_file():
-        raise FileNotFoundError(f"{results_path} not found: is {run_dir} a finished run folder?")
-    results = json.loads(results_path.read_text())
+def _read_trials(run_dir: Path) -> list[dict]:
     trials = []
     if (run_dir / "trials.jsonl").exists():
         for line in (run_dir / "trials.jsonl").read_text().splitlines():
@@ -246,6 +240,43 @@ def plot_run(run_dir: Path) -> list[Path]:
                 trials.append(json.loads(line))
             except json.JSONDecodeError:
                 continue  # a line cut short by an interruption
+    return trials
+
+
+def _results_so_far(run_dir: Path, trials: list[dict]) -> dict:
+    """What the convergence plot needs, from resolved.yaml and the trials recorded so far
+    (a run still going, or stopped before its test measurements)."""
+    import yaml
+
+    from .runner import METHOD_LABELS
+
+    resolved = yaml.safe_load((run_dir / "resolved.yaml").read_text()) or {}
+    ok = [t for t in trials if t.get("status") == "ok"]
+    methods: dict[str, dict] = {}
+    for method in ("bayesft", "random", "erm", "hardware_aware", "uniform"):
+        mine = [t for t in ok if t["method"] == method]
+        if mine or any(t["method"] == method for t in trials):
+            best = max(mine, key=lambda t: t["objective"], default={})
+            methods[method] = {"label": METHOD_LABELS.get(method, method), "val_objective": best.get("objective")}
+    name = f"{resolved.get('name', run_dir.name)} (not finished, {len(trials)} trials so far)"
+    return {"scenario": name, "objective": resolved.get("objective", {"aggregate": "mean"}),
+            "objective_times": resolved.get("t_inference", []), "methods": methods}
+
+
+def plot_run(run_dir: Path) -> list[Path]:
+    """Draw every plot the run's files allow; returns the paths written.
+
+    A finished run gets every plot. A run still going (or stopped before its test
+    measurements) has no results.json yet: it gets the convergence plot of the trials so far.
+    """
+    run_dir = Path(run_dir)
+    results_path = run_dir / "results.json"
+    trials = _read_trials(run_dir)
+    if not results_path.is_file():
+        if (run_dir / "resolved.yaml").is_file() and any(t["method"] in ("bayesft", "random") for t in trials):
+            return [plot_convergence(_results_so_far(run_dir, trials), trials, run_dir)]
+        raise FileNotFoundError(f"{run_dir} holds no results.json and no search trials yet: is it a folder written by python -m search.run?")
+    results = json.loads(results_path.read_text())
     paths = []
     if results["results"]:
         paths.append(plot_accuracy_vs_time(results, run_dir))

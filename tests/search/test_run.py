@@ -83,6 +83,22 @@ def test_plots_redraw_from_the_files_alone(finished, tmp_path):
     assert search.plot.main([str(tmp_path / "nothing")]) == 2
 
 
+def test_a_run_not_yet_finished_gets_its_convergence_so_far(finished, tmp_path, capsys):
+    _, run = finished
+    lines = (run / "trials.jsonl").read_text().splitlines()
+    searched = [i for i, line in enumerate(lines) if '"bayesft"' in line]
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    (partial / "resolved.yaml").write_bytes((run / "resolved.yaml").read_bytes())
+    (partial / "trials.jsonl").write_text("\n".join(lines[: searched[0] + 1]) + '\n{"id": "cut sh')  # as if interrupted
+    assert search.plot.main([str(partial)]) == 0
+    assert {p.name for p in partial.glob("*.png")} == {"convergence.png"}
+    (partial / "trials.jsonl").write_text("\n".join(lines[: searched[0]]) + "\n")  # baselines only, no search yet
+    (partial / "convergence.png").unlink()
+    assert search.plot.main([str(partial)]) == 2
+    assert "no results.json and no search trials yet" in capsys.readouterr().err and not list(partial.glob("*.png"))
+
+
 def test_same_seed_same_trials(finished, tmp_path):
     path, run = finished
     again = tmp_path / "again"
