@@ -248,16 +248,15 @@ def _results_so_far(run_dir: Path, trials: list[dict]) -> dict:
     (a run still going, or stopped before its test measurements)."""
     import yaml
 
-    from .runner import METHOD_LABELS
+    from .runner import METHOD_LABELS, best_of_each_method
 
     resolved = yaml.safe_load((run_dir / "resolved.yaml").read_text()) or {}
-    ok = [t for t in trials if t.get("status") == "ok"]
-    methods: dict[str, dict] = {}
-    for method in ("bayesft", "random", "erm", "hardware_aware", "uniform"):
-        mine = [t for t in ok if t["method"] == method]
-        if mine or any(t["method"] == method for t in trials):
-            best = max(mine, key=lambda t: t["objective"], default={})
-            methods[method] = {"label": METHOD_LABELS.get(method, method), "val_objective": best.get("objective")}
+    best = best_of_each_method(trials)
+    methods = {
+        method: {"label": METHOD_LABELS.get(method, method), "val_objective": best.get(method, {}).get("objective")}
+        for method in ("bayesft", "random", "erm", "hardware_aware", "uniform")
+        if any(t["method"] == method for t in trials)
+    }
     name = f"{resolved.get('name', run_dir.name)} (not finished, {len(trials)} trials so far)"
     return {"scenario": name, "objective": resolved.get("objective", {"aggregate": "mean"}),
             "objective_times": resolved.get("t_inference", []), "methods": methods}

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 import yaml
 from skopt import Optimizer
@@ -123,6 +123,18 @@ def environment(scenario: Scenario, device: str) -> dict:
         "packages": {p: version(p) for p in ("torch", "torchvision", "aihwkit", "scikit-optimize", "scikit-learn",
                                               "numpy", "pydantic", "matplotlib")},
     }
+
+
+def best_of_each_method(records: Iterable[dict]) -> dict[str, dict]:
+    """The best finished trial of each method by its validation objective (the first, on a tie)."""
+    best: dict[str, dict] = {}
+    for record in records:
+        if record.get("status") != "ok":
+            continue
+        method = record["method"]
+        if method not in best or record["objective"] > best[method]["objective"]:
+            best[method] = record
+    return best
 
 
 # ------------------------------------------------------------------------- the plan
@@ -295,14 +307,7 @@ class Runner:
 
     def best_trials(self) -> dict[str, dict]:
         """The best trial of each method by its validation objective."""
-        best: dict[str, dict] = {}
-        for record in self.done.values():
-            if record.get("status") != "ok":
-                continue
-            method = record["method"]
-            if method not in best or record["objective"] > best[method]["objective"]:
-                best[method] = record
-        return best
+        return best_of_each_method(self.done.values())
 
     def final_specs(self) -> list[dict]:
         if self.scenario.mode == "study":
