@@ -40,12 +40,22 @@ def check_times(t_inference: Any, preset: Preset) -> list[float]:
     return [preset.check_time(t) for t in times]
 
 
+def _check_labels(y: Tensor) -> None:
+    if y.dim() != 1 or y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        raise ValueError(
+            "data: labels must be a 1-D integer tensor of class indices, "
+            f"got shape {tuple(y.shape)} and dtype {y.dtype}"
+        )
+
+
 def _batches(data: Any, batch_size: int, device: torch.device) -> list[tuple[Tensor, Tensor]]:
     if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(d, Tensor) for d in data):
         inputs, labels = data
-        if inputs.shape[0] != labels.shape[0]:
+        _check_labels(labels)
+        if inputs.dim() == 0 or inputs.shape[0] != labels.shape[0]:
             raise ValueError(
-                f"data: inputs ({inputs.shape[0]}) and labels ({labels.shape[0]}) differ in length"
+                f"data: inputs ({inputs.shape[0] if inputs.dim() else 'a scalar'}) and labels "
+                f"({labels.shape[0]}) differ in length; inputs must be a batch, (n_samples, ...)"
             )
         batches = [
             (inputs[i:i + batch_size], labels[i:i + batch_size]) for i in range(0, inputs.shape[0], batch_size)
@@ -61,20 +71,18 @@ def _batches(data: Any, batch_size: int, device: torch.device) -> list[tuple[Ten
             "data must be a DataLoader yielding (inputs, labels) or an (inputs, labels) pair of tensors, "
             f"got {type(data).__name__}"
         )
-    if not batches or sum(len(y) for _, y in batches) == 0:
-        raise ValueError("data holds no samples")
     for x, y in batches:
         if not isinstance(x, Tensor) or not isinstance(y, Tensor):
             raise ValueError(f"data: inputs and labels must be tensors, got {type(x).__name__} and {type(y).__name__}")
-        if y.dim() != 1 or y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        _check_labels(y)
+        if x.dim() == 0 or x.shape[0] != y.shape[0]:
             raise ValueError(
-                "data: labels must be a 1-D integer tensor of class indices, "
-                f"got shape {tuple(y.shape)} and dtype {y.dtype}"
+                f"data: a batch holds {x.shape[0] if x.dim() else 'a scalar as'} inputs but {y.shape[0]} labels"
             )
-        if x.shape[0] != y.shape[0]:
-            raise ValueError(f"data: a batch holds {x.shape[0]} inputs but {y.shape[0]} labels")
         if len(y) and int(y.min()) < 0:
             raise ValueError(f"data: labels must be class indices >= 0, got {int(y.min())}")
+    if not batches or sum(len(y) for _, y in batches) == 0:
+        raise ValueError("data holds no samples")
     return [(x.to(device), y.to(device)) for x, y in batches]
 
 
@@ -95,7 +103,7 @@ def _activation_bytes(model: CrossbarModel, sample: Tensor) -> int:
     handles = [m.register_forward_hook(hook) for m in model.module.modules()]
     try:
         with torch.no_grad():
-            model(sample)
+            _forward(model, sample)
     finally:
         for h in handles:
             h.remove()
@@ -202,6 +210,23 @@ def evaluate(
         xmodel.strategy, xmodel.threads = saved
 
 
+def _forward(xmodel: CrossbarModel, x: Tensor) -> Tensor:
+    """``xmodel(x)``; inputs of another dtype than the weights get a line that says so
+    (torch's own error names only the bias: "Input type (unsigned char) and bias type
+    (float) should be the same"). Other dtypes are not refused up front: a model may
+    take integer inputs, e.g. token ids into an embedding before its first crossbar."""
+    try:
+        return xmodel(x)
+    except RuntimeError as err:
+        dtype = xmodel.crossbar_layers[0].weight.dtype if xmodel.crossbar_layers else x.dtype
+        if x.dtype != dtype and "type" in str(err):
+            hint = "x.float() / 255 for 8-bit images" if not x.is_floating_point() else f"x.to({dtype})"
+            raise ValueError(
+                f"data: inputs are {x.dtype} but the model's weights are {dtype}; convert them first ({hint})"
+            ) from err
+        raise
+
+
 def _evaluate(xmodel, data, times, n_chips, seed, batch_size, dev, chunk_size, max_memory, progress) -> np.ndarray:
     preset = xmodel.preset
     xmodel = xmodel.to(dev).eval()
@@ -220,7 +245,7 @@ def _evaluate(xmodel, data, times, n_chips, seed, batch_size, dev, chunk_size, m
             for ti, t in enumerate(times):
                 xmodel.drift(t)
                 for x, y in batches:
-                    out = xmodel(x)
+                    out = _forward(xmodel, x)
                     if out.dim() != 3:
                         raise ValueError(
                             "evaluate needs a classifier: each chip's output must be (batch, classes), "

@@ -162,13 +162,15 @@ class _CountingModel(nn.Module):
         (dict(batch_size=0), r"batch_size must be an integer >= 1"),
         (dict(strategy="fast"), r"strategy must be one of auto, fold, loop"),
         (dict(device="tpu"), r"device must be 'cpu', 'cuda' or 'cuda:N'"),
-        (dict(data=(torch.zeros(3, 4), torch.zeros(2))), r"inputs \(3\) and labels \(2\) differ"),
+        (dict(data=(torch.zeros(3, 4), torch.zeros(2, dtype=torch.long))), r"inputs \(3\) and labels \(2\) differ"),
         (dict(data=[1, 2, 3]), r"DataLoader must yield \(inputs, labels\)"),
         (dict(data=(torch.zeros(3, 4), torch.zeros(3, 3, dtype=torch.long))), r"labels must be a 1-D integer tensor"),
         (dict(data=(torch.zeros(3, 4), torch.zeros(3))), r"labels must be a 1-D integer tensor .* torch.float32"),
         (dict(data=DataLoader(TensorDataset(torch.zeros(3, 4), torch.zeros(3, 2)), batch_size=2)),
          r"labels must be a 1-D integer tensor"),
         (dict(data=(torch.zeros(3, 4), torch.tensor([0, -1, 2]))), r"labels must be class indices >= 0, got -1"),
+        # one sample without its batch dimension: the label is a scalar
+        (dict(data=(torch.zeros(4), torch.tensor(1))), r"labels must be a 1-D integer tensor .* shape \(\)"),
     ],
 )
 def test_bad_input_fails_before_any_work(kwargs, match):
@@ -185,6 +187,22 @@ def test_labels_beyond_the_models_outputs_are_refused():
     # labels 1..3 for a 3-class model (a common off-by-one) would silently score label 3 as wrong
     with pytest.raises(ValueError, match=r"labels must be class indices below the model's 3 outputs, got 3"):
         crossbar.evaluate(_CountingModel(), (torch.zeros(3, 4), torch.tensor([1, 2, 3])), "pcm", [1.0], 2)
+
+
+@pytest.mark.parametrize("strategy", ["loop", "fold"])
+@pytest.mark.parametrize("dtype, hint", [(torch.uint8, r"x.float\(\) / 255"), (torch.float64, r"x.to\(torch.float32\)")])
+def test_inputs_of_another_dtype_than_the_weights_get_a_line_saying_so(strategy, dtype, hint):
+    data = (torch.zeros(3, 4, dtype=dtype), torch.zeros(3, dtype=torch.long))
+    with pytest.raises(ValueError, match=rf"data: inputs are {dtype} but the model's weights are torch.float32; .*{hint}"):
+        crossbar.evaluate(_CountingModel(), data, "pcm", [1.0], 2, strategy=strategy)
+
+
+def test_integer_inputs_stay_allowed_for_a_model_that_takes_them():
+    # token ids into an embedding (digital) before the first crossbar layer
+    model = nn.Sequential(nn.Embedding(10, 4), nn.Flatten(), nn.Linear(8, 3))
+    tokens = torch.randint(0, 10, (6, 2), generator=torch.Generator().manual_seed(0))
+    labels = model(tokens).argmax(-1)
+    assert crossbar.evaluate(model, (tokens, labels), "ideal", [1.0], 2).tolist() == [[1.0, 1.0]]
 
 
 def test_a_model_with_non_finite_weights_is_refused_naming_the_layer():
