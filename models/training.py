@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -149,6 +150,25 @@ def _split_data(data: Union[Splits, Sequence]) -> tuple[tuple[Tensor, Tensor], O
     raise ValueError("data must be a Splits, a (train, val) pair of (inputs, labels), or one (inputs, labels) pair")
 
 
+def _check_fits(model: nn.Module, x: Tensor, y: Tensor) -> None:
+    """A network from :func:`build` names the inputs and classes it was built for;
+    data of another shape would fail deep in torch ("mat1 and mat2 shapes cannot be
+    multiplied", "Target 9 is out of bounds")."""
+    spec = getattr(model, "spec", None)
+    if not isinstance(spec, dict) or "in_shape" not in spec or "n_classes" not in spec:
+        return
+    if tuple(spec["in_shape"]) != tuple(x.shape[1:]):
+        raise ValueError(
+            f"the model was built for inputs of shape {tuple(spec['in_shape'])} but the training inputs are "
+            f"{tuple(x.shape[1:])}; build it with the data's shape (splits.in_shape)"
+        )
+    if len(y) and int(y.max()) >= spec["n_classes"]:
+        raise ValueError(
+            f"the model was built for {spec['n_classes']} classes but the training labels go up to "
+            f"{int(y.max())}; build it with the data's class count (splits.n_classes)"
+        )
+
+
 def train(
     model: nn.Module,
     data: Union[Splits, Sequence],
@@ -172,6 +192,7 @@ def train(
     (x_train, y_train), val = _split_data(data)
     if len(y_train) == 0:
         raise ValueError("the training split is empty")
+    _check_fits(model, x_train, y_train)
     model.to(dev)
     hwa = config.hardware_aware
     preset = hwa.resolved() if hwa is not None else None
@@ -289,9 +310,24 @@ def load_checkpoint(path: Union[str, os.PathLike], device: "str | torch.device |
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise ValueError(f"{path} is not a checkpoint this tool can load safely: {str(e).splitlines()[0]}") from None
+        # torch's message advises weights_only=False; say what the file holds instead
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        if found:
+            reason = (f"it holds Python objects ({found.group(1)}) besides tensors and plain data, "
+                      "and is refused rather than unpickled")
+        else:
+            lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+            detail = next((ln for ln in lines if ln.startswith("Unsupported")), lines[0] if lines else "no detail")
+            reason = f"torch.load cannot read it ({type(e).__name__}: {detail})"
+        raise ValueError(
+            f"{path} is not a checkpoint this tool can load safely: {reason}; "
+            "write checkpoints with models.save_checkpoint"
+        ) from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a checkpoint of format {CHECKPOINT_FORMAT}")
+        held = f"format {payload.get('format')!r}" if isinstance(payload, dict) else f"a {type(payload).__name__}"
+        raise ValueError(
+            f"{path} is not a checkpoint of format {CHECKPOINT_FORMAT} (models.save_checkpoint's), found {held}"
+        )
     model = build(**payload["spec"], dropout=payload["dropout"])
     model.load_state_dict(payload["state_dict"])
     model.to(crossbar.resolve_device(device)).eval()

@@ -111,6 +111,19 @@ def test_config_is_validated():
         models.TrainConfig(epoch=3)
 
 
+@pytest.mark.parametrize(
+    "in_shape, n_classes, match",
+    [((1, 28, 28), 10, r"built for inputs of shape \(1, 28, 28\) but the training inputs are \(1, 8, 8\)"),
+     ((1, 8, 8), 5, r"built for 5 classes but the training labels go up to 9")],
+)
+def test_a_network_built_for_other_data_is_refused_before_training(digits, in_shape, n_classes, match):
+    net = models.build("mlp", in_shape, n_classes, seed=0)
+    before = [p.clone() for p in net.parameters()]
+    with pytest.raises(ValueError, match=match):
+        models.train(net, digits, models.TrainConfig(epochs=1), seed=0)
+    assert all(torch.equal(a, b) for a, b in zip(before, net.parameters()))
+
+
 def test_checkpoint_round_trip(digits, tmp_path):
     result = fit(digits, name="lenet5", dropout=[0.1, 0.2, 0.3, 0.0], epochs=2)
     path = models.save_checkpoint(tmp_path / "sub" / "net.pt", result.model, val_accuracy=result.val_accuracy, seed=0)
@@ -126,8 +139,14 @@ def test_checkpoint_refuses_pickled_objects(tmp_path):
     import argparse
 
     torch.save({"format": 1, "spec": argparse.Namespace(cmd="rm -rf /")}, tmp_path / "evil.pt")
-    with pytest.raises(ValueError, match="not a checkpoint this tool can load safely"):
+    with pytest.raises(ValueError, match=r"can load safely: it holds Python objects \(argparse.Namespace\)"):
         models.load_checkpoint(tmp_path / "evil.pt")
+    (tmp_path / "text.pt").write_text("not a torch file")
+    with pytest.raises(ValueError, match=r"text.pt is not a checkpoint this tool can load safely: torch.load cannot"):
+        models.load_checkpoint(tmp_path / "text.pt")
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "plain.pt")
+    with pytest.raises(ValueError, match=r"plain.pt is not a checkpoint of format 1 .*found format None"):
+        models.load_checkpoint(tmp_path / "plain.pt")
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         models.load_checkpoint(tmp_path / "missing.pt")
     with pytest.raises(ValueError, match="models.build"):
