@@ -146,6 +146,8 @@ class LeNet5(DropoutNet):
     def __init__(self, in_shape, n_classes, activation: str = "relu", norm: str = "none"):
         super().__init__()
         channels, height, width = in_shape
+        if min(height, width) < 4:  # two 2x2 poolings must leave at least one pixel
+            raise ValueError(f"lenet5: images must be at least 4x4, got {height}x{width}")
         pad2 = 0 if min(height, width) // 2 >= 10 else 2
         self.features = nn.Sequential(
             nn.Conv2d(channels, 6, 5, padding=2), _norm(norm, 6, True), _activation(activation),

@@ -69,6 +69,7 @@ def test_bad_rates_are_rejected(dropout, match):
         (dict(name="vgg", depth=12), r"depth must be one of 11, 13, 16"),
         (dict(name="mlp", in_shape=(28, 28)), r"in_shape must be \(channels, height, width\)"),
         (dict(name="mlp", n_classes=1), r"n_classes must be an integer >= 2"),
+        (dict(name="lenet5", in_shape=(1, 3, 40)), r"lenet5: images must be at least 4x4, got 3x40"),
     ],
 )
 def test_bad_models_and_options_get_one_clear_line(kwargs, match):
