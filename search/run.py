@@ -79,7 +79,12 @@ def main(argv=None) -> int:
     if resuming:
         run.load_previous()
         print(f"resuming {folder.path}: {len(run.done)} finished trial(s) kept")
-    runner.write_scenario_files(folder, raw, scenario, device)
+    try:
+        runner.write_scenario_files(folder, raw, scenario, device)
+    except OSError as e:
+        executor.close()
+        print(f"error: cannot write the output folder {folder.path}: {e.strerror or e}", file=sys.stderr)
+        return 2
     n_slots = len(run.plan.slots)
     print(f"{scenario.name}: {scenario.model.name} on {scenario.dataset.name}, {n_slots} dropout slots "
           f"({', '.join(run.plan.slots)}), devices {', '.join(p.name for p in scenario.presets())}, "

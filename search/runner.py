@@ -31,6 +31,7 @@ from .trial import run_final
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN_FILES = ("scenario.yaml", "resolved.yaml", "environment.json", "trials.jsonl", "final.jsonl", "results.json")
+PLOT_FILES = ("accuracy_vs_time.png", "technologies.png", "convergence.png", "dropout_rates.png")  # search.plot's
 METHODS = ("bayesft", "erm", "uniform", "random", "hardware_aware")
 METHOD_LABELS = {
     "bayesft": "BayesFT (dropout search)",
@@ -56,10 +57,15 @@ class RunFolder:
         return any((self.path / name).exists() for name in ("trials.jsonl", "final.jsonl", "results.json"))
 
     def clear(self) -> None:
-        for name in RUN_FILES:
+        for name in RUN_FILES + PLOT_FILES:  # only what a run writes: other files are the user's
             (self.path / name).unlink(missing_ok=True)
-        for png in self.path.glob("*.png"):
-            png.unlink()
+
+    def foreign_files(self) -> list[str]:
+        """Names in the folder that a run does not write (hidden files aside)."""
+        if not self.path.is_dir():
+            return []
+        ours = set(RUN_FILES + PLOT_FILES)
+        return sorted(p.name for p in self.path.iterdir() if p.name not in ours and not p.name.startswith("."))
 
     def read_jsonl(self, name: str, repair: bool = False) -> list[dict]:
         """Records of a JSON-lines file. A last line cut short (the process was killed
@@ -433,6 +439,13 @@ def prepare_folder(folder: RunFolder, resume: bool, force: bool) -> None:
     """Refuse to overwrite a run unless told to; with --force, remove its files."""
     if folder.path.exists() and not folder.path.is_dir():
         raise ScenarioError(f"output {folder.path} exists and is not a folder")
+    foreign = folder.foreign_files()
+    if foreign and not folder.holds_run():
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise ScenarioError(
+            f"output {folder.path} holds other files ({shown}) and no run; a run writes its files and plots "
+            "there, so choose a new or empty folder with --out"
+        )
     if folder.holds_run() and not (resume or force):
         raise ScenarioError(
             f"{folder.path} already holds a run; use --resume to continue it, --force to start over "

@@ -15,10 +15,11 @@ import torch
 import search.plot
 import search.run
 from search.config import load_scenario
+from search.runner import PLOT_FILES, RunFolder
 from search.trial import run_trial
 
 ROOT = Path(__file__).resolve().parents[2]
-PLOTS = {"accuracy_vs_time.png", "technologies.png", "convergence.png", "dropout_rates.png"}
+PLOTS = set(PLOT_FILES)  # every plot search.plot draws; --force removes these and no other PNG
 
 
 def trials(folder: Path) -> list[dict]:
@@ -129,8 +130,39 @@ def test_force_starts_over(tiny, tmp_path):
     out = tmp_path / "run"
     assert search.run.main([str(path), "--out", str(out), "--quiet"]) == 0
     (out / "trials.jsonl").write_text('{"id": "stale", "method": "erm", "rates": [0, 0], "status": "ok", "objective": 1}\n')
+    (out / "my_figure.png").write_bytes(b"the user's own")  # not a file the run writes
+    (out / "convergence.png").write_bytes(b"stale")
     assert search.run.main([str(path), "--out", str(out), "--quiet", "--force"]) == 0
     assert [r["id"] for r in trials(out)] == ["erm", "bayesft-001"]
+    assert (out / "my_figure.png").read_bytes() == b"the user's own"
+    assert (out / "convergence.png").read_bytes() != b"stale"
+
+
+@pytest.mark.parametrize("flags", [[], ["--force"], ["--resume"]])
+def test_a_folder_of_other_files_is_not_written_into(finished, tmp_path, capsys, flags):
+    # e.g. --out . from the repository root, or --out ~/paper
+    path, _ = finished
+    for name in ("notes.txt", "results.csv", "fig1.png", "fig2.png"):
+        (tmp_path / name).write_text(name)
+    (tmp_path / ".hidden").write_text("")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert search.run.main([str(path), "--out", str(tmp_path), "--quiet", *flags]) == 2
+    err = capsys.readouterr().err
+    assert f"output {tmp_path} holds other files (fig1.png, fig2.png, notes.txt and 1 more) and no run" in err
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    # a folder holding only hidden files is as good as empty
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / ".gitkeep").write_text("")
+    assert RunFolder(empty).foreign_files() == []
+
+
+def test_an_output_folder_that_cannot_be_made_is_one_line(finished, tmp_path, capsys):
+    path, _ = finished
+    (tmp_path / "a_file").write_text("")
+    assert search.run.main([str(path), "--out", str(tmp_path / "a_file" / "run"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: cannot write the output folder {tmp_path / 'a_file' / 'run'}: Not a directory"
 
 
 def test_a_failing_trial_is_recorded_and_the_search_goes_on(tiny, tmp_path):
