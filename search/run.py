@@ -40,6 +40,15 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    held: list = []  # the run folder, locked while this command writes it
+    try:
+        return _main(args, held)
+    finally:
+        for folder in held:
+            folder.unlock()
+
+
+def _main(args: argparse.Namespace, held: list) -> int:
     if args.resume and args.force:
         print("error: --resume continues a run and --force starts over; choose one", file=sys.stderr)
         return 2
@@ -57,6 +66,7 @@ def main(argv=None) -> int:
         from . import runner  # heavy imports (skopt) only once the scenario is valid
 
         folder = runner.RunFolder(scenario.output_dir())
+        held.append(folder)
         runner.prepare_folder(folder, args.resume, args.force)
         if args.resume:
             runner.check_resumable(folder, scenario)
@@ -80,7 +90,13 @@ def main(argv=None) -> int:
         run.load_previous()
         print(f"resuming {folder.path}: {len(run.done)} finished trial(s) kept")
     try:
+        folder.path.mkdir(parents=True, exist_ok=True)
+        folder.lock()
         runner.write_scenario_files(folder, raw, scenario, device)
+    except ScenarioError as e:  # another process made and locked the folder meanwhile
+        executor.close()
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     except OSError as e:
         executor.close()
         print(f"error: cannot write the output folder {folder.path}: {e.strerror or e}", file=sys.stderr)

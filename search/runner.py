@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import datetime
 import json
+try:  # POSIX; elsewhere a folder is not locked
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None
 import os
 import platform
 import subprocess
@@ -52,6 +56,34 @@ class RunFolder:
 
     def __init__(self, path: Path):
         self.path = Path(path)
+        self._lock_fd: Optional[int] = None
+
+    def lock(self) -> None:
+        """Hold the folder for this process (an exclusive lock on its hidden ``.lock``
+        file, released by :meth:`unlock` or when the process ends, a kill included):
+        a second ``search.run`` on the same folder, e.g. ``make run`` in two terminals,
+        would append the same trials twice. The folder must exist."""
+        if fcntl is None or self._lock_fd is not None:
+            return
+        path = self.path / ".lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            holder = path.read_text().strip() or "?"
+            raise ScenarioError(
+                f"{self.path} is being written by another search.run (process {holder}); "
+                "wait for it to finish, or use another --out"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._lock_fd = fd
+
+    def unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     def holds_run(self) -> bool:
         return any((self.path / name).exists() for name in ("trials.jsonl", "final.jsonl", "results.json"))
@@ -436,7 +468,9 @@ def check_resumable(folder: RunFolder, scenario: Scenario) -> None:
 
 
 def prepare_folder(folder: RunFolder, resume: bool, force: bool) -> None:
-    """Refuse to overwrite a run unless told to; with --force, remove its files."""
+    """Refuse to overwrite a run unless told to, or to write among other files, or into a
+    folder another search.run holds (the folder stays locked for this process); with
+    --force, remove the run's files."""
     if folder.path.exists() and not folder.path.is_dir():
         raise ScenarioError(f"output {folder.path} exists and is not a folder")
     foreign = folder.foreign_files()
@@ -446,6 +480,8 @@ def prepare_folder(folder: RunFolder, resume: bool, force: bool) -> None:
             f"output {folder.path} holds other files ({shown}) and no run; a run writes its files and plots "
             "there, so choose a new or empty folder with --out"
         )
+    if folder.path.is_dir():
+        folder.lock()  # before anything here is read or removed
     if folder.holds_run() and not (resume or force):
         raise ScenarioError(
             f"{folder.path} already holds a run; use --resume to continue it, --force to start over "

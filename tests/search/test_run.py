@@ -157,6 +157,31 @@ def test_a_folder_of_other_files_is_not_written_into(finished, tmp_path, capsys,
     assert RunFolder(empty).foreign_files() == []
 
 
+def test_a_folder_another_run_is_writing_is_refused(finished, tmp_path, capsys):
+    # e.g. `make run` (which resumes) in a second terminal while the first still runs
+    path, run = finished
+    copy = tmp_path / "run"
+    copy.mkdir()
+    for f in run.iterdir():
+        (copy / f.name).write_bytes(f.read_bytes())
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from search.runner import RunFolder; "
+         "RunFolder(sys.argv[1]).lock(); print('locked', flush=True); time.sleep(60)", str(copy)],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        before = {p.name: p.read_bytes() for p in copy.iterdir()}
+        for flags in ([], ["--resume"], ["--force"]):
+            assert search.run.main([str(path), "--out", str(copy), "--quiet", *flags]) == 2
+            assert f"{copy} is being written by another search.run (process {holder.pid})" in capsys.readouterr().err
+        assert {p.name: p.read_bytes() for p in copy.iterdir()} == before
+    finally:
+        holder.kill()
+        holder.wait()
+    # the lock goes with its process, however it ended
+    assert search.run.main([str(path), "--out", str(copy), "--quiet", "--resume"]) == 0
+
+
 def test_an_output_folder_that_cannot_be_made_is_one_line(finished, tmp_path, capsys):
     path, _ = finished
     (tmp_path / "a_file").write_text("")
