@@ -70,7 +70,11 @@ def _times(values: Any) -> list[float]:
         values = [values]
     if not values:
         raise ValueError("list at least one time")
-    return [parse_duration(v) for v in values]
+    times = [parse_duration(v) for v in values]
+    repeated = sorted({t for t in times if times.count(t) > 1})
+    if repeated:  # [86400, 1d]: one time counted twice in the objective, two columns of one time
+        raise ValueError(f"each time once; listed more than once: {', '.join(readable(t) for t in repeated)}")
+    return times
 
 
 Time = Annotated[float, BeforeValidator(parse_duration)]  # seconds, or a duration such as "1d"
@@ -411,12 +415,42 @@ def set_path(data: dict, dotted: str, value: Any) -> None:
             node = node[key]
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.safe_load``'s loader, except that a key given twice in one mapping is an
+    error: PyYAML keeps the last value silently, so a block copied and edited in one
+    place only would quietly lose the other."""
+
+
+def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: dict = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults`; its keys may be overridden
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            line = seen.get(key)
+        except TypeError:  # an unhashable key: the base constructor says so
+            break
+        if line is not None:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key {key!r} is given twice in one mapping ("
+                + (f"lines {line} and {key_node.start_mark.line + 1})" if line != key_node.start_mark.line + 1
+                   else f"line {line})"), key_node.start_mark)
+        seen[key] = key_node.start_mark.line + 1
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
 def read_yaml(path: Union[str, Path]) -> dict:
     path = Path(path)
+    if path.is_dir():
+        raise ScenarioError(f"{path}: is a folder; give a scenario file, e.g. scenarios/drift_1day.yaml")
     if not path.is_file():
         raise ScenarioError(f"{path}: no such scenario file")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # a SafeLoader
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""

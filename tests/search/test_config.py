@@ -43,6 +43,8 @@ def test_readable_round_trip():
      "t_inference: preset 'reram_wan2022' is only defined at t_inference = 1 s, 1 day, 2 days; got 3600 s"),
     ({"devices": ["reram_wan2022"], "report": {"t_inference": ["1h", "1y"]}},
      "report.t_inference: preset 'reram_wan2022' defines none of these times"),
+    ({"t_inference": [86400, "1d"]}, "t_inference: each time once; listed more than once: 1d"),
+    ({"report": {"t_inference": ["1s", "1h", "60min"]}}, "report.t_inference: each time once; listed more than once: 1h"),
     ({"t_inference": ["1 month"]}, "t_inference: '1 month' is not a duration; use seconds or a number with one of s, min, h, d, w, y"),
     ({"training": {"epochs": "many"}}, "training.epochs: Input should be a valid integer"),
     ({"training": {"hardware_aware": {"preset": "nope"}}}, "training.hardware_aware: unknown preset 'nope'"),
@@ -123,4 +125,25 @@ def test_cli_bad_scenario_exits_2_and_writes_nothing(tmp_path, capsys):
     assert "not valid YAML (line 2" in capsys.readouterr().err
     assert search.run.main([str(tmp_path / "missing.yaml")]) == 2
     assert "no such scenario file" in capsys.readouterr().err
+    assert search.run.main([str(tmp_path)]) == 2
+    assert f"{tmp_path}: is a folder; give a scenario file" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_a_key_given_twice_is_refused_not_silently_the_last(tmp_path):
+    # PyYAML's safe_load keeps the last value: an edited copy of a line would win unseen
+    path = tmp_path / "twice.yaml"
+    path.write_text("seed: 1\ntraining:\n  epochs: 5\n  lr: 0.01\n  epochs: 50\n")
+    with pytest.raises(ScenarioError, match=r"line 5, column 3\): key 'epochs' is given twice in one mapping \(lines 3 and 5\)"):
+        load_scenario(path)
+    path.write_text("model: {name: mlp, options: {depth: 1, depth: 3}}\n")
+    with pytest.raises(ScenarioError, match=r"key 'depth' is given twice in one mapping \(line 1\)"):
+        load_scenario(path)
+    # the same key in different mappings is fine, and so is overriding a merged `<<` key
+    path.write_text("training: &d {epochs: 3, lr: 0.01}\nbaselines:\n  hardware_aware: {preset: pcm, t_inference: 1d}\n"
+                    "search: {n_trials: 3, n_initial: 3}\nreport: {n_chips: 3}\n")
+    scenario, _ = load_scenario(path)
+    assert scenario.search.n_trials == 3 and scenario.report.n_chips == 3
+    from search.config import read_yaml
+    path.write_text("a: &d {x: 1, y: 2}\nb:\n  <<: *d\n  y: 3\n")
+    assert read_yaml(path) == {"a": {"x": 1, "y": 2}, "b": {"x": 1, "y": 3}}
