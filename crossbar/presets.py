@@ -383,12 +383,15 @@ def make_preset(spec: Mapping[str, Any]) -> Preset:
     """Build a preset from a plain mapping (e.g. a YAML block).
 
     Either ``base: <preset name>`` plus overrides, or ``noise: <physics>`` plus
-    parameters. ``name`` defaults to ``"custom"``.
+    parameters; a mapping with neither, named after a built-in preset, is that preset
+    with overrides. ``name`` defaults to ``"custom"``.
     """
     if not isinstance(spec, Mapping):
         raise ValueError(f"a preset must be a mapping, got {type(spec).__name__}")
     data = dict(spec)
     base = data.pop("base", None)
+    if base is None and "noise" not in data and data.get("name") in _PRESETS:
+        base = data["name"]  # {name: pcm, p_sa0: 0.02}: the built-in preset, changed
     name = data.get("name", base or "custom")
     if base is not None:
         if "noise" in data:

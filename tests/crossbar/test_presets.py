@@ -52,6 +52,9 @@ def test_custom_presets_from_plain_mappings():
     assert p.name == "my_pcm" and p.noise == "pcm" and p.resolved_g_max == 30.0 and p.p_sa0 > 0
     q = crossbar.make_preset({"noise": "lognormal", "sigma": 0.3, "out_noise": 0.02, "out_bound": 10})
     assert q.noise_model.sigma == 0.3 and not q.perfect_periphery
+    # named after a built-in preset, with neither base nor noise: that preset, changed
+    r = crossbar.make_preset({"name": "reram_cmo", "p_sa0": 0.02})
+    assert r == crossbar.get_preset("reram_cmo", p_sa0=0.02) and r.name == "reram_cmo"
     crossbar.register_preset(p)
     try:
         assert crossbar.get_preset("my_pcm") == p
