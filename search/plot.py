@@ -233,14 +233,11 @@ def plot_dropout_rates(results: dict, out: Path) -> Path:
 
 
 def _read_trials(run_dir: Path) -> list[dict]:
-    trials = []
-    if (run_dir / "trials.jsonl").exists():
-        for line in (run_dir / "trials.jsonl").read_text().splitlines():
-            try:
-                trials.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a line cut short by an interruption
-    return trials
+    """The run's trials, read as search.run reads them on --resume: a last line cut short
+    by an interruption is left out, a bad line before it is a damaged folder (ScenarioError)."""
+    from .runner import RunFolder
+
+    return RunFolder(run_dir).read_jsonl("trials.jsonl")
 
 
 def _results_so_far(run_dir: Path, trials: list[dict]) -> dict:
@@ -257,7 +254,8 @@ def _results_so_far(run_dir: Path, trials: list[dict]) -> dict:
         for method in ("bayesft", "random", "erm", "hardware_aware", "uniform")
         if any(t["method"] == method for t in trials)
     }
-    name = f"{resolved.get('name', run_dir.name)} (not finished, {len(trials)} trials so far)"
+    n_search = sum(t["method"] in ("bayesft", "random") for t in trials)
+    name = f"{resolved.get('name', run_dir.name)} (not finished, {n_search} search trial{'s' * (n_search != 1)} so far)"
     return {"scenario": name, "objective": resolved.get("objective", {"aggregate": "mean"}),
             "objective_times": resolved.get("t_inference", []), "methods": methods}
 
@@ -275,7 +273,10 @@ def plot_run(run_dir: Path) -> list[Path]:
         if (run_dir / "resolved.yaml").is_file() and any(t["method"] in ("bayesft", "random") for t in trials):
             return [plot_convergence(_results_so_far(run_dir, trials), trials, run_dir)]
         raise FileNotFoundError(f"{run_dir} holds no results.json and no search trials yet: is it a folder written by python -m search.run?")
-    results = json.loads(results_path.read_text())
+    try:
+        results = json.loads(results_path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{results_path}: not valid JSON ({e}); the run folder is damaged") from None
     paths = []
     if results["results"]:
         paths.append(plot_accuracy_vs_time(results, run_dir))
@@ -294,8 +295,12 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         paths = plot_run(args.run_dir)
-    except (FileNotFoundError, json.JSONDecodeError, KeyError) as e:
+    except (FileNotFoundError, ValueError) as e:  # ScenarioError (a damaged trials.jsonl) is a ValueError
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyError as e:
+        print(f"error: {args.run_dir}: its files lack {e}; were they written by python -m search.run "
+              "(of this version)?", file=sys.stderr)
         return 2
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0

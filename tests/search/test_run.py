@@ -94,6 +94,18 @@ def test_a_run_not_yet_finished_gets_its_convergence_so_far(finished, tmp_path, 
     (partial / "trials.jsonl").write_text("\n".join(lines[: searched[0] + 1]) + '\n{"id": "cut sh')  # as if interrupted
     assert search.plot.main([str(partial)]) == 0
     assert {p.name for p in partial.glob("*.png")} == {"convergence.png"}
+    so_far = search.plot._results_so_far(partial, search.plot._read_trials(partial))
+    assert so_far["scenario"].endswith("(not finished, 1 search trial so far)")  # the baselines before it not counted
+    # a bad line before the last is a damaged folder, as for --resume: one line, exit 2
+    (partial / "trials.jsonl").write_text(lines[0] + "\n{oops\n" + lines[searched[0]] + "\n")
+    assert search.plot.main([str(partial)]) == 2
+    assert "trials.jsonl: line 2 is not JSON; the run folder is damaged" in capsys.readouterr().err
+    (partial / "trials.jsonl").write_text("\n".join(lines[: searched[0] + 1]) + "\n")
+    (partial / "results.json").write_text('{"results": []}')  # not one search.run writes
+    assert search.plot.main([str(partial)]) == 2
+    assert capsys.readouterr().err.strip() == (f"error: {partial}: its files lack 'methods'; were they written by "
+                                               "python -m search.run (of this version)?")
+    (partial / "results.json").unlink()
     (partial / "trials.jsonl").write_text("\n".join(lines[: searched[0]]) + "\n")  # baselines only, no search yet
     (partial / "convergence.png").unlink()
     assert search.plot.main([str(partial)]) == 2
