@@ -13,6 +13,7 @@ nothing written), 130 interrupted (resume with --resume).
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
@@ -36,6 +37,18 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="run trials on Dask: 'local' starts a LocalCluster, tcp://HOST:PORT joins a scheduler")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser.parse_args(argv)
+
+
+def resume_command(args: argparse.Namespace, out: Path) -> str:
+    """The command that continues this run: the same scenario, --set overrides (without
+    them --resume would refuse a changed scenario) and options, with --resume."""
+    parts = [str(args.scenario), "--out", str(out)]
+    for item in args.overrides:
+        parts += ["--set", item]
+    for flag, value in (("--device", args.device), ("--workers", args.workers), ("--dask", args.dask)):
+        if value is not None:
+            parts += [flag, str(value)]
+    return "python -m search.run " + shlex.join(parts + ["--quiet"] * args.quiet + ["--resume"])
 
 
 def main(argv=None) -> int:
@@ -112,7 +125,7 @@ def _main(args: argparse.Namespace, held: list) -> int:
     except KeyboardInterrupt:
         executor.close()
         print(f"\ninterrupted; finished trials are in {folder.path / 'trials.jsonl'}. "
-              f"Continue with: python -m search.run {args.scenario} --out {folder.path} --resume", file=sys.stderr)
+              f"Continue with: {resume_command(args, folder.path)}", file=sys.stderr)
         return 130
     paths = plot.plot_run(folder.path)
     print()

@@ -3,6 +3,7 @@ protection, a failing trial, and resume after SIGKILL."""
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -192,6 +193,31 @@ def test_a_folder_another_run_is_writing_is_refused(finished, tmp_path, capsys):
         holder.wait()
     # the lock goes with its process, however it ended
     assert search.run.main([str(path), "--out", str(copy), "--quiet", "--resume"]) == 0
+
+
+def test_ctrl_c_stops_the_run_and_names_the_command_that_resumes_it(tiny, tmp_path):
+    path = tiny(training={"epochs": 6, "lr": 0.01}, search={"n_trials": 4, "n_initial": 2})
+    out = tmp_path / "my run"
+    options = ["--set", "n_chips=3", "--set", "devices=[pcm, {name: pcm2, base: pcm, p_sa0: 0.05}]", "--quiet"]
+    cmd = [sys.executable, "-m", "search.run", str(path), "--out", str(out), *options]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    # SIGINT as a terminal's Ctrl-C sends it (a background job of a script would ignore it)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    log = out / "trials.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not log.exists() or len(log.read_text().splitlines()) < 2):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    hint = err.strip().splitlines()[-1]
+    assert hint.startswith("interrupted; finished trials are in") and "Continue with: python -m search.run " in hint
+    # the command it names, as a shell would split it, resumes the run to its end
+    resume = shlex.split(hint.split("Continue with: ")[1])[3:]
+    assert resume == [str(path), "--out", str(out), *options, "--resume"]
+    assert search.run.main(resume) == 0
+    assert len(trials(out)) == 11
 
 
 def test_an_output_folder_that_cannot_be_made_is_one_line(finished, tmp_path, capsys):
