@@ -172,7 +172,10 @@ class Report(Strict):
 
 class Variant(Strict):
     label: str
-    model: dict[str, Any] = Field(default_factory=dict, description="options merged into model.options")
+    model: dict[str, Any] = Field(
+        default_factory=dict,
+        description="options merged into model.options; with a name (another network), that network's own options only",
+    )
     dropout: Union[float, list[float], dict[str, float]] = 0.0
     hardware_aware: bool = False
 
@@ -265,11 +268,11 @@ class Scenario(Strict):
         if len(set(labels)) != len(labels):
             raise ValueError("variants: every label must be unique")
         in_shape, n_classes = self.data_shape()
-        for where, options, dropout in [("model.options", self.model.options, None)] + [
-            (f"variants[{i}]", {**self.model.options, **v.model}, v.dropout) for i, v in enumerate(self.variants)
+        for where, (name, options), dropout in [("model.options", self.network(), None)] + [
+            (f"variants[{i}]", self.network(v.model), v.dropout) for i, v in enumerate(self.variants)
         ]:
             try:
-                models.build(self.model.name, in_shape, n_classes, dropout=dropout, **options)
+                models.build(name, in_shape, n_classes, dropout=dropout, **options)
             except (ValueError, TypeError) as e:
                 raise ValueError(f"{where}: {e}") from None
         return self
@@ -298,6 +301,15 @@ class Scenario(Strict):
             return models.HardwareAware(preset=preset, t_inference=t)
         except ValidationError as e:
             raise ValueError(f"baselines.hardware_aware: {_message(e.errors()[0])}") from None
+
+    def network(self, change: Optional[dict] = None) -> tuple[str, dict]:
+        """``(name, options)`` of the network to build: the scenario's model with a
+        variant's ``change`` merged in; a change that names another network brings
+        only its own options (the scenario's may not exist there: mlp's depth for lenet5)."""
+        change = dict(change or {})
+        name = change.pop("name", self.model.name)
+        base = self.model.options if name == self.model.name else {}
+        return name, {**base, **change}
 
     def data_shape(self) -> tuple[tuple[int, int, int], int]:
         if self.dataset.name in DATASET_SHAPES:

@@ -63,8 +63,8 @@ def train_network(scenario: Scenario, spec: dict, *, device=None, progress: bool
     """Build and train the scenario's network with ``spec`` (rates, hardware_aware flag,
     model option overrides), from the scenario's seed."""
     splits = splits_of(scenario)
-    options = {**scenario.model.options, **spec.get("model", {})}
-    net = models.build(scenario.model.name, splits.in_shape, splits.n_classes, dropout=spec["rates"], seed=scenario.seed, **options)
+    name, options = scenario.network(spec.get("model"))
+    net = models.build(name, splits.in_shape, splits.n_classes, dropout=spec["rates"], seed=scenario.seed, **options)
     config = scenario.training
     if spec.get("hardware_aware"):
         config = config.model_copy(update={"hardware_aware": scenario.hardware_aware_config()})

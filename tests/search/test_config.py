@@ -76,6 +76,16 @@ def test_missing_dataset_is_caught_before_work(monkeypatch, tmp_path):
         load_scenario(data={"dataset": {"name": "mnist"}})
 
 
+def test_a_variant_changes_options_or_names_another_network():
+    scenario, _ = load_scenario(data={"model": {"name": "mlp", "options": {"depth": 3, "width": 64}}})
+    assert scenario.network() == ("mlp", {"depth": 3, "width": 64})
+    assert scenario.network({"width": 16}) == ("mlp", {"depth": 3, "width": 16})
+    # the mlp's depth would be an unknown option of lenet5: another network starts from its own defaults
+    assert scenario.network({"name": "lenet5", "activation": "tanh"}) == ("lenet5", {"activation": "tanh"})
+    with pytest.raises(ScenarioError, match=r"variants\[0\]: lenet5: unknown option\(s\) depth"):
+        load_scenario(data={"mode": "study", "variants": [{"label": "x", "model": {"name": "lenet5", "depth": 2}}]})
+
+
 def test_one_name_is_short_for_the_full_form():
     short, _ = load_scenario(data={"dataset": "digits", "model": "mlp", "devices": "pcm"})
     full, _ = load_scenario(data={"dataset": {"name": "digits"}, "model": {"name": "mlp"}, "devices": ["pcm"]})
@@ -96,6 +106,16 @@ def test_set_overrides():
                           ("seed.x=1", "seed is not a mapping")):
         with pytest.raises(ScenarioError, match=expected):
             load_scenario(data={"seed": 1, "devices": ["pcm"]}, overrides=[bad])
+
+
+def test_the_readme_list_of_keys_is_a_valid_scenario(tmp_path):
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = readme.split("A scenario's keys")[1].split("```yaml\n")[1].split("```")[0]
+    path = tmp_path / "readme.yaml"
+    assert "\nmode: search " in block
+    path.write_text(block.replace("\nmode: search ", "\nmode: study ", 1))  # its variants are study mode's
+    scenario, _ = load_scenario(path)
+    assert [v.label for v in scenario.variants] == ["plain", "tanh, dropout 0.2", "LeNet-5", "hardware-aware"]
 
 
 @pytest.mark.parametrize("path", SCENARIOS, ids=[p.stem for p in SCENARIOS])

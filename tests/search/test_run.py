@@ -281,12 +281,18 @@ def test_resume_after_sigkill_loses_and_repeats_nothing(tiny, tmp_path):
 
 
 def test_study_mode_compares_variants_without_a_search(tiny, tmp_path):
+    # a variant changes options of the scenario's network, or names another network
+    labels = ["plain", "tanh, dropout", "lenet5"]
     path = tiny(mode="study", variants=[{"label": "plain"}, {"label": "tanh, dropout", "model": {"activation": "tanh"},
-                                                             "dropout": 0.3}])
+                                                             "dropout": 0.3},
+                                        {"label": "lenet5", "model": {"name": "lenet5"}, "dropout": [0, 0, 0.1, 0.1]}])
     out = tmp_path / "study"
     assert search.run.main([str(path), "--out", str(out), "--quiet"]) == 0
     assert not (out / "trials.jsonl").exists()  # no search trials
     results = json.loads((out / "results.json").read_text())
-    assert list(results["methods"]) == ["plain", "tanh, dropout"] and results["best_dropout"] is None
-    assert {r["method"] for r in results["results"]} == {"plain", "tanh, dropout"}
+    assert list(results["methods"]) == labels and results["best_dropout"] is None
+    assert {r["method"] for r in results["results"]} == set(labels)
+    # each is the network it names: lenet5's test accuracy is not the mlp's
+    clean = {m: info["test_clean"] for m, info in results["methods"].items()}
+    assert len(set(clean.values())) == 3, clean
     assert {p.name for p in out.glob("*.png")} == {"accuracy_vs_time.png", "technologies.png"}
