@@ -307,9 +307,15 @@ def check_dataset(name: str, root: Optional[Pathish] = None, download: bool = Fa
         return
     root = Path(root) if root is not None else default_root()
     if not download and not _present(name, root):
+        hint = ""
+        flat = sorted(p.name for p in root.glob("*-idx3-ubyte*")) if root.is_dir() else []
+        if flat and name in ("mnist", "fashion_mnist"):  # e.g. a folder of IDX files given as root
+            hint = (f"; {root} itself holds IDX files ({', '.join(flat[:2])}{', ...' * (len(flat) > 2)}): "
+                    f"move them into {root / ('MNIST' if name == 'mnist' else 'FashionMNIST') / 'raw'}, "
+                    f"or read them as they are with dataset 'idx' (root: {root})")
         raise DatasetNotFound(
             f"dataset {name!r} not found: {_EXPECTED[name](root)}; enable download to fetch it "
-            f"(needs internet) or copy the files there"
+            f"(needs internet) or copy the files there{hint}"
         )
 
 

@@ -187,6 +187,17 @@ def test_missing_data_is_one_clear_line_before_any_work(tmp_path, name, expected
     assert not root.exists()  # nothing written
 
 
+def test_a_folder_of_idx_files_given_as_mnists_root_gets_a_hint(idx_folder):
+    # e.g. root: ../shared/data/mnist-t10k, which holds the IDX files themselves
+    with pytest.raises(models.DatasetNotFound) as err:
+        models.check_dataset("mnist", idx_folder)
+    message = str(err.value)
+    assert message.endswith(f"; {idx_folder} itself holds IDX files (part-images-idx3-ubyte.gz): move them into "
+                            f"{idx_folder / 'MNIST' / 'raw'}, or read them as they are with dataset 'idx' "
+                            f"(root: {idx_folder})"), message
+    models.check_dataset("idx", idx_folder)  # which works
+
+
 def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match="unknown dataset 'imagenet'; valid datasets: digits"):
         models.load_dataset("imagenet")
