@@ -213,6 +213,10 @@ def _convergence_figure(results: dict, trials: list[dict]):
 
 
 def plot_dropout_rates(results: dict, out: Path) -> Path:
+    return _save(_dropout_rates_figure(results), out / "dropout_rates.png")
+
+
+def _dropout_rates_figure(results: dict):
     plt = _plt()
     slots = results["slots"]
     shown = [m for m in ("bayesft", "random", "uniform") if m in results["methods"]]
@@ -221,7 +225,11 @@ def plot_dropout_rates(results: dict, out: Path) -> Path:
     for i, method in enumerate(shown):
         rates = results["methods"][method]["rates"]
         x = np.arange(len(slots)) + (i - (len(shown) - 1) / 2) * width
-        ax.bar(x, [rates[s] for s in slots], width, color=COLORS[method], label=results["methods"][method]["label"])
+        heights = [rates[s] for s in slots]
+        ax.bar(x, heights, width, color=COLORS[method], label=results["methods"][method]["label"])
+        for xi, rate in zip(x, heights):
+            if rate < 0.005:  # a bar of height 0 is invisible: it would read as missing
+                ax.text(xi, 0.01, "0", ha="center", va="bottom", fontsize=7, color=COLORS[method])
     ax.set_xticks(np.arange(len(slots)), slots, rotation=30 if len(slots) > 6 else 0)
     ax.set_xlabel("dropout slot (network order)")
     ax.set_ylabel("dropout rate")
@@ -229,7 +237,7 @@ def plot_dropout_rates(results: dict, out: Path) -> Path:
     ax.set_title(f"{results['scenario']}: chosen dropout rate per layer")
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend(fontsize=8)
-    return _save(fig, out / "dropout_rates.png")
+    return fig
 
 
 def _read_trials(run_dir: Path) -> list[dict]:

@@ -82,3 +82,18 @@ def test_convergence_steps_at_trials_and_keeps_its_legend_off_the_points():
     assert legend.get_window_extent(renderer).x0 >= frame.get_window_extent(renderer).x1  # beside the axes
     assert inside_figure(fig, legend)
     plt.close(fig)
+
+
+def test_a_dropout_rate_of_zero_is_written_where_its_bar_would_be():
+    res = results(["pcm"], [86400.0])
+    res["slots"] = ["conv1", "conv2", "fc1"]
+    res["methods"]["bayesft"]["rates"] = {"conv1": 0.31, "conv2": 0.0, "fc1": 0.0}
+    res["methods"]["uniform"]["rates"] = {"conv1": 0.1, "conv2": 0.1, "fc1": 0.1}
+    res["methods"]["random"]["rates"] = {"conv1": 0.0, "conv2": 0.4, "fc1": 0.2}
+    fig = plot._dropout_rates_figure(res)
+    ax = fig.axes[0]
+    zeros = sorted(round(t.get_position()[0], 6) for t in ax.texts if t.get_text() == "0")
+    bars = {round(b.get_x() + b.get_width() / 2, 6): b.get_height() for b in ax.patches}
+    assert len(zeros) == 3 and all(bars[x] == 0.0 for x in zeros)  # one label per zero-height bar, on it
+    assert sum(h == 0.0 for h in bars.values()) == 3
+    plt.close(fig)
