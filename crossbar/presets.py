@@ -397,6 +397,8 @@ def make_preset(spec: Mapping[str, Any]) -> Preset:
         if "noise" in data:
             raise ValueError(f"preset {name!r}: give either base or noise, not both")
         return get_preset(base, **{"name": name, **data})
+    if "noise" not in data and set(data) == {"name"}:  # {name: pcmm}: a misspelt preset name
+        get_preset(name)
     if "noise" not in data:
         raise ValueError(
             f"preset {name!r}: needs 'base' (one of {', '.join(list_presets())}) or 'noise' "

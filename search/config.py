@@ -405,6 +405,8 @@ def _allowed_keys(loc: tuple) -> list[str]:
 def set_path(data: dict, dotted: str, value: Any) -> None:
     """Set ``a.b.c`` (or ``devices.0``) in nested YAML data, creating mappings as needed."""
     keys = dotted.split(".")
+    if not all(keys):
+        raise ScenarioError(f"--set {dotted}={value}: a key is empty; write e.g. --set search.n_trials=10")
     node: Any = data
     for i, key in enumerate(keys):
         last = i == len(keys) - 1
@@ -415,6 +417,8 @@ def set_path(data: dict, dotted: str, value: Any) -> None:
             if last:
                 node[key] = value
             else:
+                if isinstance(node[key], str) and keys[:i] == ["devices"]:
+                    node[key] = {"name": node[key]}  # a preset's name is short for {name: it}
                 node = node[key]
             continue
         if not isinstance(node, dict):
@@ -424,6 +428,8 @@ def set_path(data: dict, dotted: str, value: Any) -> None:
         else:
             if node.get(key) is None:
                 node[key] = {}
+            elif isinstance(node[key], str) and i == 0 and key in ("model", "dataset"):
+                node[key] = {"name": node[key]}  # model: lenet5 is short for {name: lenet5}
             node = node[key]
 
 

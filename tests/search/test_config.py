@@ -102,8 +102,16 @@ def test_set_overrides():
     ])
     assert scenario.search.n_trials == 7 and [p.name for p in scenario.presets()] == ["pcm", "ideal"]
     assert scenario.t_inference == [3600.0, 172800.0] and scenario.training.lr == 0.01
+    # a bare name (a device, the model, the dataset) is short for {name: it}, so a --set can reach inside it
+    scenario, raw = load_scenario(data={"model": "lenet5", "dataset": "digits", "devices": ["ideal", "pcm"]}, overrides=[
+        "devices.0.p_sa0=0.05", "model.options.norm=batch", "dataset.max_train=100"])
+    assert raw["devices"] == [{"name": "ideal", "p_sa0": 0.05}, "pcm"]
+    assert [(p.name, p.p_sa0) for p in scenario.presets()] == [("ideal", 0.05), ("pcm", 0.0)]
+    assert scenario.model.options == {"norm": "batch"} and scenario.dataset.max_train == 100
     for bad, expected in (("search.n_trials", "expected key=value"), ("devices.5=pcm", "is a list; use an index 0..0"),
-                          ("seed.x=1", "seed is not a mapping")):
+                          ("seed.x=1", "seed is not a mapping"), ("=5", "--set =5: a key is empty"),
+                          ("search..n_trials=3", "a key is empty"),
+                          ("devices.0.name=pcmm", r"devices\[0\]: unknown preset 'pcmm'; valid presets: ideal")):
         with pytest.raises(ScenarioError, match=expected):
             load_scenario(data={"seed": 1, "devices": ["pcm"]}, overrides=[bad])
 
