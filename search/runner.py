@@ -11,10 +11,6 @@ from __future__ import annotations
 
 import datetime
 import json
-try:  # POSIX; elsewhere a folder is not locked
-    import fcntl
-except ImportError:  # pragma: no cover
-    fcntl = None
 import os
 import platform
 import subprocess
@@ -32,6 +28,11 @@ from tqdm.auto import tqdm
 
 from .config import Scenario, ScenarioError, readable
 from .trial import run_final
+
+try:  # POSIX; elsewhere a folder is not locked
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN_FILES = ("scenario.yaml", "resolved.yaml", "environment.json", "trials.jsonl", "final.jsonl", "results.json")
