@@ -20,6 +20,7 @@ import numpy as np
 
 from .config import readable
 
+SEARCH_METHODS = ("bayesft", "random")  # the methods whose trials the convergence plot draws
 COLORS = {"bayesft": "tab:red", "erm": "tab:gray", "uniform": "tab:blue", "random": "tab:green",
           "hardware_aware": "tab:purple"}
 
@@ -177,7 +178,7 @@ def plot_convergence(results: dict, trials: list[dict], out: Path) -> Path:
 def _convergence_figure(results: dict, trials: list[dict]):
     plt = _plt()
     fig, ax = plt.subplots(figsize=(9.5, 4.5))
-    for method in ("bayesft", "random"):
+    for method in SEARCH_METHODS:
         records = [t for t in trials if t["method"] == method]
         if not records:
             continue
@@ -262,7 +263,7 @@ def _results_so_far(run_dir: Path, trials: list[dict]) -> dict:
         for method in ("bayesft", "random", "erm", "hardware_aware", "uniform")
         if any(t["method"] == method for t in trials)
     }
-    n_search = sum(t["method"] in ("bayesft", "random") for t in trials)
+    n_search = sum(t["method"] in SEARCH_METHODS for t in trials)
     name = f"{resolved.get('name', run_dir.name)} (not finished, {n_search} search trial{'s' * (n_search != 1)} so far)"
     return {"scenario": name, "objective": resolved.get("objective", {"aggregate": "mean"}),
             "objective_times": resolved.get("t_inference", []), "methods": methods}
@@ -278,7 +279,7 @@ def plot_run(run_dir: Path) -> list[Path]:
     results_path = run_dir / "results.json"
     trials = _read_trials(run_dir)
     if not results_path.is_file():
-        if (run_dir / "resolved.yaml").is_file() and any(t["method"] in ("bayesft", "random") for t in trials):
+        if (run_dir / "resolved.yaml").is_file() and any(t["method"] in SEARCH_METHODS for t in trials):
             return [plot_convergence(_results_so_far(run_dir, trials), trials, run_dir)]
         raise FileNotFoundError(f"{run_dir} holds no results.json and no search trials yet: is it a folder written by python -m search.run?")
     try:
@@ -289,7 +290,7 @@ def plot_run(run_dir: Path) -> list[Path]:
     if results["results"]:
         paths.append(plot_accuracy_vs_time(results, run_dir))
         paths.append(plot_technologies(results, run_dir))
-    if any(t["method"] in ("bayesft", "random") for t in trials):
+    if any(t["method"] in SEARCH_METHODS for t in trials):
         paths.append(plot_convergence(results, trials, run_dir))
     if any(m in results["methods"] for m in ("bayesft", "random", "uniform")) and results.get("mode") != "study":
         paths.append(plot_dropout_rates(results, run_dir))
