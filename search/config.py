@@ -428,6 +428,8 @@ def set_path(data: dict, dotted: str, value: Any) -> None:
         else:
             if node.get(key) is None:
                 node[key] = {}
+            elif i == 0 and key == "devices" and keys[1].isdigit():
+                node[key] = _one_or_list(node[key])  # devices: pcm is short for devices: [pcm]
             elif isinstance(node[key], str) and i == 0 and key in ("model", "dataset"):
                 node[key] = {"name": node[key]}  # model: lenet5 is short for {name: lenet5}
             node = node[key]

@@ -108,6 +108,11 @@ def test_set_overrides():
     assert raw["devices"] == [{"name": "ideal", "p_sa0": 0.05}, "pcm"]
     assert [(p.name, p.p_sa0) for p in scenario.presets()] == [("ideal", 0.05), ("pcm", 0.0)]
     assert scenario.model.options == {"norm": "batch"} and scenario.dataset.max_train == 100
+    # devices: pcm (one device, not a list) is short for [pcm], also for --set devices.0...
+    for one in ("pcm", {"name": "pcm"}):
+        scenario, raw = load_scenario(data={"devices": one}, overrides=["devices.0.p_sa1=0.01"])
+        assert raw["devices"] == [{"name": "pcm", "p_sa1": 0.01}]
+        assert [(p.name, p.p_sa1) for p in scenario.presets()] == [("pcm", 0.01)]
     for bad, expected in (("search.n_trials", "expected key=value"), ("devices.5=pcm", "is a list; use an index 0..0"),
                           ("seed.x=1", "seed is not a mapping"), ("=5", "--set =5: a key is empty"),
                           ("search..n_trials=3", "a key is empty"),
