@@ -18,6 +18,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import multiprocessing
 import os
+import signal
 import time
 from typing import Any, Optional
 
@@ -30,6 +31,24 @@ def execute(plain: dict, spec: dict, device: Optional[str] = None) -> dict:
     record = run_trial(plain, spec, device=device, progress=False)
     record["worker"] = f"{os.uname().nodename}:{os.getpid()}"
     return record
+
+
+def worker_setup() -> None:
+    """Run once in every worker process, before its first trial.
+
+    - Ctrl-C: a terminal sends it to every process of the foreground group, and each
+      worker would print its own KeyboardInterrupt traceback. A worker now just ends
+      (the signal's default action); the driver says how to resume.
+    - tqdm's lock: by default a multiprocessing semaphore, which a worker ended that way
+      leaks ("resource_tracker: There appear to be 1 leaked semaphore objects"). A
+      worker's trials run with their bars off, so a thread lock is enough.
+    """
+    import threading
+
+    from tqdm import tqdm
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    tqdm.set_lock(threading.RLock())
 
 
 class Sequential:
@@ -71,7 +90,8 @@ class Processes:
 
     def _new_pool(self) -> cf.ProcessPoolExecutor:
         # spawn: a fresh interpreter per worker (no forked torch/OpenMP state)
-        return cf.ProcessPoolExecutor(self.capacity, mp_context=multiprocessing.get_context("spawn"))
+        return cf.ProcessPoolExecutor(self.capacity, mp_context=multiprocessing.get_context("spawn"),
+                                      initializer=worker_setup)
 
     def submit(self, spec: dict) -> None:
         try:
@@ -118,6 +138,18 @@ class Processes:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
 
+def _worker_setup_plugin():
+    """A Dask worker plugin that runs :func:`worker_setup` in every worker, also in one
+    that replaces a dead worker (defined here so distributed is imported only when used)."""
+    from distributed import WorkerPlugin
+
+    class WorkerSetup(WorkerPlugin):
+        def setup(self, worker) -> None:  # in the worker process's main thread (its event loop)
+            worker_setup()
+
+    return WorkerSetup()
+
+
 class DaskExecutor:
     """Trials as Dask futures on a cluster: ``address`` of a running scheduler
     (``tcp://HOST:PORT``) or ``"local"`` for a ``LocalCluster`` of ``workers`` processes."""
@@ -135,6 +167,8 @@ class DaskExecutor:
             self.cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
                                         dashboard_address=None)
             self.client = Client(self.cluster)
+            # this cluster's workers are ours to set up (a remote cluster's are not)
+            self.client.register_plugin(_worker_setup_plugin(), name="search-worker-setup")
         else:
             try:
                 self.client = Client(address, timeout=timeout)
@@ -173,8 +207,13 @@ class DaskExecutor:
         return self.ready.pop(0)
 
     def close(self) -> None:
+        # may be called twice (the runner's finally, then Ctrl-C's handler): the second
+        # call would reach a client whose event loop is gone
+        if self.client.status in ("closing", "closed"):
+            return
         for future in self.futures:
             future.cancel()
+        self.futures.clear()
         self.client.close()
         if self.cluster is not None:
             self.cluster.close()

@@ -4,8 +4,11 @@ deaths, and chunked Monte Carlo."""
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +17,8 @@ from search.config import load_scenario
 from search.executors import DaskExecutor, Processes
 from search.runner import RunFolder, Runner
 from search.trial import run_trial
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def trials(folder):
@@ -105,6 +110,38 @@ def test_a_worker_killed_mid_trial_loses_nothing(tiny, tmp_path, kind):
     assert all(r["status"] == "ok" for r in records)  # the lost trials were retried
     assert results["n_trials"] == 6
     same_as_sequential(runner.plain, records[-2:])
+
+
+@pytest.mark.parametrize("how", [["--workers", "2"], ["--dask", "local", "--workers", "2"]], ids=["processes", "dask"])
+def test_ctrl_c_stops_the_workers_quietly(tiny, tmp_path, how):
+    """A terminal's Ctrl-C goes to the whole process group, workers included: the run
+    ends with the resume hint alone (no worker's traceback, no leaked-semaphore
+    warning, no Dask error on closing twice) and leaves no process behind."""
+    path = tiny(training={"epochs": 60, "lr": 0.01}, search={"n_trials": 12, "n_initial": 2})
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.Popen([sys.executable, "-m", "search.run", str(path), "--out", str(out), "--quiet", *how],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True,  # its own group, as a terminal's foreground job
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    log = out / "trials.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not log.exists() or len(log.read_text().splitlines()) < 2):
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)  # while both workers are in a trial
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1].startswith("interrupted; finished trials are in"), err
+    assert "Traceback" not in err and "leaked" not in err and "KeyboardInterrupt" not in err, err
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("a worker outlived the interrupted run")
 
 
 def test_chunked_monte_carlo_gives_the_same_trial(tiny):
