@@ -51,6 +51,16 @@ def resume_command(args: argparse.Namespace, out: Path) -> str:
     return "python -m search.run " + shlex.join(parts + ["--quiet"] * args.quiet + ["--resume"])
 
 
+def plan_line(scenario, plan) -> str:
+    """What the run will do, for its first line: the search's trials, or study mode's variants."""
+    if scenario.mode == "study":
+        labels = ", ".join(v.label for v in scenario.variants)
+        return (f"study of {len(scenario.variants)} variants ({labels}) on {scenario.dataset.name}, "
+                f"{scenario.report.n_chips} chips per test point")
+    return (f"{scenario.model.name} on {scenario.dataset.name}, {len(plan.slots)} dropout slots "
+            f"({', '.join(plan.slots)}), {scenario.n_chips} chips per trial, {plan.n_trials} trials")
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     held: list = []  # the run folder, locked while this command writes it
@@ -114,10 +124,8 @@ def _main(args: argparse.Namespace, held: list) -> int:
         executor.close()
         print(f"error: cannot write the output folder {folder.path}: {e.strerror or e}", file=sys.stderr)
         return 2
-    n_slots = len(run.plan.slots)
-    print(f"{scenario.name}: {scenario.model.name} on {scenario.dataset.name}, {n_slots} dropout slots "
-          f"({', '.join(run.plan.slots)}), devices {', '.join(p.name for p in scenario.presets())}, "
-          f"{scenario.n_chips} chips per trial, {run.plan.n_trials} trials, device {device}; writing to {folder.path}")
+    print(f"{scenario.name}: {plan_line(scenario, run.plan)}, devices {', '.join(p.name for p in scenario.presets())}, "
+          f"device {device}; writing to {folder.path}")
     if executor.name != "sequential":
         print(f"trials run on {executor.name}: {executor.capacity} at a time")
     try:

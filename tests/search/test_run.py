@@ -280,7 +280,7 @@ def test_resume_after_sigkill_loses_and_repeats_nothing(tiny, tmp_path):
         json.loads((straight / "results.json").read_text())["best_dropout"]
 
 
-def test_study_mode_compares_variants_without_a_search(tiny, tmp_path):
+def test_study_mode_compares_variants_without_a_search(tiny, tmp_path, capsys):
     # a variant changes options of the scenario's network, or names another network
     labels = ["plain", "tanh, dropout", "lenet5"]
     path = tiny(mode="study", variants=[{"label": "plain"}, {"label": "tanh, dropout", "model": {"activation": "tanh"},
@@ -288,6 +288,9 @@ def test_study_mode_compares_variants_without_a_search(tiny, tmp_path):
                                         {"label": "lenet5", "model": {"name": "lenet5"}, "dropout": [0, 0, 0.1, 0.1]}])
     out = tmp_path / "study"
     assert search.run.main([str(path), "--out", str(out), "--quiet"]) == 0
+    # its first line says what it runs: the variants, not the search mode's trials and slots
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith("tiny: study of 3 variants (plain, tanh, dropout, lenet5) on digits, 4 chips per test point")
     assert not (out / "trials.jsonl").exists()  # no search trials
     results = json.loads((out / "results.json").read_text())
     assert list(results["methods"]) == labels and results["best_dropout"] is None
