@@ -7,13 +7,14 @@ Public API (names are stable):
 - :func:`sample_weights`: effective weights of many chips at one time.
 - :func:`program`: every device's conductance for many chips (:class:`ProgrammedArray`).
 - :func:`convert`: any ``nn.Module`` onto crossbar layers (:class:`CrossbarModel`);
-  :func:`mapped_layers`: the layers it maps.
+  :func:`mapped_layers`: the layers it maps; :func:`unmapped_layers`: weight layers it
+  leaves digital (it warns about them).
 - :func:`evaluate`: Monte-Carlo accuracy over chips and inference times.
 """
 
 from .devices import ProgrammedArray, program, sample_weights, split_sizes, tile_grid
 from .evaluate import evaluate, resolve_device
-from .layers import CrossbarConv2d, CrossbarLinear, CrossbarModel, convert, mapped_layers
+from .layers import CrossbarConv2d, CrossbarLinear, CrossbarModel, convert, mapped_layers, unmapped_layers
 from .noise import IdealNoiseModel, LogNormalDriftNoiseModel
 from .presets import (
     AIHWKIT_PERIPHERY,
@@ -38,6 +39,7 @@ __all__ = [
     "ProgrammedArray",
     "convert",
     "mapped_layers",
+    "unmapped_layers",
     "evaluate",
     "get_preset",
     "list_presets",

@@ -30,7 +30,9 @@ from __future__ import annotations
 import concurrent.futures
 import copy
 import os
+import sys
 import threading
+import warnings
 import weakref
 from typing import Callable, Optional
 
@@ -681,6 +683,34 @@ def mapped_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return found
 
 
+# layers that multiply by a weight matrix, which a crossbar would hold, but convert
+# leaves digital: a user simulating them would otherwise be told nothing
+_UNMAPPED_MATMULS = (nn.modules.conv._ConvNd, nn.RNNBase, nn.MultiheadAttention, nn.Bilinear)
+
+
+def unmapped_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """``(name, layer)`` of layers with weight matrices that :func:`convert` leaves
+    digital: convolutions other than ``nn.Conv2d`` (1-d, 3-d, transposed), recurrent
+    layers, attention, ``nn.Bilinear``. Normalisation layers and embeddings are not listed."""
+    found: list[tuple[str, nn.Module]] = []
+    for name, module in model.named_modules():
+        if any(name.startswith(f"{outer}.") or outer == "" for outer, _ in found):
+            continue  # inside a block already listed (attention's out_proj)
+        if isinstance(module, _UNMAPPED_MATMULS) and not isinstance(module, nn.Conv2d):
+            found.append((name, module))
+    return found
+
+
+def _user_frame() -> int:
+    """The ``stacklevel`` of the first caller outside this package (and torch's
+    decorators), for a warning raised in :func:`convert` whether the user called it or
+    ``crossbar.evaluate`` did."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_globals.get("__name__", "").startswith(("crossbar.", "torch.")):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 def convert(
     model: nn.Module, preset: "str | Preset", *, strategy: str = "auto", threads: Optional[int] = None
 ) -> CrossbarModel:
@@ -704,6 +734,12 @@ def convert(
             f"model ({type(model).__name__}) has no nn.Linear or nn.Conv2d layer to map onto crossbars"
             + (" (nn.MultiheadAttention reads its weights directly and stays digital)" if attention else "")
         )
+    digital = unmapped_layers(model)
+    if digital:
+        listed = ", ".join(f"{name or 'the model'} ({type(layer).__name__})" for name, layer in digital)
+        warnings.warn(f"crossbar.convert: layer{'s' * (len(digital) > 1)} {listed} "
+                      f"{'stay' if len(digital) > 1 else 'stays'} digital, with exact weights: only nn.Linear "
+                      "and nn.Conv2d are mapped onto crossbars", UserWarning, stacklevel=_user_frame())
     for name, layer in layers:
         check_weight(layer.weight, f"layer {name or type(model).__name__!r} ({type(layer).__name__}): weight")
     crossbars: dict[int, nn.Module] = {}  # one per distinct layer, numbered in order

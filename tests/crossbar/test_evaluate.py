@@ -235,11 +235,13 @@ def test_attention_blocks_stay_digital_and_take_no_layer_number():
     torch.manual_seed(0)
     model = _Attention().eval()
     x = torch.randn(6, 5, 8)
-    xmodel = crossbar.convert(model, "pcm")
+    with pytest.warns(UserWarning, match=r"layer att \(MultiheadAttention\) stays digital"):
+        xmodel = crossbar.convert(model, "pcm")
     # nn.MultiheadAttention reads out_proj.weight itself: a crossbar out_proj would never run
     assert type(xmodel.module.att.out_proj) is type(model.att.out_proj)
     assert isinstance(xmodel.module.fc, crossbar.CrossbarLinear) and xmodel.module.fc.index == 0
-    exact = crossbar.convert(model, "ideal")
+    with pytest.warns(UserWarning, match="stays digital"):
+        exact = crossbar.convert(model, "ideal")
     exact.program(n_chips=2, seed=0)
     exact.drift(1.0)
     with torch.no_grad():
@@ -248,6 +250,27 @@ def test_attention_blocks_stay_digital_and_take_no_layer_number():
         crossbar.convert(nn.Sequential(nn.MultiheadAttention(8, 2)), "pcm")
     with pytest.raises(ValueError, match=r"\(MultiheadAttention\) has no nn.Linear or nn.Conv2d layer"):
         crossbar.convert(nn.MultiheadAttention(8, 2), "pcm")  # the model itself
+
+
+def test_weight_layers_left_digital_are_named_in_a_warning(recwarn):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv1d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(24, 8), nn.BatchNorm1d(8),
+                          nn.Unflatten(1, (1, 8)), nn.LSTM(8, 4, batch_first=True))
+    assert [name for name, _ in crossbar.unmapped_layers(model)] == ["0", "6"]
+    x, y = torch.randn(10, 1, 8), torch.randint(0, 4, (10,))
+    model.eval()
+    head = lambda net: nn.Sequential(net, _LastStep())  # noqa: E731
+    with pytest.warns(UserWarning, match=r"^crossbar.convert: layers 0.0 \(Conv1d\), 0.6 \(LSTM\) stay digital") as caught:
+        crossbar.evaluate(head(model), (x, y), "pcm", [1.0], n_chips=2)
+    assert caught[0].filename == __file__  # it points at the caller, not into crossbar or torch
+    recwarn.clear()
+    crossbar.convert(nn.Sequential(nn.Embedding(5, 4), nn.Linear(4, 2), nn.LayerNorm(2)), "pcm")
+    assert not [w for w in recwarn if "stay" in str(w.message)]  # norms and lookups are not crossbar layers
+
+
+class _LastStep(nn.Module):
+    def forward(self, out):
+        return out[0][:, -1]
 
 
 class _Tied(nn.Module):
