@@ -91,8 +91,7 @@ def _main(args: argparse.Namespace, held: list) -> int:
         folder = runner.RunFolder(scenario.output_dir())
         held.append(folder)
         runner.prepare_folder(folder, args.resume, args.force)
-        if args.resume:
-            runner.check_resumable(folder, scenario)
+        new_report = args.resume and runner.check_resumable(folder, scenario)
         run = runner.Runner(scenario, folder, device=None, quiet=args.quiet)
     except ScenarioError as e:
         print(f"error: {e}".replace("\n", "\nerror: "), file=sys.stderr)
@@ -116,6 +115,9 @@ def _main(args: argparse.Namespace, held: list) -> int:
         folder.path.mkdir(parents=True, exist_ok=True)
         folder.lock()
         runner.write_scenario_files(folder, raw, scenario, device)
+        if new_report:
+            run.forget_finals()
+            print("report changed: the final networks are tested again at its times; the search trials stay")
     except ScenarioError as e:  # another process made and locked the folder meanwhile
         executor.close()
         print(f"error: {e}", file=sys.stderr)

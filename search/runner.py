@@ -260,6 +260,13 @@ class Runner:
 
     # -- bookkeeping
 
+    def forget_finals(self) -> None:
+        """The report changed: the final networks' test numbers (and the results made of
+        them) are measured again; the search trials stay."""
+        self.finals.clear()
+        for name in ("final.jsonl", "results.json"):
+            (self.folder.path / name).unlink(missing_ok=True)
+
     def load_previous(self) -> None:
         for record in self.folder.read_jsonl("trials.jsonl", repair=True):
             self.done[record["id"]] = record
@@ -449,11 +456,13 @@ def write_scenario_files(folder: RunFolder, raw: dict, scenario: Scenario, devic
     folder.write_json("environment.json", environment(scenario, device))
 
 
-def check_resumable(folder: RunFolder, scenario: Scenario) -> None:
-    """A resumed run must be the same experiment: compare with the stored resolved scenario."""
+def check_resumable(folder: RunFolder, scenario: Scenario) -> bool:
+    """A resumed run must be the same experiment: compare with the stored resolved
+    scenario. Only ``report`` may change (the trials do not depend on it): returns
+    True when it did, and the final networks are then measured again."""
     path = folder.path / "resolved.yaml"
     if not path.exists():
-        return
+        return False
     before, now = yaml.safe_load(path.read_text()) or {}, scenario.plain()
     for data in (before, now):  # where trials run may change; what they compute may not
         for key in VOLATILE:
@@ -461,11 +470,13 @@ def check_resumable(folder: RunFolder, scenario: Scenario) -> None:
         for key in ("workers", "dask"):
             data.get("execution", {}).pop(key, None)
     changed = [k for k in sorted(set(before) | set(now)) if before.get(k) != now.get(k)]
-    if changed:
+    if set(changed) - {"report"}:
         raise ScenarioError(
             f"{folder.path} holds a run of a different scenario (changed: {', '.join(changed)}); "
-            "resume it with the scenario it started with, or use --force or another --out to start over"
+            "resume it with the scenario it started with (only report may change), "
+            "or use --force or another --out to start over"
         )
+    return bool(changed)
 
 
 def prepare_folder(folder: RunFolder, resume: bool, force: bool) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 import search.plot
 import search.run
@@ -135,6 +136,37 @@ def test_a_finished_run_is_not_overwritten(finished, capsys):
     # resuming with a changed scenario is refused
     assert search.run.main([str(path), "--out", str(run), "--quiet", "--resume", "--set", "n_chips=5"]) == 2
     assert "holds a run of a different scenario (changed: n_chips)" in capsys.readouterr().err
+
+
+def test_resume_with_a_new_report_tests_the_finals_again(finished, tmp_path, capsys):
+    # the search trials do not depend on report: --resume keeps them and only the final
+    # networks are tested again, here at one more time
+    import shutil
+
+    path, finished_run = finished
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    before = json.loads((run / "results.json").read_text())
+    assert search.run.main([str(path), "--out", str(run), "--quiet", "--resume",
+                            "--set", "report.t_inference=[1s, 1d, 1y, 10y]"]) == 0
+    assert "report changed: the final networks are tested again" in capsys.readouterr().out
+    assert [stable(r) for r in trials(run)] == [stable(r) for r in trials(finished_run)]
+    after = json.loads((run / "results.json").read_text())
+    assert after["best_dropout"] == before["best_dropout"]
+    rows = lambda results: {(r["preset"], r["method"], r["t_inference"]): r["mean"] for r in results["results"]}  # noqa: E731
+    old, new = rows(before), rows(after)
+    assert {t for *_, t in new} == {1.0, 86400.0, 365 * 86400.0, 3650 * 86400.0}
+    assert {k: new[k] for k in old} == old  # the same chips at the times measured before
+    assert yaml.safe_load((run / "resolved.yaml").read_text())["report"]["t_inference"][-1] == 3650 * 86400.0
+    # a second resume with that report redoes nothing; anything else changed is still refused
+    assert search.run.main([str(path), "--out", str(run), "--quiet", "--resume",
+                            "--set", "report.t_inference=[1s, 1d, 1y, 10y]"]) == 0
+    assert "report changed" not in capsys.readouterr().out
+    again = (run / "results.json").read_text()
+    assert search.run.main([str(path), "--out", str(run), "--quiet", "--resume", "--set", "n_chips=5",
+                            "--set", "report.t_inference=[1s, 1d, 1y, 10y]"]) == 2
+    assert "(changed: n_chips); resume it with the scenario it started with (only report may change)" in capsys.readouterr().err
+    assert (run / "results.json").read_text() == again  # a refused resume touches nothing
 
 
 def test_force_starts_over(tiny, tmp_path):
