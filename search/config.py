@@ -22,6 +22,9 @@ import crossbar
 import models
 
 UNITS = {"s": 1.0, "sec": 1.0, "min": 60.0, "h": 3600.0, "d": 86400.0, "w": 7 * 86400.0, "y": 365 * 86400.0}
+# the words too, as the tool's own messages write times ("1 s, 1 day, 2 days")
+_WORDS = {"second": "s", "minute": "min", "hour": "h", "day": "d", "week": "w", "year": "y"}
+UNIT_NAMES = {**UNITS, **{w: UNITS[u] for w, u in _WORDS.items()}, **{w + "s": UNITS[u] for w, u in _WORDS.items()}}
 _DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([a-z]*)\s*$")
 
 # input shape of each dataset (idx folders are read for it)
@@ -46,9 +49,10 @@ def parse_duration(value: Any) -> float:
         seconds = float(value)
     elif isinstance(value, str):
         match = _DURATION.match(value.lower())
-        if not match or match.group(2) not in ("", *UNITS):
-            raise ValueError(f"{value!r} is not a duration; use seconds or a number with one of s, min, h, d, w, y (e.g. 1d)")
-        seconds = float(match.group(1)) * UNITS[match.group(2) or "s"]
+        if not match or match.group(2) not in ("", *UNIT_NAMES):
+            raise ValueError(f"{value!r} is not a duration; use seconds or a number with one of s, min, h, d, w, y "
+                             "(e.g. 1d or 1 day)")
+        seconds = float(match.group(1)) * UNIT_NAMES[match.group(2) or "s"]
     else:
         raise ValueError(f"{value!r} is not a time; use seconds or a duration such as 1d")
     if not math.isfinite(seconds) or seconds < 0:

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+import crossbar
 import search.run
 from search.config import ScenarioError, load_scenario, parse_duration, readable
 
@@ -13,6 +14,8 @@ SCENARIOS = sorted((Path(__file__).resolve().parents[2] / "scenarios").glob("*.y
 @pytest.mark.parametrize("text,seconds", [
     (5, 5.0), (2.5, 2.5), ("10s", 10.0), ("30min", 1800.0), ("12h", 43200.0), ("1d", 86400.0),
     ("2 d", 172800.0), ("1w", 604800.0), ("1y", 365 * 86400.0), ("1e3", 1000.0), ("0", 0.0),
+    ("1 day", 86400.0), ("2 days", 172800.0), ("1 second", 1.0), ("10 minutes", 600.0), ("3 hours", 10800.0),
+    ("2 weeks", 1209600.0), ("1 year", 365 * 86400.0),
 ])
 def test_durations(text, seconds):
     assert parse_duration(text) == seconds
@@ -27,6 +30,11 @@ def test_bad_durations(bad):
 def test_readable_round_trip():
     for t in (1.0, 60.0, 3600.0, 86400.0, 2 * 86400.0, 365 * 86400.0, 1.5):
         assert parse_duration(readable(t)) == t
+    # the times an error lists can be copied into a scenario as they are written
+    with pytest.raises(ValueError, match=r"defined at t_inference = (.*); got") as error:
+        crossbar.get_preset("reram_wan2022").check_time(3600.0)
+    listed = error.value.args[0].split("t_inference = ")[1].split(";")[0].split(", ")
+    assert [parse_duration(t) for t in listed] == [1.0, 86400.0, 172800.0]
 
 
 @pytest.mark.parametrize("change,expected", [
