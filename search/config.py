@@ -472,7 +472,9 @@ def read_yaml(path: Union[str, Path]) -> dict:
     if path.is_dir():
         raise ScenarioError(f"{path}: is a folder; give a scenario file, e.g. scenarios/drift_1day.yaml")
     if not path.is_file():
-        raise ScenarioError(f"{path}: no such scenario file")
+        nearby = sorted(p.name for p in path.parent.glob("*.yaml")) if path.parent.is_dir() else []
+        hint = f"; {path.parent} holds {', '.join(nearby)}" if nearby else ""
+        raise ScenarioError(f"{path}: no such scenario file{hint}")
     try:
         data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # a SafeLoader
     except yaml.YAMLError as e:

@@ -164,8 +164,10 @@ def test_cli_bad_scenario_exits_2_and_writes_nothing(tmp_path, capsys):
     path.write_text("search: [unclosed\n")
     assert search.run.main([str(path), "--out", str(out)]) == 2
     assert "not valid YAML (line 2" in capsys.readouterr().err
-    assert search.run.main([str(tmp_path / "missing.yaml")]) == 2
-    assert "no such scenario file" in capsys.readouterr().err
+    assert search.run.main([str(tmp_path / "missing.yaml")]) == 2  # a misspelt name: the folder's scenarios listed
+    assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'missing.yaml'}: no such scenario file; {tmp_path} holds bad.yaml"
+    assert search.run.main([str(tmp_path / "nowhere" / "x.yaml")]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'nowhere' / 'x.yaml'}: no such scenario file"
     assert search.run.main([str(tmp_path)]) == 2
     assert f"{tmp_path}: is a folder; give a scenario file" in capsys.readouterr().err
     assert not out.exists()
