@@ -143,6 +143,9 @@ def _main(args: argparse.Namespace, held: list) -> int:
     if results["best_dropout"] is not None:
         rates = ", ".join(f"{k} {v:.2f}" for k, v in results["best_dropout"].items())
         print(f"\nbest dropout rates (validation objective {results['best_objective']:.4f}): {rates}")
+    note = run.feasibility_note()
+    if note:
+        print(note)
     if results["failed_trials"]:
         print(f"{results['failed_trials']} trial(s) failed; see 'reason' in trials.jsonl")
     print(f"wrote {folder.path / 'results.json'} and {', '.join(p.name for p in paths)} "

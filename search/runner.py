@@ -428,8 +428,23 @@ class Runner:
             "results": rows,
             "n_trials": len(trials),
             "failed_trials": sum(1 for t in trials if t.get("status") != "ok"),
+            "infeasible_trials": sum(1 for t in trials if t.get("status") == "ok" and t.get("feasible") is False),
             "seconds": seconds,
         }
+
+    def feasibility_note(self) -> Optional[str]:
+        """A line when trials fell below ``objective.min_clean_accuracy`` (they score 0),
+        above all when every one did: the "best" rates are then an arbitrary pick."""
+        floor = self.scenario.objective.min_clean_accuracy
+        ok = [t for t in self.done.values() if t.get("status") == "ok"]
+        low = [t for t in ok if t.get("feasible") is False]
+        if floor is None or not low:
+            return None
+        if len(low) < len(ok):
+            return f"{len(low)} of {len(ok)} trials had a clean validation accuracy below objective.min_clean_accuracy = {floor:g} and scored 0"
+        best = max(t["val_clean"] for t in ok)
+        return (f"no trial reached objective.min_clean_accuracy = {floor:g} (the best clean validation accuracy was "
+                f"{best:.3f}): every objective is 0 and the rates above are an arbitrary pick; lower it, or train longer")
 
 
 def summary_table(results: dict) -> str:

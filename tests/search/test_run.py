@@ -169,6 +169,30 @@ def test_resume_with_a_new_report_tests_the_finals_again(finished, tmp_path, cap
     assert (run / "results.json").read_text() == again  # a refused resume touches nothing
 
 
+def test_min_clean_accuracy_scores_weak_networks_0_and_says_so(tiny, tmp_path, capsys):
+    path = tiny(search={"n_trials": 3, "n_initial": 2}, baselines={"uniform": [0.5], "random": True, "hardware_aware": False})
+    # out of reach: every trial scores 0, and the run says its "best" rates mean nothing
+    assert search.run.main([str(path), "--out", str(tmp_path / "a"), "--quiet",
+                            "--set", "objective.min_clean_accuracy=0.999"]) == 0
+    out = capsys.readouterr().out
+    records = trials(tmp_path / "a")
+    assert all(r["feasible"] is False and r["objective"] == 0.0 for r in records)
+    best = max(r["val_clean"] for r in records)
+    assert (f"no trial reached objective.min_clean_accuracy = 0.999 (the best clean validation accuracy was {best:.3f})"
+            in out)
+    assert json.loads((tmp_path / "a" / "results.json").read_text())["infeasible_trials"] == len(records) == 8
+    # between the trials' accuracies: those below score 0, the others their accuracy on chips
+    floor = sorted(r["val_clean"] for r in records)[len(records) // 2]
+    assert search.run.main([str(path), "--out", str(tmp_path / "b"), "--quiet",
+                            "--set", f"objective.min_clean_accuracy={floor}"]) == 0
+    records = trials(tmp_path / "b")
+    low = [r for r in records if r["val_clean"] < floor]
+    assert low and len(low) < len(records)
+    for r in records:
+        assert r["feasible"] is (r["val_clean"] >= floor) and (r["objective"] == 0.0) is (r["val_clean"] < floor)
+    assert f"{len(low)} of {len(records)} trials had a clean validation accuracy below" in capsys.readouterr().out
+
+
 def test_force_starts_over(tiny, tmp_path):
     path = tiny(search={"n_trials": 1, "n_initial": 1}, baselines={"erm": True, "uniform": [], "random": False,
                                                                   "hardware_aware": False})
