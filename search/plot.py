@@ -15,6 +15,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -55,6 +56,24 @@ def _label(results: dict, method: str) -> str:
     return results["methods"][method].get("label", method)
 
 
+def _same_numbers(results: dict) -> tuple[list[str], dict[str, str]]:
+    """Methods with identical test numbers everywhere (BayesFT settling on no dropout
+    trains the ERM network again) would draw one line exactly over another: the methods
+    to draw, and each drawn method's label naming the ones it stands for."""
+    first: dict[tuple, str] = {}
+    labels: dict[str, str] = {}
+    for method in results["methods"]:
+        rows = sorted((r["preset"], r["t_inference"], r["mean"], r["p10"], r["p90"])
+                      for r in results["results"] if r["method"] == method)
+        key = tuple(rows)
+        if rows and key in first:
+            labels[first[key]] += f" = {_label(results, method)}"
+        else:
+            first.setdefault(key, method)
+            labels[method] = _label(results, method)
+    return list(labels), labels
+
+
 def _legend_columns(width_inches: float, labels: list[str], fontsize: float = 10.0) -> int:
     """As many legend columns as fit side by side in ``width_inches`` (the widest label decides)."""
     widest = max((len(label) for label in labels), default=1)
@@ -67,10 +86,17 @@ def _dodge(n_methods: int) -> np.ndarray:
     return 1.35 ** (np.arange(n_methods) - (n_methods - 1) / 2)
 
 
-def _time_axis(ax, times: list[float]) -> None:
+def _log_position(times: list[float]) -> Callable[[float], float]:
+    """Where a time goes on a log axis: itself, or t = 0 a decade before the first other time."""
     positive = [t for t in times if t > 0]
+    zero = min(positive) / 10 if positive else 1.0
+    return lambda t: t if t > 0 else zero
+
+
+def _time_axis(ax, times: list[float]) -> None:
+    at = _log_position(times)
     ax.set_xscale("log")
-    ax.set_xticks(positive, [readable(t) for t in positive])
+    ax.set_xticks([at(t) for t in times], [readable(t) for t in times])  # t = 0 is labelled 0s
     ax.minorticks_off()
     ax.set_xlabel("time since programming (log scale)")
 
@@ -87,31 +113,32 @@ def _accuracy_vs_time_figure(results: dict):
     rows = -(-n // cols)
     width = max(9.0, 5.2 * cols)
     fig, axes = plt.subplots(rows, cols, figsize=(width, 4.2 * rows + 0.8), squeeze=False, sharey=True)
-    methods = list(results["methods"])
+    methods, labels = _same_numbers(results)
     single = multi = False
     for ax, preset in zip(axes.flat, presets):
-        times = sorted({max(r["t_inference"], 1e-3) for r in results["results"] if r["preset"] == preset})
+        times = sorted({r["t_inference"] for r in results["results"] if r["preset"] == preset})
+        at = _log_position(times)
         # one time only: the methods' points side by side around it, not on top of each other
         dodge = _dodge(len(methods)) if len(times) == 1 else np.ones(len(methods))
         for i, method in enumerate(methods):
             data = _rows(results, method, preset)
             if not data:
                 continue
-            t = np.array([max(r["t_inference"], 1e-3) for r in data])
+            t = np.array([at(r["t_inference"]) for r in data])
             mean = np.array([r["mean"] for r in data])
             lo, hi = np.array([r["p10"] for r in data]), np.array([r["p90"] for r in data])
-            color = _color(method, i)
+            color = _color(method, list(results["methods"]).index(method))  # as in the other plots
             if len(t) == 1:
                 single = True
                 ax.errorbar(t * dodge[i], mean, yerr=[mean - lo, hi - mean], fmt="o", color=color, capsize=4,
-                            label=_label(results, method))
+                            label=labels[method])
             else:
                 multi = True
-                ax.plot(t, mean, marker="o", color=color, label=_label(results, method))
+                ax.plot(t, mean, marker="o", color=color, label=labels[method])
                 ax.fill_between(t, lo, hi, color=color, alpha=0.12)
         _time_axis(ax, times)
         if len(times) == 1:
-            ax.set_xlim(times[0] / (2 * dodge[-1]), times[0] * 2 * dodge[-1])
+            ax.set_xlim(at(times[0]) / (2 * dodge[-1]), at(times[0]) * 2 * dodge[-1])
         ax.set_title(preset)
         ax.grid(True, alpha=0.3)
         ax.set_ylabel("test accuracy")

@@ -64,6 +64,37 @@ def test_several_times_keep_each_point_at_its_own_time():
     plt.close(fig)
 
 
+def test_time_zero_is_labelled_0s_a_decade_before_the_first_time():
+    fig = plot._accuracy_vs_time_figure(results(["pcm"], [0.0, 60.0, 86400.0]))
+    ax = fig.axes[0]
+    assert [tick.get_text() for tick in ax.get_xticklabels()] == ["0s", "1min", "1d"]
+    assert list(ax.get_xticks()) == [6.0, 60.0, 86400.0]
+    assert all(list(line.get_xdata()) == [6.0, 60.0, 86400.0] for line in ax.get_lines() if line.get_marker() == "o")
+    plt.close(fig)
+
+
+def test_methods_with_the_same_numbers_share_one_line_and_one_legend_entry():
+    # BayesFT settling on no dropout trains the ERM network again: its line would hide under ERM's
+    res = results(["pcm", "lognormal"], [1.0, 86400.0])
+    for row in res["results"]:
+        if row["method"] == "erm":
+            row.update(next({k: r[k] for k in ("mean", "p10", "p90")} for r in res["results"]
+                            if r["method"] == "bayesft" and r["preset"] == row["preset"]
+                            and r["t_inference"] == row["t_inference"]))
+    fig = plot._accuracy_vs_time_figure(res)
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert labels == ["BayesFT (dropout search) = no dropout (ERM)", *list(LABELS.values())[2:]]
+    assert len([line for line in fig.axes[0].get_lines() if line.get_marker() == "o"]) == len(LABELS) - 1
+    plt.close(fig)
+    # the same numbers on one preset only are two networks: both drawn
+    res["results"] = [r for r in res["results"] if not (r["method"] == "erm" and r["preset"] == "lognormal")]
+    res["results"] += [{**r, "method": "erm", "mean": r["mean"] - 0.1} for r in res["results"]
+                       if r["method"] == "bayesft" and r["preset"] == "lognormal"]
+    fig = plot._accuracy_vs_time_figure(res)
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == list(LABELS.values())
+    plt.close(fig)
+
+
 def test_convergence_steps_at_trials_and_keeps_its_legend_off_the_points():
     res = results(["pcm"], [86400.0])
     for method, info in res["methods"].items():
