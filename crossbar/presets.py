@@ -11,8 +11,9 @@ ended.
 
 from __future__ import annotations
 
+import difflib
 import math
-from typing import Any, Literal, Mapping, Optional
+from typing import Any, Iterable, Literal, Mapping, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
@@ -132,7 +133,8 @@ class Preset(BaseModel):
             profile = data["faults"]
             if profile not in FAULT_PROFILES:
                 raise ValueError(
-                    f"faults: unknown fault profile {profile!r}; known: {', '.join(FAULT_PROFILES)}"
+                    f"faults: unknown fault profile {profile!r}{did_you_mean(profile, FAULT_PROFILES)}; "
+                    f"known: {', '.join(FAULT_PROFILES)}"
                 )
             if "p_sa0" in data or "p_sa1" in data:
                 raise ValueError("give either faults (a profile) or p_sa0/p_sa1, not both")
@@ -342,14 +344,20 @@ def list_presets() -> list[str]:
     return sorted(_PRESETS)
 
 
+def did_you_mean(word: Any, options: Iterable[str]) -> str:
+    """`` (did you mean 'g_max'?)`` for a near miss among ``options``, else ``""``."""
+    close = difflib.get_close_matches(str(word), list(options), n=1, cutoff=0.75)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def _friendly(name: str, err: ValidationError) -> ValueError:
     parts = []
     for e in err.errors():
         loc = ".".join(str(x) for x in e["loc"])
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
-            allowed = ", ".join(f for f in Preset.model_fields if f not in ("name", "description"))
-            parts.append(f"unknown parameter {loc!r}; allowed: {allowed}")
+            fields = [f for f in Preset.model_fields if f not in ("name", "description")]
+            parts.append(f"unknown parameter {loc!r}{did_you_mean(loc, fields)}; allowed: {', '.join(fields)}")
         elif loc:
             parts.append(f"{loc}: {msg} (got {e.get('input')!r})")
         else:
@@ -372,7 +380,8 @@ def get_preset(name: "str | Preset", /, **overrides: Any) -> Preset:
     if isinstance(name, Preset):
         return name.with_overrides(**overrides) if overrides else name
     if name not in _PRESETS:
-        raise ValueError(f"unknown preset {name!r}; valid presets: {', '.join(list_presets())}")
+        raise ValueError(f"unknown preset {name!r}{did_you_mean(name, list_presets())}; "
+                         f"valid presets: {', '.join(list_presets())}")
     base = _PRESETS[name]
     if not overrides:
         return base

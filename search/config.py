@@ -20,6 +20,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 
 import crossbar
 import models
+from crossbar.presets import did_you_mean
 
 UNITS = {"s": 1.0, "sec": 1.0, "min": 60.0, "h": 3600.0, "d": 86400.0, "w": 7 * 86400.0, "y": 365 * 86400.0}
 # the words too, as the tool's own messages write times ("1 s, 1 day, 2 days")
@@ -102,7 +103,7 @@ class Strict(BaseModel):
 def _one_of(kind: str, valid: Callable[[], list[str]]) -> AfterValidator:
     def check(name: str) -> str:
         if name not in valid():
-            raise ValueError(f"unknown {kind} {name!r}; valid: {', '.join(valid())}")
+            raise ValueError(f"unknown {kind} {name!r}{did_you_mean(name, valid())}; valid: {', '.join(valid())}")
         return name
 
     return AfterValidator(check)
@@ -370,7 +371,7 @@ def format_errors(err: ValidationError, source: str = "scenario") -> str:
         msg = _message(e)
         if e["type"] == "extra_forbidden":
             allowed = _allowed_keys(e["loc"][:-1])
-            msg = "unknown key" + (f"; allowed here: {', '.join(allowed)}" if allowed else "")
+            msg = f"unknown key{did_you_mean(e['loc'][-1], allowed)}" + (f"; allowed here: {', '.join(allowed)}" if allowed else "")
         if where and msg.startswith(where + "["):
             where = ""  # the message names the list item itself
         problems.setdefault(where, [])

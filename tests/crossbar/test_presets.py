@@ -72,7 +72,7 @@ def test_custom_presets_from_plain_mappings():
         (lambda: crossbar.get_preset("pcm", p_sa0=0.7, p_sa1=0.4), r"p_sa0 \+ p_sa1 = 1.1 exceeds 1"),
         (lambda: crossbar.get_preset("pcm", g_min=30.0), r"g_min \(30 uS\) must be smaller than g_max \(25 uS\)"),
         (lambda: crossbar.get_preset("pcm", g_max=-1.0), r"g_max.*greater than 0"),
-        (lambda: crossbar.get_preset("pcm", gmax=3.0), r"unknown parameter 'gmax'; allowed: noise, g_max"),
+        (lambda: crossbar.get_preset("pcm", gmax=3.0), r"unknown parameter 'gmax' \(did you mean 'g_max'\?\); allowed: noise, g_max"),
         (lambda: crossbar.get_preset("pcm", sigma=0.3), r"sigma does not apply to noise='pcm'; its parameters are: prog_noise_scale"),
         (lambda: crossbar.get_preset("pcm", faults="nope"), r"unknown fault profile 'nope'; known: chen2015"),
         (lambda: crossbar.get_preset("pcm", g_converter="dual_pair"), r"needs f_lst"),

@@ -40,7 +40,7 @@ def test_readable_round_trip():
 @pytest.mark.parametrize("change,expected", [
     ({"bogus": 1}, "scenario: bogus: unknown key; allowed here: name,"),
     ({"search": {"n_trials": 0}}, "search.n_trials: Input should be greater than or equal to 1 (got 0)"),
-    ({"search": {"n_trialz": 3}}, "search.n_trialz: unknown key; allowed here: n_trials, n_initial, acq_func, bounds"),
+    ({"search": {"n_trialz": 3}}, "search.n_trialz: unknown key (did you mean 'n_trials'?); allowed here: n_trials, n_initial, acq_func, bounds"),
     ({"search": {"bounds": [0.5, 0.2]}}, "search.bounds: must be [low, high] with 0 <= low < high < 1"),
     ({"search": {"n_trials": 2, "n_initial": 5}}, "search.n_initial (5) must not exceed search.n_trials (2)"),
     ({"devices": ["nope"]}, "devices[0]: unknown preset 'nope'; valid presets: ideal, lognormal, pcm, reram_cmo, reram_wan2022"),
@@ -56,7 +56,7 @@ def test_readable_round_trip():
     ({"t_inference": ["1 month"]}, "t_inference: '1 month' is not a duration; use seconds or a number with one of s, min, h, d, w, y"),
     ({"training": {"epochs": "many"}}, "training.epochs: Input should be a valid integer"),
     ({"training": {"hardware_aware": {"preset": "nope"}}}, "training.hardware_aware: unknown preset 'nope'"),
-    ({"model": {"name": "resnet9"}}, "model.name: unknown model 'resnet9'; valid: lenet5, mlp"),
+    ({"model": {"name": "resnet9"}}, "model.name: unknown model 'resnet9' (did you mean 'resnet'?); valid: lenet5, mlp"),
     ({"model": {"name": "lenet5", "options": {"norm": "weird"}}}, "model.options: norm: unknown 'weird'; valid: none, batch, layer, group"),
     ({"dataset": {"name": "imagenet"}}, "dataset.name: unknown dataset 'imagenet'; valid: digits"),
     ({"objective": {"aggregate": "median"}}, "objective.aggregate: Input should be 'mean' or 'quantile' (got 'median')"),
@@ -100,7 +100,7 @@ def test_one_name_is_short_for_the_full_form():
     assert short == full and short.model.name == "mlp" and [p.name for p in short.presets()] == ["pcm"]
     one, _ = load_scenario(data={"devices": {"name": "hot", "base": "pcm", "g_max": 30}})
     assert [p.name for p in one.presets()] == ["hot"]
-    with pytest.raises(ScenarioError, match=r"model.name: unknown model 'lenet'; valid: lenet5"):
+    with pytest.raises(ScenarioError, match=r"model.name: unknown model 'lenet' \(did you mean 'lenet5'\?\); valid: lenet5"):
         load_scenario(data={"model": "lenet"})
 
 
@@ -124,7 +124,7 @@ def test_set_overrides():
     for bad, expected in (("search.n_trials", "expected key=value"), ("devices.5=pcm", "is a list; use an index 0..0"),
                           ("seed.x=1", "seed is not a mapping"), ("=5", "--set =5: a key is empty"),
                           ("search..n_trials=3", "a key is empty"),
-                          ("devices.0.name=pcmm", r"devices\[0\]: unknown preset 'pcmm'; valid presets: ideal")):
+                          ("devices.0.name=pcmm", r"devices\[0\]: unknown preset 'pcmm' \(did you mean 'pcm'\?\); valid presets: ideal")):
         with pytest.raises(ScenarioError, match=expected):
             load_scenario(data={"seed": 1, "devices": ["pcm"]}, overrides=[bad])
 
