@@ -1,1 +1,1 @@
-"""The BayesFT search, scenarios, reports and plots (built in a later issue)."""
+"""The BayesFT search: scenarios, trials and where they run, reports and plots (``python -m search.run``)."""

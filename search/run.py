@@ -17,7 +17,6 @@ import shlex
 import sys
 from pathlib import Path
 
-from .config import ScenarioError, load_scenario
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -66,12 +65,17 @@ def main(argv=None) -> int:
     held: list = []  # the run folder, locked while this command writes it
     try:
         return _main(args, held)
+    except KeyboardInterrupt:  # before the trials (while torch loads, say): nothing to resume
+        print("\ninterrupted", file=sys.stderr)
+        return 130
     finally:
         for folder in held:
             folder.unlock()
 
 
 def _main(args: argparse.Namespace, held: list) -> int:
+    from .config import ScenarioError, load_scenario  # imports torch: after --help, inside Ctrl-C's handling
+
     if args.resume and args.force:
         print("error: --resume continues a run and --force starts over; choose one", file=sys.stderr)
         return 2

@@ -276,6 +276,23 @@ def test_ctrl_c_stops_the_run_and_names_the_command_that_resumes_it(tiny, tmp_pa
     assert len(trials(out)) == 11
 
 
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="watches /proc/PID/maps (Linux)")
+def test_ctrl_c_while_torch_loads_is_one_line(tmp_path):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "search.run", "scenarios/drift_1day.yaml", "--out", str(out)],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    maps = Path(f"/proc/{proc.pid}/maps")
+    deadline = time.time() + 60
+    while time.time() < deadline and "torch" not in maps.read_text():  # in the middle of importing torch
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and err.strip() == "interrupted", err
+    assert not out.exists()
+
+
 def test_an_output_folder_that_cannot_be_made_is_one_line(finished, tmp_path, capsys):
     path, _ = finished
     (tmp_path / "a_file").write_text("")
