@@ -233,7 +233,9 @@ def _convergence_figure(results: dict, trials: list[dict]):
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("trial")
     ax.set_ylabel(f"validation objective ({what} accuracy over chips)")
-    ax.set_title(f"{results['scenario']}: search convergence (objective at {times})")
+    floor = agg.get("min_clean_accuracy")
+    below = f"; 0 = clean accuracy below {floor:g}" if floor is not None else ""
+    ax.set_title(f"{results['scenario']}: search convergence (objective at {times}{below})")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)  # beside the points, never on them
     fig.tight_layout()

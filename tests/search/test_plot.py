@@ -112,6 +112,12 @@ def test_convergence_steps_at_trials_and_keeps_its_legend_off_the_points():
     renderer = fig.canvas.get_renderer()
     assert legend.get_window_extent(renderer).x0 >= frame.get_window_extent(renderer).x1  # beside the axes
     assert inside_figure(fig, legend)
+    assert ax.get_title() == "layout: search convergence (objective at 1d)"
+    plt.close(fig)
+    # with a floor on clean accuracy, the title says what an objective of 0 means
+    res["objective"]["min_clean_accuracy"] = 0.9
+    fig = plot._convergence_figure(res, trials)
+    assert fig.axes[0].get_title() == "layout: search convergence (objective at 1d; 0 = clean accuracy below 0.9)"
     plt.close(fig)
 
 
