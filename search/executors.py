@@ -25,6 +25,10 @@ from typing import Any, Optional
 from .trial import error_reason, failed_record, run_trial
 
 
+class ClusterError(RuntimeError):
+    """A Dask cluster that cannot run trials (found before any is submitted)."""
+
+
 def execute(plain: dict, spec: dict, device: Optional[str] = None) -> dict:
     """The trial as a worker runs it: plain data in, plain data out (the trial sets its
     own torch thread count, ``execution.threads_per_trial``)."""
@@ -162,6 +166,8 @@ class DaskExecutor:
 
         self.plain, self.device = plain, device
         self.cluster = None
+        self.futures: dict[Any, dict] = {}
+        self.ready: list[dict] = []
         if address == "local":
             n = workers or max(1, os.cpu_count() or 1)
             self.cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
@@ -178,10 +184,38 @@ class DaskExecutor:
         if n_workers == 0:
             self.client.wait_for_workers(1, timeout=timeout)
             n_workers = len(self.client.scheduler_info().get("workers", {}))
+        if address != "local":
+            self._check_environment(address)
         self.capacity = max(1, sum(w.get("nthreads", 1) for w in self.client.scheduler_info()["workers"].values()))
         self.n_workers = n_workers
-        self.futures: dict[Any, dict] = {}
-        self.ready: list[dict] = []
+
+    def _check_environment(self, address: str) -> None:
+        """The scheduler (it unpickles the task graph) and every worker must import this
+        project; otherwise each trial would fail with Dask's "Error during
+        deserialization of the task graph". Checked before anything is written."""
+
+        def probe() -> Optional[str]:  # nested, so Dask ships it by value: it needs nothing there
+            import importlib
+
+            for package in ("search", "crossbar", "models"):
+                try:
+                    importlib.import_module(package)
+                except Exception as e:  # noqa: BLE001 - whatever stops the import
+                    return f"{type(e).__name__}: {e}"
+            return None
+
+        on_scheduler = self.client.run_on_scheduler(probe)
+        on_workers = self.client.run(probe)
+        failing = [r for r in on_workers.values() if r]
+        where = (["the scheduler"] if on_scheduler else []) + (
+            [f"{len(failing)} of {len(on_workers)} workers"] if failing else [])
+        if where:
+            self.close()
+            raise ClusterError(
+                f"the Dask cluster at {address} cannot run trials: {' and '.join(where)} cannot import this project "
+                f"({on_scheduler or failing[0]}); start the scheduler and the workers from the repository root, "
+                "or with it on PYTHONPATH"
+            )
 
     def submit(self, spec: dict) -> None:
         # pure=False: a resubmitted trial (after a resume) runs again rather than

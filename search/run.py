@@ -108,7 +108,7 @@ def _main(args: argparse.Namespace, held: list) -> int:
     execution = scenario.execution
     try:  # before anything is written: an unreachable scheduler is bad input too
         executor = executors.make_executor(run.plain, execution.workers, execution.dask, progress=not args.quiet)
-    except (ConnectionError, OSError, TimeoutError) as e:
+    except (ConnectionError, OSError, TimeoutError, executors.ClusterError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     resuming = args.resume and folder.holds_run()

@@ -144,6 +144,59 @@ def test_ctrl_c_stops_the_workers_quietly(tiny, tmp_path, how):
         pytest.fail("a worker outlived the interrupted run")
 
 
+@pytest.fixture
+def dask_cluster(tmp_path):
+    """A real scheduler and worker on loopback, as `dask scheduler` / `dask worker` start
+    them on a cluster, in a folder outside the repository: ``start(project_on_path)``
+    returns the scheduler's address."""
+    procs = []
+
+    def start(project_on_path: bool) -> str:
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        if project_on_path:
+            env["PYTHONPATH"] = str(ROOT)
+        info = tmp_path / "scheduler.json"
+        common = dict(cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        procs.append(subprocess.Popen([sys.executable, "-m", "dask", "scheduler", "--host", "127.0.0.1", "--port", "0",
+                                       "--no-dashboard", "--scheduler-file", str(info)], **common))
+        procs.append(subprocess.Popen([sys.executable, "-m", "dask", "worker", "--scheduler-file", str(info),
+                                       "--nthreads", "1", "--no-dashboard"], **common))
+        deadline = time.time() + 60
+        while time.time() < deadline and not info.exists():
+            time.sleep(0.1)
+        time.sleep(0.2)  # the file is written whole, but give it a moment
+        return json.loads(info.read_text())["address"]
+
+    yield start
+    for proc in procs:
+        proc.kill()  # a graceful stop costs seconds; these hold nothing
+    for proc in procs:
+        proc.wait(timeout=30)
+
+
+def test_an_existing_cluster_that_cannot_import_the_project_is_refused_before_any_trial(tiny, tmp_path, capsys,
+                                                                                      dask_cluster):
+    address = dask_cluster(project_on_path=False)
+    out = tmp_path / "run"
+    assert search.run.main([str(tiny()), "--out", str(out), "--quiet", "--dask", address]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: the Dask cluster at {address} cannot run trials: the scheduler and 1 of 1 workers cannot import "
+        "this project (ModuleNotFoundError: No module named 'search'); start the scheduler and the workers from the "
+        "repository root, or with it on PYTHONPATH")
+    assert not out.exists()
+
+
+def test_an_existing_cluster_runs_the_same_trials(tiny, tmp_path, dask_cluster):
+    address = dask_cluster(project_on_path=True)
+    path = tiny(search={"n_trials": 1, "n_initial": 1}, baselines={"uniform": [], "random": False, "hardware_aware": False})
+    out = tmp_path / "run"
+    assert search.run.main([str(path), "--out", str(out), "--quiet", "--dask", address]) == 0
+    records = trials(out)
+    assert [r["id"] for r in records] == ["erm", "bayesft-001"]
+    scenario, _ = load_scenario(path)
+    same_as_sequential(scenario.plain(), records)
+
+
 def test_chunked_monte_carlo_gives_the_same_trial(tiny):
     scenario, _ = load_scenario(tiny())
     whole = run_trial(scenario.plain(), {"id": "a", "method": "erm", "rates": [0.1, 0.1]})
