@@ -105,9 +105,13 @@ def failed_record(spec: dict, reason: str, seconds: float = 0.0) -> dict:
     return {**spec, "status": "failed", "reason": reason, "objective": None, "seconds": seconds}
 
 
-def error_reason(e: BaseException) -> str:
-    """One line naming an exception: its type and the first line of its message."""
-    return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+def error_reason(e: BaseException, limit: int = 300) -> str:
+    """One line naming an exception: its type and its message's first paragraph (a
+    sentence wrapped over lines stays whole), at most ``limit`` characters."""
+    text = " ".join(str(e).strip().split("\n\n")[0].split())
+    if len(text) > limit:
+        text = text[: limit - 3].rstrip() + "..."
+    return f"{type(e).__name__}: {text}"
 
 
 def _failed(spec: dict, start: float, reason: str) -> dict:

@@ -18,7 +18,7 @@ import search.plot
 import search.run
 from search.config import load_scenario
 from search.runner import PLOT_FILES, RunFolder
-from search.trial import run_trial
+from search.trial import error_reason, run_trial
 
 ROOT = Path(__file__).resolve().parents[2]
 PLOTS = set(PLOT_FILES)  # every plot search.plot draws; --force removes these and no other PNG
@@ -320,6 +320,17 @@ def test_an_error_inside_a_trial_becomes_a_failed_record():
                                       "training": {"epochs": 1}})
     record = run_trial(scenario.plain(), {"id": "x", "method": "bayesft", "rates": [0.1, 0.2, 0.3]})  # 3 rates, 2 slots
     assert record["status"] == "failed" and "dropout: 3 rate(s) given for 2 slot(s)" in record["reason"]
+
+
+def test_a_failure_reason_is_one_line_with_its_first_paragraph_whole():
+    # as Dask words it: a sentence wrapped over lines, then advice after a blank line
+    error = RuntimeError("\nError during deserialization of the task graph. This frequently\n"
+                         "occurs if the Scheduler and Client have different environments.\n\nFor more information, see")
+    assert error_reason(error) == ("RuntimeError: Error during deserialization of the task graph. This frequently "
+                                   "occurs if the Scheduler and Client have different environments.")
+    long = error_reason(ValueError("x" * 1000))
+    assert len(long) == len("ValueError: ") + 300 and long.endswith("...")
+    assert error_reason(KeyError()) == "KeyError: "
 
 
 def test_resume_after_sigkill_loses_and_repeats_nothing(tiny, tmp_path):
