@@ -1,7 +1,8 @@
 """Where trials run: in this process, in local worker processes, or on a Dask cluster.
 
 Every executor takes trial specs (plain data) and hands back finished records one at
-a time, as they finish. A trial is ``search.trial.run_trial(plain_scenario, spec)``,
+a time, as they finish. A trial is ``search.trial.run_spec(plain_scenario, spec)`` (a
+search trial, or a final network's test measurement),
 so a worker needs only the package and the data, not the driver's state.
 
 - :class:`Sequential`: one trial at a time, here (the default).
@@ -22,7 +23,7 @@ import signal
 import time
 from typing import Any, Optional
 
-from .trial import error_reason, failed_record, run_trial
+from .trial import error_reason, failed_record, run_spec
 
 
 class ClusterError(RuntimeError):
@@ -32,7 +33,7 @@ class ClusterError(RuntimeError):
 def execute(plain: dict, spec: dict, device: Optional[str] = None) -> dict:
     """The trial as a worker runs it: plain data in, plain data out (the trial sets its
     own torch thread count, ``execution.threads_per_trial``)."""
-    record = run_trial(plain, spec, device=device, progress=False)
+    record = run_spec(plain, spec, device=device, progress=False)
     record["worker"] = f"{os.uname().nodename}:{os.getpid()}"
     return record
 
@@ -73,7 +74,7 @@ class Sequential:
 
     def next_finished(self) -> dict:
         spec = self.queue.pop(0)
-        return run_trial(self.plain, spec, device=self.device, progress=self.progress)
+        return run_spec(self.plain, spec, device=self.device, progress=self.progress)
 
     def close(self) -> None:
         self.queue.clear()

@@ -27,7 +27,6 @@ from skopt.space import Real, Space
 from tqdm.auto import tqdm
 
 from .config import Scenario, ScenarioError, readable
-from .trial import run_final
 
 try:  # POSIX; elsewhere a folder is not locked
     import fcntl
@@ -323,10 +322,11 @@ class Runner:
                 if record["method"] == "bayesft":
                     in_flight.pop(record["id"], None)
                     optimizer.tell(record["rates"], loss_of(record))
+            bar.close()
+            self._finals(executor)
         finally:
             executor.close()
             bar.close()
-        self._finals()
         results = self.results(time.perf_counter() - start)
         self.folder.write_json("results.json", results)
         return results
@@ -375,17 +375,22 @@ class Runner:
                 self.log(f"every {method} trial failed; it has no test numbers")
         return specs
 
-    def _finals(self) -> None:
+    def _finals(self, executor) -> None:
+        """Train and test the final networks (each method's best, or study mode's
+        variants) on the executor, in parallel where it has room."""
         specs = self.final_specs()
         todo = [s for s in specs if s["id"] not in self.finals or self.finals[s["id"]].get("rates") != s["rates"]]
         bar = tqdm(total=len(specs), initial=len(specs) - len(todo), desc="test", unit="network", disable=self.quiet)
-        for spec in todo:
-            record = run_final(self.plain, spec, device=self.device, progress=not self.quiet)
+        queue = [{**spec, "stage": "final"} for spec in todo]
+        while queue or executor.pending():
+            while queue and executor.pending() < executor.capacity:
+                executor.submit(queue.pop(0))
+            record = executor.next_finished()
             self.folder.append("final.jsonl", record)
-            self.finals[spec["id"]] = record
+            self.finals[record["id"]] = record
             bar.update(1)
             if record["status"] != "ok":
-                tqdm.write(f"{spec['id']} failed: {record['reason']}")
+                tqdm.write(f"{record['id']} failed: {record['reason']}")
         bar.close()
         self.final_order = [s["id"] for s in specs]
 

@@ -196,3 +196,10 @@ def run_final(plain: dict, spec: dict, *, device: Optional[str] = None, progress
         "rows": rows,
         "seconds": time.perf_counter() - start,
     }
+
+
+def run_spec(plain: dict, spec: dict, *, device: Optional[str] = None, progress: bool = False) -> dict:
+    """What an executor runs: a search trial, or with ``spec["stage"] == "final"`` a
+    final network's test measurement (:func:`run_final`)."""
+    run = run_final if spec.get("stage") == "final" else run_trial
+    return run(plain, spec, device=device, progress=progress)

@@ -16,7 +16,7 @@ import search.run
 from search.config import load_scenario
 from search.executors import DaskExecutor, Processes
 from search.runner import RunFolder, Runner
-from search.trial import run_trial
+from search.trial import run_final, run_trial
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -63,6 +63,12 @@ def test_local_processes_run_the_search(small, tmp_path):
     assert len(records) == 10 and len({r["worker"] for r in records}) == 2
     scenario, _ = load_scenario(small)
     same_as_sequential(scenario.plain(), [r for r in records if r["method"] != "bayesft"][:3])
+    # the final networks are trained and tested on the workers too, with the same numbers
+    finals = [json.loads(line) for line in (out / "final.jsonl").read_text().splitlines()]
+    assert len(finals) == 4 and len({r["worker"] for r in finals}) == 2
+    record = finals[0]
+    here = run_final(scenario.plain(), {k: v for k, v in record.items() if k in ("id", "method", "rates", "trial")})
+    assert record["rows"] == here["rows"] and record["test_clean"] == here["test_clean"]
 
 
 def kill_a_worker_once_trials_run(folder, pids_of, after=2):
