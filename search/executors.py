@@ -17,6 +17,8 @@ so a worker needs only the package and the data, not the driver's state.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
+import logging
 import multiprocessing
 import os
 import signal
@@ -169,7 +171,13 @@ class DaskExecutor:
         self.cluster = None
         self.futures: dict[Any, dict] = {}
         self.ready: list[dict] = []
+        self._quiet = contextlib.ExitStack()
         if address == "local":
+            from distributed.utils import silence_logging_cmgr
+
+            # our own cluster's chatter is not the user's business, least of all the
+            # INFO tracebacks of comms to workers that a Ctrl-C just ended; errors show
+            self._quiet.enter_context(silence_logging_cmgr(logging.ERROR))
             n = workers or max(1, os.cpu_count() or 1)
             self.cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
                                         dashboard_address=None)
@@ -252,6 +260,7 @@ class DaskExecutor:
         self.client.close()
         if self.cluster is not None:
             self.cluster.close()
+        self._quiet.close()
 
 
 def make_executor(plain: dict, workers: Optional[int] = None, dask: Optional[str] = None,
