@@ -509,8 +509,12 @@ def load_scenario(
         key, text = item.split("=", 1)
         try:
             value = yaml.safe_load(text)
-        except yaml.YAMLError:
-            value = text
+        except yaml.YAMLError as e:
+            if text.lstrip().startswith(("[", "{")):  # meant as a list or mapping: not a plain string
+                problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+                raise ScenarioError(f"--set {item}: the value is not valid YAML ({problem}); "
+                                    "e.g. --set 'devices=[pcm, reram_cmo]'") from None
+            value = text  # a string YAML cannot read, e.g. one with ': ' inside
         set_path(raw, key.strip(), value)
     try:
         scenario = Scenario.model_validate(raw)

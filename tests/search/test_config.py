@@ -124,6 +124,7 @@ def test_set_overrides():
     for bad, expected in (("search.n_trials", "expected key=value"), ("devices.5=pcm", "is a list; use an index 0..0"),
                           ("seed.x=1", "seed is not a mapping"), ("=5", "--set =5: a key is empty"),
                           ("search..n_trials=3", "a key is empty"),
+                          ("devices=[pcm", r"--set devices=\[pcm: the value is not valid YAML \(expected ','"),
                           ("devices.0.name=pcmm", r"devices\[0\]: unknown preset 'pcmm' \(did you mean 'pcm'\?\); valid presets: ideal")):
         with pytest.raises(ScenarioError, match=expected):
             load_scenario(data={"seed": 1, "devices": ["pcm"]}, overrides=[bad])
