@@ -18,7 +18,6 @@ import sys
 from pathlib import Path
 
 
-
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m search.run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter

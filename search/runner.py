@@ -433,7 +433,7 @@ class Runner:
             "results": rows,
             "n_trials": len(trials),
             "failed_trials": sum(1 for t in trials if t.get("status") != "ok"),
-            "infeasible_trials": sum(1 for t in trials if t.get("status") == "ok" and t.get("feasible") is False),
+            "infeasible_trials": len(_below_floor(trials)),
             "seconds": seconds,
         }
 
@@ -442,7 +442,7 @@ class Runner:
         above all when every one did: the "best" rates are then an arbitrary pick."""
         floor = self.scenario.objective.min_clean_accuracy
         ok = [t for t in self.done.values() if t.get("status") == "ok"]
-        low = [t for t in ok if t.get("feasible") is False]
+        low = _below_floor(ok)
         if floor is None or not low:
             return None
         if len(low) < len(ok):
@@ -450,6 +450,11 @@ class Runner:
         best = max(t["val_clean"] for t in ok)
         return (f"no trial reached objective.min_clean_accuracy = {floor:g} (the best clean validation accuracy was "
                 f"{best:.3f}): every objective is 0 and the rates above are an arbitrary pick; lower it, or train longer")
+
+
+def _below_floor(trials: Iterable[dict]) -> list[dict]:
+    """Finished trials whose clean validation accuracy fell below ``objective.min_clean_accuracy`` (scored 0)."""
+    return [t for t in trials if t.get("status") == "ok" and t.get("feasible") is False]
 
 
 def summary_table(results: dict) -> str:
