@@ -227,11 +227,17 @@ class Preset(BaseModel):
                 f"t_inference must be a finite time >= 0 s (seconds since programming), got {t_inference!r}"
             )
         allowed = self.times
+        label = repr(self.name) if self.name == self.noise else f"{self.name!r} ({self.noise})"
         if allowed is not None and t not in allowed:
-            label = repr(self.name) if self.name == self.noise else f"{self.name!r} ({self.noise})"
             raise ValueError(
                 f"preset {label} is only defined at t_inference = "
                 f"{', '.join(_readable_time(a) for a in allowed)}; got {t:g} s"
+            )
+        if self.noise == "reram_cmo" and 0 < t < self.noise_model.read_dict["t_read"]:
+            # aihwkit's read noise there is sqrt(log(x)) of an x < 1: NaN conductances
+            raise ValueError(
+                f"preset {label} is defined at t_inference = 0 s (programming only) and from its read time "
+                f"t_read = {self.noise_model.read_dict['t_read']:g} s on, not in between; got {t:g} s"
             )
         return t
 

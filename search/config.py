@@ -258,6 +258,8 @@ class Scenario(Strict):
         for preset in self.presets():
             for t in self.t_inference:
                 _check_time("t_inference", preset, t)
+            for t in self.report_times(preset):
+                _check_time("report.t_inference", preset, t)
             if preset.times is not None and not self.report_times(preset):
                 raise ValueError(
                     f"report.t_inference: preset {preset.name!r} defines none of these times; "

@@ -95,11 +95,19 @@ def test_bad_preset_parameters_get_one_clear_line(call, match):
         ("reram_wan2022", 3600.0, r"only defined at t_inference = 1 s, 1 day, 2 days; got 3600 s"),
         ("reram_wan2022", 0.0, r"only defined at t_inference = 1 s, 1 day, 2 days"),
         ("reram_wan2022", 86400.5, r"only defined at"),
+        # aihwkit's CMO read noise is sqrt(log((t + t_read) / (2 t_read))): NaN below t_read
+        ("reram_cmo", 1e-7, r"'reram_cmo' is defined at t_inference = 0 s \(programming only\) and from its read "
+                            r"time t_read = 1e-06 s on, not in between; got 1e-07 s"),
     ],
 )
 def test_bad_times_are_rejected_without_rounding(preset, t, match):
     with pytest.raises(ValueError, match=match):
         crossbar.sample_weights(torch.ones(3, 3), preset, t, 2)
+
+
+def test_cmo_at_zero_and_from_its_read_time_gives_finite_weights():
+    for t in (0.0, 1e-6, 1.0):
+        assert torch.isfinite(crossbar.sample_weights(torch.randn(4, 4), "reram_cmo", t, 3)).all()
 
 
 def test_wan2022_accepts_exactly_its_defined_times():

@@ -51,6 +51,8 @@ def test_readable_round_trip():
      "t_inference: preset 'reram_wan2022' is only defined at t_inference = 1 s, 1 day, 2 days; got 3600 s"),
     ({"devices": ["reram_wan2022"], "report": {"t_inference": ["1h", "1y"]}},
      "report.t_inference: preset 'reram_wan2022' defines none of these times"),
+    ({"devices": ["reram_cmo"], "report": {"t_inference": [0, 1e-7, "1d"]}},
+     "report.t_inference: preset 'reram_cmo' is defined at t_inference = 0 s (programming only) and from its read time"),
     ({"t_inference": [86400, "1d"]}, "t_inference: each time once; listed more than once: 1d"),
     ({"report": {"t_inference": ["1s", "1h", "60min"]}}, "report.t_inference: each time once; listed more than once: 1h"),
     ({"t_inference": ["1 month"]}, "t_inference: '1 month' is not a duration; use seconds or a number with one of s, min, h, d, w, y"),
