@@ -305,6 +305,8 @@ def plot_run(run_dir: Path) -> list[Path]:
     measurements) has no results.json yet: it gets the convergence plot of the trials so far.
     """
     run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"{run_dir}: no such folder; give a run folder, e.g. runs/drift_1day")
     results_path = run_dir / "results.json"
     trials = _read_trials(run_dir)
     if not results_path.is_file():

@@ -112,6 +112,8 @@ def test_a_run_not_yet_finished_gets_its_convergence_so_far(finished, tmp_path, 
     (partial / "convergence.png").unlink()
     assert search.plot.main([str(partial)]) == 2
     assert "no results.json and no search trials yet" in capsys.readouterr().err and not list(partial.glob("*.png"))
+    assert search.plot.main([str(partial / "typo")]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {partial / 'typo'}: no such folder; give a run folder, e.g. runs/drift_1day"
 
 
 def test_same_seed_same_trials(finished, tmp_path):
