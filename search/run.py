@@ -53,7 +53,8 @@ def plan_line(scenario, plan) -> str:
     """What the run will do, for its first line: the search's trials, or study mode's variants."""
     if scenario.mode == "study":
         labels = ", ".join(v.label for v in scenario.variants)
-        return (f"study of {len(scenario.variants)} variants ({labels}) on {scenario.dataset.name}, "
+        n = len(scenario.variants)
+        return (f"study of {n} variant{'s' * (n != 1)} ({labels}) on {scenario.dataset.name}, "
                 f"{scenario.report.n_chips} chips per test point")
     return (f"{scenario.model.name} on {scenario.dataset.name}, {len(plan.slots)} dropout slots "
             f"({', '.join(plan.slots)}), {scenario.n_chips} chips per trial, {plan.n_trials} trials")
