@@ -49,15 +49,18 @@ def resume_command(args: argparse.Namespace, out: Path) -> str:
     return "python -m search.run " + shlex.join(parts + ["--quiet"] * args.quiet + ["--resume"])
 
 
+def _count(n: int, thing: str) -> str:
+    return f"{n} {thing}{'s' * (n != 1)}"
+
+
 def plan_line(scenario, plan) -> str:
     """What the run will do, for its first line: the search's trials, or study mode's variants."""
     if scenario.mode == "study":
         labels = ", ".join(v.label for v in scenario.variants)
-        n = len(scenario.variants)
-        return (f"study of {n} variant{'s' * (n != 1)} ({labels}) on {scenario.dataset.name}, "
-                f"{scenario.report.n_chips} chips per test point")
-    return (f"{scenario.model.name} on {scenario.dataset.name}, {len(plan.slots)} dropout slots "
-            f"({', '.join(plan.slots)}), {scenario.n_chips} chips per trial, {plan.n_trials} trials")
+        return (f"study of {_count(len(scenario.variants), 'variant')} ({labels}) on {scenario.dataset.name}, "
+                f"{_count(scenario.report.n_chips, 'chip')} per test point")
+    return (f"{scenario.model.name} on {scenario.dataset.name}, {_count(len(plan.slots), 'dropout slot')} "
+            f"({', '.join(plan.slots)}), {_count(scenario.n_chips, 'chip')} per trial, {_count(plan.n_trials, 'trial')}")
 
 
 def main(argv=None) -> int:
