@@ -56,10 +56,10 @@ def _label(results: dict, method: str) -> str:
     return results["methods"][method].get("label", method)
 
 
-def _same_numbers(results: dict) -> tuple[list[str], dict[str, str]]:
+def _same_numbers(results: dict) -> dict[str, str]:
     """Methods with identical test numbers everywhere (BayesFT settling on no dropout
     trains the ERM network again) would draw one line exactly over another: the methods
-    to draw, and each drawn method's label naming the ones it stands for."""
+    to draw, in order, each with a label naming the ones it stands for."""
     first: dict[tuple, str] = {}
     labels: dict[str, str] = {}
     for method in results["methods"]:
@@ -71,7 +71,7 @@ def _same_numbers(results: dict) -> tuple[list[str], dict[str, str]]:
         else:
             first.setdefault(key, method)
             labels[method] = _label(results, method)
-    return list(labels), labels
+    return labels
 
 
 def _legend_columns(width_inches: float, labels: list[str], fontsize: float = 10.0) -> int:
@@ -113,7 +113,8 @@ def _accuracy_vs_time_figure(results: dict):
     rows = -(-n // cols)
     width = max(9.0, 5.2 * cols)
     fig, axes = plt.subplots(rows, cols, figsize=(width, 4.2 * rows + 0.8), squeeze=False, sharey=True)
-    methods, labels = _same_numbers(results)
+    labels = _same_numbers(results)
+    methods = list(labels)
     single = multi = False
     for ax, preset in zip(axes.flat, presets):
         times = sorted({r["t_inference"] for r in results["results"] if r["preset"] == preset})
