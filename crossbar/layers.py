@@ -56,6 +56,7 @@ from .devices import (
 )
 from .periphery import CodeBlocks, Periphery
 from .presets import Preset, resolve_preset
+from .rng import NoiseStream
 
 STRATEGIES = ("auto", "fold", "loop")
 
@@ -138,7 +139,7 @@ class _ChipContext:
     def __init__(self) -> None:
         self.n_chips = 0
         self.batch = 0  # fold: batch size of the model input
-        self.generators: Optional[list[torch.Generator]] = None  # output noise, one per chip
+        self.streams: Optional[list[NoiseStream]] = None  # output noise, one per chip
         self.model_input: Optional[Tensor] = None  # loop: the input every chip thread runs
         self._local = threading.local()
 
@@ -228,15 +229,13 @@ class CrossbarLayer(nn.Module):
                 out = block.transpose(1, 2)
             else:
                 extra = () if t is None else (time_key(t),)
-                gens = [
-                    torch.Generator(block.device).manual_seed(
-                        derive_seed(self.array.seed, stage, self.index, chip, *extra)
-                    )
+                streams = [
+                    NoiseStream(derive_seed(self.array.seed, stage, self.index, chip, *extra), block.device)
                     for chip in self.array.chips
                 ]
                 eye = torch.eye(i1 - i0, dtype=block.dtype, device=block.device).unsqueeze(0)
                 codes, unit = self.periphery.prepare_input(eye)
-                z, factor = self.periphery.mvm(codes, unit, eye, self.periphery.code_weights(block), gens)
+                z, factor = self.periphery.mvm(codes, unit, eye, self.periphery.code_weights(block), streams)
                 out = z * factor
             for c in range(weights.shape[0]):
                 values[c, k] = comp.readout(out[c])
@@ -269,12 +268,12 @@ class CrossbarLayer(nn.Module):
         if self._w is None and self._wn is None:
             raise RuntimeError("crossbar layer has no chips: call program() and drift() first")
 
-    def _chips(self) -> tuple[slice, Optional[list[torch.Generator]]]:
+    def _chips(self) -> tuple[slice, Optional[list[NoiseStream]]]:
         ctx = self._ctx
-        gens = ctx.generators
+        streams = ctx.streams
         if ctx.chip is None:
-            return slice(None), gens
-        return slice(ctx.chip, ctx.chip + 1), None if gens is None else [gens[ctx.chip]]
+            return slice(None), streams
+        return slice(ctx.chip, ctx.chip + 1), None if streams is None else [streams[ctx.chip]]
 
     def _cached(self, key: Tensor, name, build):
         """Per-input cache: the same input tensor reaches a layer once per chip in loop
@@ -305,7 +304,7 @@ class CrossbarLayer(nn.Module):
         key: Tensor,
         make_vecs: Callable[[], Tensor],
         chips: slice,
-        gens,
+        streams,
         columns: bool = False,
         owned: bool = False,
         whole_dac: Optional[Callable[[Optional[int]], tuple["Tensor | CodeBlocks", Tensor]]] = None,
@@ -337,7 +336,7 @@ class CrossbarLayer(nn.Module):
         for k, (o0, o1, i0, i1) in enumerate(tiles):
             codes, unit = inputs[(i0, i1)]
             z, factor = self.periphery.mvm(
-                codes, unit, lambda i0=i0, i1=i1: make_vecs()[:, :, i0:i1], weights[:, o0:o1, i0:i1], gens, columns
+                codes, unit, lambda i0=i0, i1=i1: make_vecs()[:, :, i0:i1], weights[:, o0:o1, i0:i1], streams, columns
             )
             factor = factor * tile_scale[:, k].view(-1, *([1] * (factor.dim() - 1)))
             if len(tiles) == 1:
@@ -385,12 +384,12 @@ class CrossbarLinear(CrossbarLayer):
     def forward(self, x: Tensor) -> Tensor:
         self._ready()
         ctx = self._ctx
-        chips, gens = self._chips()
+        chips, streams = self._chips()
         n_in = self.weight.shape[1]
         if ctx.chip is not None:  # loop: one chip, ordinary batch
             if self._w is not None:
                 return F.linear(x, self._w[ctx.chip], self.bias)
-            y = self._analog(x, lambda: x.reshape(1, -1, n_in), chips, gens)[0]
+            y = self._analog(x, lambda: x.reshape(1, -1, n_in), chips, streams)[0]
             y = y.view(*x.shape[:-1], -1)
             return y if self.bias is None else y.add_(self.bias)  # y is fresh
         folded = self._layout(x)
@@ -405,7 +404,7 @@ class CrossbarLinear(CrossbarLayer):
                 for c in range(n_chips):
                     torch.mm(vecs[0], self._w[c].T, out=y[c])
         else:
-            y = self._analog(x, lambda: vecs, chips, gens)
+            y = self._analog(x, lambda: vecs, chips, streams)
         if self.bias is not None:
             y += self.bias
         return y.view(n_chips * rows, *x.shape[1:-1], -1)
@@ -468,6 +467,26 @@ class CrossbarConv2d(CrossbarLayer):
         (kh, kw), (dh, dw), (sh, sw) = self.kernel_size, self.dilation, self.stride
         n, c, oh, ow = x.shape[0], x.shape[1], scale.shape[-2], scale.shape[-1]
         b = n // n_x
+        shape = (n_x, b, c * kh * kw, oh * ow)
+        row_bytes = n_x * c * kh * kw * oh * ow * x.element_size()
+        rows = b if block_bytes is None else max(1, block_bytes // row_bytes)
+        if x.device.type == "cpu":  # one compiled pass from the image rows (crossbar.kernels)
+            x = x.contiguous()
+            unit = self.periphery.input_unit(scale)
+            x_g, recip = x.view(n_x, b, *x.shape[1:]), unit.reciprocal().view(n_x, b, oh, ow)
+
+            def make_cpu(b0: int, b1: int, out: Tensor) -> Tensor:
+                out_g = out.view(n_x, b1 - b0, c, kh, kw, oh, ow)
+                for g in range(n_x):
+                    self.periphery.patch_codes(
+                        x_g[g, b0:b1], recip[g, b0:b1], self.kernel_size, self.stride, self.dilation, out_g[g]
+                    )
+                return out
+
+            unit = unit.view(n_x, b, 1, oh * ow)
+            if rows < b:
+                return CodeBlocks(shape, rows, make_cpu, x.new_empty(rows * row_bytes // x.element_size())), unit
+            return make_cpu(0, b, x.new_empty(shape)), unit
         s_n, s_c, s_h, s_w = x.stride()
         patches = x.as_strided(
             (n_x, b, c, kh, kw, oh, ow),
@@ -475,9 +494,6 @@ class CrossbarConv2d(CrossbarLayer):
             x.storage_offset(),
         )
         scale = scale.view(n_x, b, 1, 1, 1, oh, ow)
-        shape = (n_x, b, c * kh * kw, oh * ow)
-        row_bytes = n_x * c * kh * kw * oh * ow * x.element_size()
-        rows = b if block_bytes is None else max(1, block_bytes // row_bytes)
         if rows < b:
             def make(b0: int, b1: int, out: Tensor) -> Tensor:
                 codes, _ = self.periphery.prepare_input(
@@ -496,14 +512,14 @@ class CrossbarConv2d(CrossbarLayer):
         if self.pre_pad is not None:
             x = F.pad(x, self.pre_pad, mode=self.pad_mode)
         ctx = self._ctx
-        chips, gens = self._chips()
+        chips, streams = self._chips()
         h_out, w_out = self._out_hw(x.shape[-2], x.shape[-1])
         n_out = self.weight.shape[0]
         if ctx.chip is not None:  # loop: one chip, ordinary batch
             if self._w is not None:
                 return self._conv(x, self._w[ctx.chip])
             y = self._analog(
-                key, lambda: self._unfold(x).unsqueeze(0), chips, gens, columns=True, owned=True,
+                key, lambda: self._unfold(x).unsqueeze(0), chips, streams, columns=True, owned=True,
                 whole_dac=lambda block_bytes: self._patch_dac(x, 1, block_bytes),
             )[0]
             y = y.view(x.shape[0], n_out, h_out, w_out)
@@ -518,7 +534,7 @@ class CrossbarConv2d(CrossbarLayer):
             return out
         n_x = n_chips if folded else 1
         y = self._analog(
-            key, lambda: self._unfold(x).view(n_x, batch, -1, h_out * w_out), chips, gens, columns=True,
+            key, lambda: self._unfold(x).view(n_x, batch, -1, h_out * w_out), chips, streams, columns=True,
             owned=True, whole_dac=lambda block_bytes: self._patch_dac(x, n_x, block_bytes),
         )  # (C, B, out, L)
         y = y.view(n_chips * batch, n_out, h_out, w_out)
@@ -582,11 +598,11 @@ class CrossbarModel(nn.Module):
         t = self.preset.check_time(t_inference)
         for layer in self.crossbar_layers:
             layer.drift(t)
-        self._ctx.generators = None
+        self._ctx.streams = None
         if self.preset.out_noise > 0:
             device = self.device
-            self._ctx.generators = [
-                torch.Generator(device).manual_seed(derive_seed(self.seed, FORWARD, 0, chip, time_key(t)))
+            self._ctx.streams = [
+                NoiseStream(derive_seed(self.seed, FORWARD, 0, chip, time_key(t)), device)
                 for chip in range(self.first_chip, self.first_chip + self.n_chips)
             ]
         self.t_inference = t

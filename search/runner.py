@@ -159,7 +159,7 @@ def environment(scenario: Scenario, device: str) -> dict:
         "git_revision": git("rev-parse", "HEAD"),
         "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
         "packages": {p: version(p) for p in ("torch", "torchvision", "aihwkit", "scikit-optimize", "scikit-learn",
-                                              "numpy", "pydantic", "matplotlib")},
+                                              "numpy", "numba", "pydantic", "matplotlib")},
     }
 
 

@@ -10,6 +10,7 @@ from aihwkit.simulator.tiles.analog_mvm import AnalogMVM
 
 import crossbar
 from crossbar.periphery import Periphery
+from crossbar.rng import NoiseStream
 
 
 def _aihwkit(weight, x, periphery, bm):
@@ -20,9 +21,9 @@ def _aihwkit(weight, x, periphery, bm):
     return AnalogMVM.matmul(weight, x, io, is_test=True)
 
 
-def _ours(weight, x, periphery, gens=None):
+def _ours(weight, x, periphery, streams=None):
     codes, unit = periphery.prepare_input(x.unsqueeze(0))
-    z, factor = periphery.mvm(codes, unit, x.unsqueeze(0), periphery.code_weights(weight).unsqueeze(0), gens)
+    z, factor = periphery.mvm(codes, unit, x.unsqueeze(0), periphery.code_weights(weight).unsqueeze(0), streams)
     return (z * factor)[0]
 
 
@@ -67,8 +68,7 @@ def test_output_noise_has_aihwkit_strength():
     weight = torch.rand(50, 40, generator=gen) - 0.5
     x = torch.rand(400, 40, generator=gen)
     per = Periphery(out_noise=0.06)
-    gens = [torch.Generator().manual_seed(3)]
-    err = (_ours(weight, x, per, gens) - x @ weight.T) / x.abs().amax(-1, keepdim=True)
+    err = (_ours(weight, x, per, [NoiseStream(3)]) - x @ weight.T) / x.abs().amax(-1, keepdim=True)
     n = err.numel()
     assert abs(err.mean().item()) < 5 * 0.06 / math.sqrt(n)
     assert abs(err.std().item() - 0.06) < 5 * 0.06 / math.sqrt(2 * (n - 1))
