@@ -83,3 +83,38 @@ def patch_codes(
         _patch_codes(xs, rs, kh, kw, sh, sw, dh, dw, bool(rnd), clip, xs.dtype.type(bound if clip else 0.0), os_)
     return out
 
+
+
+@njit(nogil=True, cache=True)
+def _row_codes(x, one, in_unit, rnd, clip, bound, codes, unit):
+    """Noise management and DAC of each row of ``x`` (n, k): ``unit[r]`` is the row's
+    largest |value| (1 if that is 0; 1 as well for a row holding NaN, as torch's
+    ``where(amax > 0, amax, 1)`` gives) times ``in_unit``; ``codes = dac(x / unit)``,
+    with the division as a multiplication by the reciprocal, as torch does it.
+    ``one``, ``in_unit`` and ``bound`` come in ``x``'s dtype, so that the arithmetic
+    stays in it."""
+    for r in range(x.shape[0]):
+        row = x[r]
+        largest = one - one  # a zero of x's dtype
+        nan = False
+        for j in range(row.shape[0]):
+            a = abs(row[j])
+            if a > largest:
+                largest = a
+            if a != a:
+                nan = True
+        u = (one if nan or not largest > 0 else largest) * in_unit
+        recip = one / u
+        unit[r] = u
+        out = codes[r]
+        for j in range(row.shape[0]):
+            out[j] = _dac(row[j] * recip, rnd, clip, bound)
+
+
+def row_codes(x: Tensor, in_unit: float, rnd: bool, bound: float, out: Tensor, unit: Tensor) -> None:
+    """:func:`_row_codes` on CPU tensors: ``x`` (n, k) with unit-stride rows (a column
+    slice of a matrix is fine), ``out`` (n, k) and ``unit`` (n,) contiguous, one dtype."""
+    xs = x.detach().numpy()
+    clip = bool(np.isfinite(bound))
+    dtype = xs.dtype.type
+    _row_codes(xs, dtype(1.0), dtype(in_unit), bool(rnd), clip, dtype(bound if clip else 0.0), out.numpy(), unit.numpy())

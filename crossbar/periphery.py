@@ -155,6 +155,14 @@ class Periphery:
         Returns ``(codes, unit)``: the DAC codes and, per vector, the input value of
         one code (``abs max x in_unit``).
         """
+        if scale is None and x.device.type == "cpu" and x.dim() >= 2 and dim in (-1, x.dim() - 1) and x.stride(-1) == 1:
+            # rows on a CPU: the largest |value|, the unit and the codes in one compiled pass
+            rows = x.reshape(-1, x.shape[-1])  # a view for the layouts the layers pass
+            codes = x.new_empty(rows.shape) if out is None else out.view(rows.shape)
+            unit = x.new_empty((rows.shape[0],))
+            bound = self.inp_bound / self.in_unit if self._dac_clips else math.inf
+            kernels.row_codes(rows, self.in_unit, self.inp_res > 0, bound, codes, unit)
+            return codes.view(x.shape), unit.view(*x.shape[:-1], 1)
         if scale is None:
             # abs().amax() measured faster on a CPU than aminmax (2.5x) and vector_norm(inf) (7x)
             scale = x.abs().amax(dim=dim, keepdim=True)

@@ -66,3 +66,28 @@ def test_inputs_that_are_not_contiguous_give_the_same_codes(layout):
     out = torch.empty(2, 3, 5, 5, 5, 5)
     patch_codes(x, recip, (5, 5), (1, 1), (1, 1), True, math.inf, out)
     assert torch.equal(out, _torch_codes(x.contiguous(), recip, (5, 5), (1, 1), (1, 1), True, math.inf))
+
+
+@pytest.mark.parametrize("rnd, bound", [(True, math.inf), (True, 50.0), (False, 50.0), (False, math.inf)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_row_codes_equal_torchs_noise_management_and_dac(rnd, bound, dtype):
+    from crossbar.kernels import row_codes
+
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(40, 30, generator=gen, dtype=dtype) * torch.rand(40, 1, generator=gen, dtype=dtype) * 9
+    x[3] = 0.0  # a zero vector: unit 1
+    x[5, 7] = float("nan")  # torch's amax is NaN there, and where(NaN > 0, ...) picks 1
+    x = x[:, 2:27]  # a column slice: rows keep unit stride
+    in_unit = 1 / 63
+    scale = x.abs().amax(-1, keepdim=True)
+    unit_ref = torch.where(scale > 0, scale, torch.ones_like(scale)).mul_(in_unit)
+    ref = x * unit_ref.reciprocal()
+    if rnd:
+        ref = ref.round()
+    if math.isfinite(bound):
+        ref = ref.clamp(-bound, bound)
+    codes, unit = torch.empty(x.shape, dtype=dtype), torch.empty(x.shape[0], dtype=dtype)
+    row_codes(x, in_unit, rnd, bound, codes, unit)
+    assert torch.equal(unit, unit_ref[:, 0])
+    assert torch.equal(codes.nan_to_num(123.0), ref.nan_to_num(123.0))
+    assert torch.equal(codes.isnan(), ref.isnan())
