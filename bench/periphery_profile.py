@@ -1,64 +1,91 @@
-"""Where the Monte Carlo's time goes with the periphery on: a profile by kind of work.
+"""Where the Monte Carlo's time goes with the periphery on: wall time by kind of work.
 
     .venv/bin/python bench/periphery_profile.py
 
 The same set-up as ``bench/mc_eval.py`` (the same LeNet-5, 2,000 MNIST test images or
-random ones, ``pcm`` at 1 day with aihwkit's default DAC/ADC/output noise, batch 256), but on
-one thread and under torch's profiler, so each operator's own time is counted once.
-The operators are grouped by the work they do:
+random ones, ``pcm`` at 1 day with aihwkit's default DAC/ADC/output noise, batch 256), on
+one thread, with a wall-clock timer around each stage of the periphery (the compiled
+stages are not torch operators, so torch's profiler cannot see them):
 
-- Gaussian draws: ``aten::normal_``, almost all of them output noise, one draw per
-  output of every layer, per image and chip (aihwkit's ``out_noise``); about 3 % are
-  the devices' programming and drift noise;
-- analog products: the matrix products of DAC codes with each chip's weights
-  (``baddbmm_``/``addmm_``/``bmm``/``mm``);
-- DAC codes of convolution patches: scaling each input patch by its own largest value
-  and rounding it (element-wise work on the 7-d patch view, 25x a 5x5 conv's input);
-- max-pool windows and everything else (ReLU, ADC rounding, bias, bounds checks...).
+- output noise and ADC: :func:`crossbar.rng.noisy_adc`, one Gaussian per output of
+  every layer, per image and chip (aihwkit's ``out_noise``), added to the products,
+  rounded to ADC codes and checked against the ADC's bound, in one compiled pass;
+- analog products: the matrix products of DAC codes with each chip's weights (MKL,
+  through torch);
+- DAC codes: noise management and quantisation of every input vector, for
+  convolutions one vector per patch, 25x a 5x5 convolution's input (compiled passes,
+  :mod:`crossbar.kernels`);
+- max-pool windows, and everything else (ReLU, scaling, bias, programming and drift of
+  the chips, drift compensation's read-outs, Python).
 
 It also times the clean digital passes over the same images on one thread, so each
-group can be read as a fraction of them. This is the evidence for the README's claim
-that the periphery's remaining cost is its physics (the draws and the per-patch
-products), not overhead.
+stage can be read as a fraction of them.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections import defaultdict
 from pathlib import Path
 
 import torch
-from torch.profiler import ProfilerActivity, profile
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import crossbar  # noqa: E402
+import crossbar.kernels  # noqa: E402
+import crossbar.layers  # noqa: E402
+import crossbar.periphery  # noqa: E402
 import mc_eval  # noqa: E402
 
-PRODUCTS = {"aten::baddbmm_", "aten::addmm_", "aten::bmm", "aten::mm", "aten::addmm", "aten::baddbmm"}
-DAC_OPS = {"aten::mul", "aten::round_", "aten::clamp_"}
-GROUPS = ("Gaussian draws (normal_)", "analog products", "DAC codes of conv patches", "max-pool windows", "everything else")
+NOISE, PRODUCTS, CODES, POOL, OTHER = (
+    "output noise and ADC (compiled)", "analog products (MKL)", "DAC codes (compiled)", "max-pool windows",
+    "everything else",
+)
 
 
-def group_of(name: str, shapes) -> str:
-    if name == "aten::normal_":
-        return GROUPS[0]
-    if name in PRODUCTS:
-        return GROUPS[1]
-    if name in DAC_OPS and shapes and len(shapes[0]) == 7:
-        return GROUPS[2]
-    if name == "aten::maximum":
-        return GROUPS[3]
-    return GROUPS[4]
+class Stages:
+    """Wall-clock timers around the periphery's functions; time inside a timed call
+    that a nested timed call took is counted once, for the inner one."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.draws = 0
+        self._stack: list[list[float]] = []
+        self._wrapped: list[tuple[object, str, object]] = []
+
+    def wrap(self, owner, name: str, stage: str, count_draws: bool = False) -> None:
+        inner = getattr(owner, name)
+        self._wrapped.append((owner, name, inner))
+
+        def timed(*args, **kwargs):
+            self._stack.append([time.perf_counter(), 0.0])
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                start, nested = self._stack.pop()
+                spent = time.perf_counter() - start
+                self.seconds[stage] += spent - nested
+                if self._stack:
+                    self._stack[-1][1] += spent
+                if count_draws and args[1] is not None and args[2] > 0:  # noisy_adc(z, stream, std, ...)
+                    self.draws += args[0].numel()
+
+        setattr(owner, name, timed)
+
+    def restore(self) -> None:
+        for owner, name, inner in reversed(self._wrapped):
+            setattr(owner, name, inner)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--chips", type=int, default=16, help="chips to profile (default 16, as in mc_eval.py)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs; the fastest is shown")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -70,37 +97,38 @@ def main() -> None:
     def run():
         return crossbar.evaluate(model, (x, y), preset, [mc_eval.T_DAY], args.chips, batch_size=mc_eval.BATCH, threads=1)
 
-    run()  # warm-up: allocator, thread pool
-    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
-        run()
-    seconds: dict[str, float] = defaultdict(float)
-    other: dict[str, float] = defaultdict(float)
-    draws = 0
-    for event in prof.key_averages(group_by_input_shape=True):
-        group = group_of(event.key, event.input_shapes)
-        seconds[group] += event.self_cpu_time_total / 1e6
-        if group == GROUPS[4]:
-            other[event.key] += event.self_cpu_time_total / 1e6
-        if group == GROUPS[0] and event.input_shapes and event.input_shapes[0]:
-            draws += event.count * int(torch.Size(event.input_shapes[0]).numel())
+    run()  # warm-up: compiled code, allocator
+    best = None
+    for _ in range(args.repeats):
+        stages = Stages()
+        stages.wrap(crossbar.periphery, "noisy_adc", NOISE, count_draws=True)
+        stages.wrap(crossbar.periphery.Periphery, "_adc_products", PRODUCTS)
+        stages.wrap(crossbar.kernels, "patch_codes", CODES)
+        stages.wrap(crossbar.kernels, "row_codes", CODES)
+        stages.wrap(crossbar.layers.WindowMaxPool2d, "forward", POOL)
+        try:
+            start = time.perf_counter()
+            run()
+            total = time.perf_counter() - start
+        finally:
+            stages.restore()
+        if best is None or total < best[0]:
+            best = (total, stages)
+    total, stages = best
+    seconds = dict(stages.seconds)
+    seconds[OTHER] = total - sum(seconds.values())
 
-    clean = mc_eval.best_of({"clean": lambda: mc_eval.clean_passes(model, x, y, args.chips)}, 3)["clean"][0]
-
-    total = sum(seconds.values())
+    clean = mc_eval.best_of({"clean": lambda: mc_eval.clean_passes(model, x, y, args.chips)}, args.repeats)["clean"][0]
     print(f"data: {source}; {len(y)} images, LeNet-5, pcm at 1 day with aihwkit's default periphery, "
           f"{args.chips} chips, batch {mc_eval.BATCH}, one thread, torch {torch.__version__}")
     print(f"clean digital passes over the same images ({args.chips} of them, one thread): {clean:.3f} s\n")
-    print(f"  {'kind of work (self CPU time under the profiler)':50s} {'seconds':>8s} {'share':>6s} {'x clean':>8s}")
-    for group in GROUPS:
-        print(f"  {group:50s} {seconds[group]:8.3f} {seconds[group] / total:6.0%} {seconds[group] / clean:8.2f}")
-    print(f"  {'total':50s} {total:8.3f} {1:6.0%} {total / clean:8.2f}")
-    largest = sorted(other.items(), key=lambda kv: -kv[1])[:5]
-    print("  everything else, largest: " + ", ".join(f"{name.removeprefix('aten::')} {sec:.3f} s" for name, sec in largest))
-    rate = draws / seconds[GROUPS[0]] if seconds[GROUPS[0]] else float("nan")
-    print(f"\n{draws / 1e6:.1f} M Gaussian draws ({draws / (args.chips * len(y)):.0f} per image "
-          f"and chip) at {rate / 1e6:.0f} M draws/s on one core")
-    floor = seconds[GROUPS[0]] + seconds[GROUPS[1]] + seconds[GROUPS[2]]
-    print(f"draws + analog products + patch DAC codes alone: {floor:.3f} s = {floor / clean:.2f}x the clean passes")
+    print(f"  {'kind of work (wall time, one thread)':44s} {'seconds':>8s} {'share':>6s} {'x clean':>8s}")
+    for stage in (NOISE, PRODUCTS, CODES, POOL, OTHER):
+        print(f"  {stage:44s} {seconds[stage]:8.3f} {seconds[stage] / total:6.0%} {seconds[stage] / clean:8.2f}")
+    print(f"  {'total: crossbar.evaluate':44s} {total:8.3f} {1:6.0%} {total / clean:8.2f}")
+    rate = stages.draws / seconds[NOISE] if seconds[NOISE] else float("nan")
+    print(f"\n{stages.draws / 1e6:.1f} M output-noise draws ({stages.draws / (args.chips * len(y)):.0f} per image "
+          f"and chip), {1e9 / rate:.2f} ns each with the ADC pass")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,17 @@ from numba import njit, uint64
 from torch import Tensor
 
 
+def compiled(fn):
+    """``numba.njit`` for the periphery's loops: without the GIL (chips run on threads
+    side by side) and cached on disk, where numba finds a writable place for its cache
+    (``__pycache__`` beside the source, else its user cache); where it finds none, the
+    loops are compiled in every process instead of making the package unimportable."""
+    try:
+        return njit(nogil=True, cache=True)(fn)
+    except RuntimeError:  # numba: "cannot cache function ...: no locator available"
+        return njit(nogil=True)(fn)
+
+
 @njit(inline="always")
 def _dac(v, rnd, clip, bound):
     if rnd:
@@ -33,7 +44,7 @@ def _dac(v, rnd, clip, bound):
 # vectorising (3x slower).
 
 
-@njit(nogil=True, cache=True)
+@compiled
 def _patch_codes(x, recip, kh, kw, sh, sw, dh, dw, rnd, clip, bound, out):
     """``out[n, c, ki, kj, i, j] = dac(x[n, c, i sh + ki dh, j sw + kj dw] * recip[n, i, j])``."""
     n_img, n_ch = x.shape[0], x.shape[1]
@@ -49,7 +60,7 @@ def _patch_codes(x, recip, kh, kw, sh, sw, dh, dw, rnd, clip, bound, out):
                             out[n, c, ki, kj, i, j] = _dac(v, rnd, clip, bound)
 
 
-@njit(nogil=True, cache=True)
+@compiled
 def _patch_codes_rounded(x, recip, kh, kw, sh, sw, dh, dw, out):
     """:func:`_patch_codes` for the common DAC (rounding, no clipping), without the
     run-time choices in the innermost loop (measured 1.3x faster)."""
@@ -85,7 +96,7 @@ def patch_codes(
 
 
 
-@njit(nogil=True, cache=True)
+@compiled
 def _row_codes(x, one, in_unit, rnd, clip, bound, codes, unit):
     """Noise management and DAC of each row of ``x`` (n, k): ``unit[r]`` is the row's
     largest |value| (1 if that is 0; 1 as well for a row holding NaN, as torch's

@@ -641,7 +641,8 @@ class CrossbarModel(nn.Module):
         """Every chip's forward pass, each on one CPU thread, up to ``chip_threads()``
         chips at a time. One thread per chip keeps a chip's numbers the same whatever
         the machine's core count, and uses the cores better than splitting each
-        (small) operation: torch's random draws, for one, run on a single thread."""
+        (small) operation: the periphery's compiled loops, for one, run on a single
+        thread (and release the GIL, so chips run side by side)."""
         n_chips, threads = self._ctx.n_chips, self.chip_threads()
         if self.device.type != "cpu":
             return [self._run_chip(c, x) for c in range(n_chips)]

@@ -22,6 +22,11 @@ the DAC quantises), outputs as ADC codes, with both step sizes folded into the w
 once per drift (:meth:`Periphery.code_weights`). Up to float rounding this is the same
 computation; a value within an ulp of a rounding boundary may land one step away from
 aihwkit's (tests allow for that).
+
+On a CPU the element-wise stages are compiled loops (numba): the DAC codes of rows and
+of convolution patches (:mod:`crossbar.kernels`), and the output noise, drawn from one
+counter-based stream per chip and added in the pass that rounds to ADC codes
+(:mod:`crossbar.rng`). The products stay torch's (MKL). On CUDA all of it is torch's.
 """
 
 from __future__ import annotations

@@ -21,9 +21,9 @@ pass that rounds them to ADC codes (:func:`noisy_adc`).
 A :class:`NoiseStream` is a key and a counter, like a ``torch.Generator``: a draw of ``n``
 values takes the next ``ceil(n / 4)`` counters, so the values are a pure function of the
 seed and the sequence of draws, and value ``i`` of a draw does not depend on how the
-caller splits the draw into pieces. The arithmetic is IEEE single precision without
-fast-math contractions, so a stream gives the same values on every x86-64 CPU whatever
-its vector width. On CUDA a stream is a ``torch.Generator``: torch's own Philox kernels
+caller splits the draw into pieces. The arithmetic is IEEE single precision, without
+fast-math and without fused multiply-adds (checked in the compiled code), so a stream's
+values do not depend on the CPU's vector width. On CUDA a stream is a ``torch.Generator``: torch's own Philox kernels
 are fast there, and the two devices draw different streams, as before.
 """
 
@@ -36,6 +36,8 @@ import torch
 from numba import float32, int32, njit, types, uint32, uint64
 from numba.extending import intrinsic
 from torch import Tensor
+
+from .kernels import compiled
 
 __all__ = ["NoiseStream", "noisy_adc", "philox4x32_10", "standard_normal"]
 
@@ -80,7 +82,7 @@ def _philox(c0, c1, c2, c3, k0, k1):
     return c0, c1, c2, c3
 
 
-@njit(nogil=True, cache=True)
+@compiled
 def _philox_words(c0, c1, c2, c3, k0, k1):
     return _philox(uint32(c0), uint32(c1), uint32(c2), uint32(c3), uint32(k0), uint32(k1))
 
@@ -160,7 +162,7 @@ def _fill_counters(first, count, k0, k1, buf):
 _CHUNK = 1024  # values made at a time into a scratch buffer that stays in L1
 
 
-@njit(nogil=True, cache=True)
+@compiled
 def _standard_normal(out, start, k0, k1):
     n = out.size
     buf = np.empty(_CHUNK + 4, np.float32)
@@ -171,7 +173,7 @@ def _standard_normal(out, start, k0, k1):
             out[i0 + i] = buf[i]
 
 
-@njit(nogil=True, cache=True)
+@compiled
 def _noisy_adc(z, first, start, k0, k1, std, noisy, rnd, bound):
     """``z += std * N(0, 1)`` (values ``first ..`` of the draw at counter ``start``), then
     rounded to integers if ``rnd``; returns how many results exceed ``bound`` in size

@@ -91,3 +91,14 @@ def test_row_codes_equal_torchs_noise_management_and_dac(rnd, bound, dtype):
     assert torch.equal(unit, unit_ref[:, 0])
     assert torch.equal(codes.nan_to_num(123.0), ref.nan_to_num(123.0))
     assert torch.equal(codes.isnan(), ref.isnan())
+
+
+def test_loops_compile_without_a_writable_cache():
+    """numba refuses ``cache=True`` for a function whose source file it cannot place a
+    cache beside (nor in its user cache); the loops then compile uncached."""
+    from crossbar.kernels import compiled
+
+    namespace = {}
+    exec(compile("def plus_one(x):\n    return x + 1\n", "/nonexistent/plus_one.py", "exec"), namespace)
+    fn = compiled(namespace["plus_one"])
+    assert fn(41) == 42 and fn.signatures  # compiled, and it ran

@@ -150,7 +150,7 @@ def test_a_converted_model_can_be_copied_and_pickled_with_its_thread_state():
 @pytest.mark.parametrize(
     "overrides",
     [
-        dict(crossbar.AIHWKIT_PERIPHERY),  # output noise: drawn per chip in one piece
+        dict(crossbar.AIHWKIT_PERIPHERY),  # output noise: each block takes its own values of the chip's draw
         dict(inp_res=1 / 254, out_res=1 / 254, inp_bound=1.0, out_bound=12.0),  # no noise
         dict(crossbar.AIHWKIT_PERIPHERY, out_bound=1.5),  # outputs clip: bound management
     ],
