@@ -130,3 +130,25 @@ def test_crossbar_layers_match_aihwkit_analog_layers(make_layer, shape, max_in):
     # the rest: a value within an ulp of an ADC boundary rounded the other way
     step = Periphery.from_preset(lsb).out_unit * x.abs().max() * layer.weight.abs().max()
     assert torch.all((ours - theirs).abs() <= step * 1.01)
+
+
+def test_noisy_outputs_have_the_distribution_of_aihwkits():
+    """With output noise and both converters on, our outputs (noise from the chip's
+    Philox stream, added in the compiled ADC pass) and aihwkit's (torch's generator)
+    have the same distribution around the exact product: two-sample KS, mean, spread."""
+    from scipy import stats
+
+    gen = torch.Generator().manual_seed(5)
+    weight = torch.rand(20, 100, generator=gen) * 2 - 1
+    x = torch.rand(2000, 100, generator=gen) - 0.3
+    per = Periphery(**dict(crossbar.AIHWKIT_PERIPHERY, bound_management="none"))
+    exact = x @ weight.T
+    ours = (_ours(weight, x, per, [NoiseStream(11)]) - exact).flatten().double()
+    torch.manual_seed(12)  # aihwkit draws from the global generator
+    theirs = (_aihwkit(weight, x, per, BoundManagementType.NONE) - exact).flatten().double()
+    n = ours.numel()
+    assert stats.ks_2samp(ours.numpy(), theirs.numpy()).pvalue > 1e-3
+    spread = theirs.std().item()
+    assert abs(ours.mean().item() - theirs.mean().item()) < 5 * spread * math.sqrt(2 / n)
+    assert abs(ours.std().item() - spread) < 5 * spread / math.sqrt(n)
+    assert spread > 0.5 * 0.06 * x.abs().amax(-1).mean()  # the noise is really there
