@@ -91,7 +91,6 @@ def patch_codes(
     return out
 
 
-
 @compiled
 def _row_codes(x, one, in_unit, rnd, clip, bound, codes, unit):
     """Noise management and DAC of each row of ``x`` (n, k): ``unit[r]`` is the row's
