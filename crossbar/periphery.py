@@ -165,8 +165,7 @@ class Periphery:
             rows = x.reshape(-1, x.shape[-1])  # a view for the layouts the layers pass
             codes = x.new_empty(rows.shape) if out is None else out.view(rows.shape)
             unit = x.new_empty((rows.shape[0],))
-            bound = self.inp_bound / self.in_unit if self._dac_clips else math.inf
-            kernels.row_codes(rows, self.in_unit, self.inp_res > 0, bound, codes, unit)
+            kernels.row_codes(rows, self.in_unit, self.inp_res > 0, self._dac_bound, codes, unit)
             return codes.view(x.shape), unit.view(*x.shape[:-1], 1)
         if scale is None:
             # abs().amax() measured faster on a CPU than aminmax (2.5x) and vector_norm(inf) (7x)
@@ -189,8 +188,7 @@ class Periphery:
         (N, C, H, W) into ``out`` (N, C, kh, kw, oh, ow), given each patch's ``recip``
         (N, oh, ow), the reciprocal of its unit from :meth:`input_unit`: the numbers of
         :meth:`prepare_input` on the patches, in one compiled pass."""
-        bound = self.inp_bound / self.in_unit if self._dac_clips else math.inf
-        return kernels.patch_codes(x, recip, kernel, stride, dilation, self.inp_res > 0, bound, out)
+        return kernels.patch_codes(x, recip, kernel, stride, dilation, self.inp_res > 0, self._dac_bound, out)
 
     @property
     def _dac_clips(self) -> bool:
@@ -202,12 +200,16 @@ class Periphery:
             return True
         return self.inp_bound / self.in_unit < math.floor(1.0 / self.in_unit + 0.5)
 
+    @property
+    def _dac_bound(self) -> float:
+        """The DAC's clipping bound in codes; infinite where it cannot act."""
+        return self.inp_bound / self.in_unit if self._dac_clips else math.inf
+
     def _dac(self, codes: Tensor) -> Tensor:
         if self.inp_res > 0:
             codes = codes.round_()
         if self._dac_clips:
-            bound = self.inp_bound / self.in_unit
-            codes = codes.clamp_(-bound, bound)
+            codes = codes.clamp_(-self._dac_bound, self._dac_bound)
         return codes
 
     # --- output side ----------------------------------------------------------
@@ -240,25 +242,26 @@ class Periphery:
         bound = self.out_bound / self.out_unit if self.out_bound > 0 else math.inf
         rnd = self.out_res > 0
         adc = noisy or rnd or self.out_bound > 0
+        chip_streams = list(streams) if noisy else [None] * n_chips
         over = 0
-        if not columns:  # codes (Cx, n, k) -> (C, n, out)
+        if columns:  # codes (Cx, B, k, L) -> (C, B, out, L), in blocks of batch rows
+            cx, batch, _, length = codes.shape
+            z = code_weight.new_empty((n_chips, batch, n_out, length))
+        else:  # codes (Cx, n, k) -> (C, n, out)
+            cx = codes.shape[0]
             z = code_weight.new_empty((n_chips, codes.shape[1], n_out))
+        starts = [s.take(z[c].numel()) if s is not None else 0 for c, s in enumerate(chip_streams)]
+        if not columns:
             for c in range(n_chips):
-                torch.mm(codes[c if codes.shape[0] > 1 else 0], code_weight[c].T, out=z[c])
+                torch.mm(codes[c if cx > 1 else 0], code_weight[c].T, out=z[c])
                 if adc:
-                    stream = streams[c] if noisy else None
-                    start = stream.take(z[c].numel()) if noisy else 0
-                    over += noisy_adc(z[c], stream, std, rnd, bound, 0, start)
+                    over += noisy_adc(z[c], chip_streams[c], std, rnd, bound, 0, starts[c])
             return z, over > 0
-        cx, batch, _, length = codes.shape  # codes (Cx, B, k, L) -> (C, B, out, L), in blocks of batch rows
-        z = code_weight.new_empty((n_chips, batch, n_out, length))
-        starts = [streams[c].take(z[c].numel()) if noisy else 0 for c in range(n_chips)]
         for b0, b1, block in codes if isinstance(codes, CodeBlocks) else [(0, batch, codes)]:
             for c in range(n_chips):
                 _column_products(z[c, b0:b1], code_weight[c], block[c if cx > 1 else 0], False)
                 if adc:
-                    stream = streams[c] if noisy else None
-                    over += noisy_adc(z[c, b0:b1], stream, std, rnd, bound, b0 * n_out * length, starts[c])
+                    over += noisy_adc(z[c, b0:b1], chip_streams[c], std, rnd, bound, b0 * n_out * length, starts[c])
         return z, over > 0
 
     def _adc_products_accumulated(self, codes, code_weight, streams, columns, std) -> Tensor:
