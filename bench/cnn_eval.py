@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import crossbar  # noqa: E402
-import crossbar.layers  # noqa: E402
+import crossbar.inputs  # noqa: E402
 import crossbar.periphery  # noqa: E402
 import models  # noqa: E402
 
@@ -49,13 +49,13 @@ def clean_passes(net, x) -> None:
 
 
 def evaluate(net, x, y, preset, shortcuts: bool = True) -> float:
-    saved = crossbar.layers.CODE_BLOCK_BYTES, crossbar.periphery.FEW_COLUMNS
+    saved = crossbar.inputs.CODE_BLOCK_BYTES, crossbar.periphery.FEW_COLUMNS
     if not shortcuts:
-        crossbar.layers.CODE_BLOCK_BYTES, crossbar.periphery.FEW_COLUMNS = 1 << 62, 0
+        crossbar.inputs.CODE_BLOCK_BYTES, crossbar.periphery.FEW_COLUMNS = 1 << 62, 0
     try:
         return float(crossbar.evaluate(net, (x, y), preset, [T_DAY], N_CHIPS, batch_size=BATCH).mean())
     finally:
-        crossbar.layers.CODE_BLOCK_BYTES, crossbar.periphery.FEW_COLUMNS = saved
+        crossbar.inputs.CODE_BLOCK_BYTES, crossbar.periphery.FEW_COLUMNS = saved
 
 
 def main() -> None:

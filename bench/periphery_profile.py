@@ -7,7 +7,7 @@ random ones, ``pcm`` at 1 day with aihwkit's default DAC/ADC/output noise, batch
 one thread, with a wall-clock timer around each stage of the periphery (the compiled
 stages are not torch operators, so torch's profiler cannot see them):
 
-- output noise and ADC: :func:`crossbar.rng.noisy_adc`, one Gaussian per output of
+- output noise and ADC: :func:`crossbar.kernels.noisy_adc`, one Gaussian per output of
   every layer, per image and chip (aihwkit's ``out_noise``), added to the products,
   rounded to ADC codes and checked against the ADC's bound, in one compiled pass;
 - analog products: the matrix products of DAC codes with each chip's weights (MKL,
@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import crossbar  # noqa: E402
 import crossbar.kernels  # noqa: E402
-import crossbar.layers  # noqa: E402
+import crossbar.pooling  # noqa: E402
 import crossbar.periphery  # noqa: E402
 import mc_eval  # noqa: E402
 
@@ -105,7 +105,7 @@ def main() -> None:
         stages.wrap(crossbar.periphery.Periphery, "_adc_products", PRODUCTS)
         stages.wrap(crossbar.kernels, "patch_codes", CODES)
         stages.wrap(crossbar.kernels, "row_codes", CODES)
-        stages.wrap(crossbar.layers.WindowMaxPool2d, "forward", POOL)
+        stages.wrap(crossbar.pooling.WindowMaxPool2d, "forward", POOL)
         try:
             start = time.perf_counter()
             run()

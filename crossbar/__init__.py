@@ -10,11 +10,22 @@ Public API (names are stable):
   :func:`mapped_layers`: the layers it maps; :func:`unmapped_layers`: weight layers it
   leaves digital (it warns about them).
 - :func:`evaluate`: Monte-Carlo accuracy over chips and inference times.
+- :func:`parse_duration`, :func:`readable`: times as people write them (``"1d"``) and back.
+
+Where things are: ``physics`` (the kinds of device physics), ``presets``, ``devices``
+(conductances, faults, drift compensation), ``periphery`` and ``inputs`` (DAC, ADC,
+tiles), ``kernels`` and ``rng`` (compiled loops, noise streams), ``layers``, ``model``,
+``mapping`` (convert), ``pooling``, ``evaluate``; ``common`` and ``durations`` hold what
+models/ and search/ share.
 """
 
+from .common import resolve_device
 from .devices import ProgrammedArray, program, sample_weights, split_sizes, tile_grid
-from .evaluate import evaluate, resolve_device
-from .layers import CrossbarConv2d, CrossbarLinear, CrossbarModel, convert, mapped_layers, unmapped_layers
+from .durations import parse_duration, readable
+from .evaluate import evaluate
+from .layers import CrossbarConv2d, CrossbarLinear
+from .mapping import convert, mapped_layers, unmapped_layers
+from .model import CrossbarModel
 from .noise import IdealNoiseModel, LogNormalDriftNoiseModel
 from .presets import (
     AIHWKIT_PERIPHERY,
@@ -44,7 +55,9 @@ __all__ = [
     "get_preset",
     "list_presets",
     "make_preset",
+    "parse_duration",
     "program",
+    "readable",
     "register_preset",
     "resolve_device",
     "resolve_preset",

@@ -6,44 +6,30 @@ tile's own largest weight. :class:`ProgrammedArray` then holds, for each of ``n_
 chips, the conductance of every device: programmed once (programming noise, drift
 parameters, stuck-at faults), and read at any time since programming with the
 time-dependent effects of the noise model. Weights are read back from the devices.
+:func:`drift_readouts` is aihwkit's global drift compensation, the one both the
+simulated chips and hardware-aware training use.
 
 Randomness: chip ``k`` of a call with ``seed`` is the same chip whatever ``n_chips`` or
 chunking; its programmed devices and fault map do not depend on the time at which it
 is read. aihwkit's noise models draw from torch's global generator, so each chip's
-draws run under ``torch.random.fork_rng`` with a seed derived from (seed, layer, chip,
-stage); the caller's global RNG state is left as it was.
+draws run under ``torch.random.fork_rng`` with a seed derived from (seed, stream,
+layer, chip); the caller's global RNG state is left as it was.
 """
 
 from __future__ import annotations
 
 import contextlib
-import struct
-from typing import Any, Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
-import numpy as np
 import torch
+from aihwkit.inference.compensation.drift import GlobalDriftCompensation
+from aihwkit.inference.converter.conductance import SingleDeviceConductanceConverter
 from torch import Tensor
 
-from aihwkit.inference.converter.conductance import SingleDeviceConductanceConverter
-
+from .common import Stream, check_n_chips, check_seed, check_weight, derive_seed, time_key
 from .presets import Preset, resolve_preset
 
-# Stages of a chip's life, each with its own random stream.
-PROGRAM, FAULTS, READ, BASELINE, READOUT, FORWARD = range(6)
-
-_STUCK_NONE, _STUCK_SA0, _STUCK_SA1 = 0, 1, 2
-
-
-def derive_seed(seed: int, stage: int, layer: int, chip: int, *extra: int) -> int:
-    """A 63-bit seed for one random stream: (run seed, stage, layer, chip, extra keys)."""
-    keys = (seed, stage, layer, chip, *extra)
-    state = np.random.SeedSequence([int(k) for k in keys]).generate_state(2, dtype=np.uint32)
-    return (int(state[0]) << 31) ^ int(state[1])
-
-
-def time_key(t_inference: float) -> int:
-    """The bit pattern of a time, so that each time has its own random stream."""
-    return struct.unpack("<Q", struct.pack("<d", float(t_inference)))[0]
+_STUCK_SA0, _STUCK_SA1 = 1, 2  # fault codes; 0: the device works
 
 
 def split_sizes(size: int, max_size: int) -> list[int]:
@@ -68,37 +54,6 @@ def tile_grid(out_size: int, in_size: int, max_out: int, max_in: int) -> list[tu
     return blocks
 
 
-def check_int(value: Any, name: str, minimum: int, allowed: str = "") -> int:
-    """``value`` as an int, or a ValueError naming ``name`` and the allowed range."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}{allowed}, got {value!r}")
-    return int(value)
-
-
-def check_n_chips(n_chips: Any) -> int:
-    return check_int(n_chips, "n_chips", 1)
-
-
-def check_seed(seed: Any) -> int:
-    return check_int(seed, "seed", 0)
-
-
-def check_weight(weight: Any, name: str = "weight") -> Tensor:
-    """A non-empty, floating-point, finite tensor, or a ValueError naming ``name``."""
-    if not isinstance(weight, Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor, got {type(weight).__name__}")
-    if weight.dim() < 1 or weight.numel() == 0:
-        raise ValueError(f"{name} must be a non-empty tensor with at least 1 dimension, got shape {tuple(weight.shape)}")
-    if not weight.is_floating_point():
-        raise ValueError(f"{name} must be a floating-point tensor, got {weight.dtype}")
-    bad = int((~torch.isfinite(weight.detach())).sum())
-    if bad:
-        raise ValueError(
-            f"{name} holds {bad} NaN or infinite value(s) of {weight.numel()}; devices can only hold finite weights"
-        )
-    return weight
-
-
 def _cuda_index(device: torch.device) -> int:
     return device.index if device.index is not None else torch.cuda.current_device()
 
@@ -121,30 +76,6 @@ def seed_global(device: torch.device, seed: int) -> None:
         torch.cuda.default_generators[_cuda_index(device)].manual_seed(seed)
     else:
         torch.default_generator.manual_seed(seed)
-
-
-def physics_dtype(preset: Preset) -> torch.dtype:
-    """dtype of the device physics.
-
-    aihwkit's stochastic models run in float32: their noise dwarfs its rounding, and
-    their draws are most of the cost (float64 normals are ~5x slower on a CPU). The
-    ideal and log-normal models keep float64 so that a noiseless chip reads back its
-    weights bit for bit.
-    """
-    return torch.float64 if preset.noise in ("ideal", "lognormal") else torch.float32
-
-
-def physics_device(preset: Preset, device: torch.device) -> torch.device:
-    """Where the device physics runs: with the weights, except for aihwkit's
-    ReRamCMONoiseModel, which applies numpy's log10 to conductance tensors (CPU only)."""
-    return torch.device("cpu") if preset.noise == "reram_cmo" else device
-
-
-def devices_per_weight(preset: Preset) -> int:
-    kind = preset.resolved_converter
-    if kind == "single_device":
-        return 1
-    return 2 * len(preset.f_lst) if kind in ("dual_pair", "n_pair") else 2
 
 
 def _as_list(conductances: "Tensor | Sequence[Tensor]") -> list[Tensor]:
@@ -192,7 +123,7 @@ class ProgrammedArray:
         self.layer = int(layer)
         self.chips = range(int(first_chip), int(first_chip) + self.n_chips)
         self.shape = tuple(weight.shape)
-        self.device = physics_device(preset, weight.device)
+        self.device = preset.physics_device(weight.device)
         self.noise_model = preset.noise_model
         self.converter = self.noise_model.g_converter
 
@@ -215,7 +146,7 @@ class ProgrammedArray:
             self.tile_abs_max.append(float(block.abs().max()))
         assert g_target is not None
         # The converters' arithmetic can overshoot the range by an ulp; devices cannot.
-        g_target = g_target.clamp_(self.converter.g_min, self.converter.g_max).to(physics_dtype(preset))
+        g_target = g_target.clamp_(self.converter.g_min, self.converter.g_max).to(preset.dtype)
         self.g_target = g_target
         self.n_devices = g_target.shape[0]
 
@@ -224,7 +155,7 @@ class ProgrammedArray:
         self._drift_is_target = False
         with private_rng(self.device):
             for k, chip in enumerate(self.chips):
-                seed_global(self.device, derive_seed(self.seed, PROGRAM, self.layer, chip))
+                seed_global(self.device, derive_seed(self.seed, Stream.PROGRAM, self.layer, chip))
                 self.g_programmed[k] = self.noise_model.apply_programming_noise_to_conductance(g_target)
                 nu = self.noise_model.generate_drift_coefficients(g_target)
                 if nu is None:
@@ -248,7 +179,7 @@ class ProgrammedArray:
         codes = torch.empty((self.n_chips, *self.g_target.shape), dtype=torch.int8)
         for k, chip in enumerate(self.chips):
             # Drawn on the CPU with its own generator: the same fault map on any device.
-            gen = torch.Generator().manual_seed(derive_seed(self.seed, FAULTS, self.layer, chip))
+            gen = torch.Generator().manual_seed(derive_seed(self.seed, Stream.FAULTS, self.layer, chip))
             u = torch.rand(self.g_target.shape, generator=gen, dtype=torch.float64)
             codes[k] = (u < p0).to(torch.int8) * _STUCK_SA0 + ((u >= p0) & (u < p0 + p1)).to(torch.int8) * _STUCK_SA1
         return codes.to(self.device)
@@ -267,7 +198,7 @@ class ProgrammedArray:
         out = torch.empty_like(self.g_programmed)
         with private_rng(self.device):
             for k, chip in enumerate(self.chips):
-                seed_global(self.device, derive_seed(self.seed, READ, self.layer, chip, time_key(t)))
+                seed_global(self.device, derive_seed(self.seed, Stream.READ, self.layer, chip, time_key(t)))
                 if self._drift_params is not None:
                     nu = self._drift_params[k]
                 else:
@@ -334,9 +265,50 @@ def sample_weights(
     array = ProgrammedArray(weight, preset, n_chips, seed)
     weights = array.weights(t)
     if compensate and preset.drift_compensation:
-        baseline = array.weights(None)
-        for o0, o1, i0, i1 in array.tiles:
-            ref = baseline[:, o0:o1, i0:i1].abs().mean(dim=(1, 2), keepdim=True)
-            now = weights[:, o0:o1, i0:i1].abs().mean(dim=(1, 2), keepdim=True)
-            weights[:, o0:o1, i0:i1] *= ref / now.clamp_min(1e-12)
+        alpha = drift_factors(array, preset.drift_compensation_model, array.weights(None), weights)
+        scale_tiles(weights, array.tiles, alpha)
     return weights.reshape(n_chips, *weight.shape).to(device=weight.device, dtype=weight.dtype)
+
+
+# ------------------------------------------------------------------ drift compensation
+
+Product = Callable[[Tensor, int], Tensor]  # (C, out, in) tile weights, tile index -> (C, in, out) outputs of eye
+
+
+def drift_readouts(
+    array: ProgrammedArray, comp: GlobalDriftCompensation, weights: Tensor, product: Optional[Product] = None
+) -> Tensor:
+    """aihwkit's ``GlobalDriftCompensation`` read-out of every chip's tiles: ``(C, n_tiles)``.
+
+    Each tile's weights, normalised so that its largest target |weight| is 1 (one full
+    conductance range), read with the one-hot inputs ``eye``; ``comp.readout`` of the
+    outputs (their mean |value|, clamped below as aihwkit does). ``product(block, k)``
+    gives the outputs of tile ``k`` through a periphery; by default they are exact
+    (``block`` transposed).
+    """
+    values = weights.new_empty((weights.shape[0], len(array.tiles)))
+    for k, ((o0, o1, i0, i1), abs_max) in enumerate(zip(array.tiles, array.tile_abs_max)):
+        block = weights[:, o0:o1, i0:i1] / (abs_max or 1.0)
+        out = block.transpose(1, 2) if product is None else product(block, k)
+        for c in range(weights.shape[0]):
+            values[c, k] = comp.readout(out[c])
+    return values
+
+
+def drift_factors(
+    array: ProgrammedArray, comp: GlobalDriftCompensation, baseline: Tensor, weights: Tensor,
+    product: Optional[Product] = None,
+) -> Tensor:
+    """The compensation's output scale of every chip's tiles, ``(C, n_tiles)``: the
+    read-out right after programming over the read-out now. ``baseline`` is either those
+    weights ``(C, out, in)`` or their read-outs ``(C, n_tiles)``, computed once."""
+    if baseline.dim() == 3:
+        baseline = drift_readouts(array, comp, baseline)
+    return baseline / drift_readouts(array, comp, weights, product)
+
+
+def scale_tiles(weights: Tensor, tiles: Sequence[tuple[int, int, int, int]], alpha: Tensor) -> Tensor:
+    """Multiply each chip's tile ``k`` of ``weights`` ``(C, out, in)`` by ``alpha[:, k]``, in place."""
+    for k, (o0, o1, i0, i1) in enumerate(tiles):
+        weights[:, o0:o1, i0:i1] *= alpha[:, k, None, None]
+    return weights

@@ -10,24 +10,11 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .devices import check_int, check_n_chips, check_seed
-from .layers import CrossbarConv2d, CrossbarModel, check_strategy, check_threads, convert
+from .common import check_int, check_n_chips, check_seed, check_threads, resolve_device
+from .layers import CrossbarConv2d
+from .mapping import convert
+from .model import CrossbarModel, check_strategy
 from .presets import Preset, resolve_preset
-
-
-def resolve_device(device: "str | torch.device | None") -> torch.device:
-    """``None`` means CUDA when available, else the CPU."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but no CUDA GPU is available; use 'cpu'")
-    if dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
-    return dev
 
 
 def check_times(t_inference: Any, preset: Preset) -> list[float]:
@@ -162,7 +149,7 @@ def evaluate(
         data: a DataLoader yielding ``(inputs, labels)`` or an ``(inputs, labels)`` pair
             of tensors.
         preset: preset name, :class:`Preset` or mapping.
-        t_inference: time(s) in seconds since programming ended.
+        t_inference: time(s) since programming ended: seconds, or durations such as ``"1d"``.
         n_chips: number of independent chips; chip ``k`` is the same chip for any
             ``n_chips > k``, chunking and time.
         seed: the run's seed.
@@ -171,7 +158,7 @@ def evaluate(
         chunk_size: chips programmed at once; default from ``max_memory``.
         max_memory: bytes for one chunk's state (default: a quarter of free memory, at
             most 4 GiB).
-        strategy: ``"auto"``, ``"fold"`` or ``"loop"`` (see :mod:`crossbar.layers`).
+        strategy: ``"auto"``, ``"fold"`` or ``"loop"`` (see :mod:`crossbar.model`).
         threads: loop strategy on a CPU: chips run side by side on this many threads,
             each chip on one (default: ``torch.get_num_threads()``). Results do not
             depend on it, nor on ``strategy``. For an already converted model, both

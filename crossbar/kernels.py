@@ -1,4 +1,24 @@
-"""Compiled CPU loops (numba) for the periphery's element-wise work.
+"""Compiled CPU loops (numba): every loop of the periphery, in this one file.
+
+numba's on-disk cache checks only the file of a compiled function, not the files of
+the functions it inlines; keeping all of them here keeps that cache right.
+
+Output noise (used by :class:`crossbar.rng.NoiseStream`):
+
+- **Bits**: Philox4x32-10 (Salmon, Moraes, Dror and Shaw, "Parallel random numbers: as
+  easy as 1, 2, 3", SC 2011), the counter-based generator of cuRAND, JAX and torch's
+  CUDA kernels: a 64-bit key and a 128-bit counter give four independent 32-bit words.
+  The tests check it against Random123's published known answers.
+- **Gaussians**: Box-Muller, two per pair of words ``(w1, w2)``: radius
+  ``sqrt(-2 ln u)`` with ``u = (w1 // 2**8 + 1) / 2**24`` in (0, 1] (24 bits, as torch's
+  CPU generator; the largest value is 5.77), angle uniform on the circle from ``w2``
+  (quadrant from its top 2 bits, the position within the quadrant from the next 24).
+  ``ln``, ``sin`` and ``cos`` are Cephes' single-precision polynomials; the values agree
+  with a float64 Box-Muller of the same bits to float32 rounding (tested).
+- :func:`noisy_adc`: a chip's noise added to its products, rounded to ADC codes and
+  counted against the ADC's bound, in one pass.
+
+DAC codes:
 
 - :func:`patch_codes`: the DAC codes of every input patch of a convolution, written
   from the (padded) image straight into the unfolded layout, each patch scaled by its
@@ -8,18 +28,22 @@
 - :func:`row_codes`: noise management and DAC of row vectors (linear layers), the
   largest |value|, the unit and the codes in one pass instead of five.
 
-The arithmetic is torch's (a multiplication by the unit's reciprocal in the input's
+The DAC arithmetic is torch's (a multiplication by the unit's reciprocal in the input's
 dtype, round half to even, clip), so the codes are identical to torch's (tested).
-:func:`compiled` is the decorator of these loops and of :mod:`crossbar.rng`'s.
 """
 
 from __future__ import annotations
 
 import functools
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
-from numba import njit, uint64
+from numba import float32, int32, njit, types, uint32, uint64
+from numba.extending import intrinsic
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from .rng import NoiseStream
 
 
 def compiled(fn):
@@ -31,6 +55,193 @@ def compiled(fn):
         return njit(nogil=True, cache=True)(fn)
     except RuntimeError:  # numba: "cannot cache function ...: no locator available"
         return njit(nogil=True)(fn)
+
+
+# ------------------------------------------------------------------ output noise
+
+
+@intrinsic
+def _f32_bits(typingctx, x):
+    """The bit pattern of a float32 (an LLVM bitcast, free and vectorisable)."""
+    from llvmlite import ir
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(32))
+
+    return types.uint32(types.float32), codegen
+
+
+@intrinsic
+def _bits_f32(typingctx, x):
+    from llvmlite import ir
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.FloatType())
+
+    return types.float32(types.uint32), codegen
+
+
+_M0, _M1 = np.uint64(0xD2511F53), np.uint64(0xCD9E8D57)  # Philox4x32 multipliers
+_W0, _W1 = np.uint32(0x9E3779B9), np.uint32(0xBB67AE85)  # Weyl key increments
+_LO32 = np.uint64(0xFFFFFFFF)
+_SHIFT32 = np.uint64(32)
+
+
+@njit(inline="always")
+def _philox(c0, c1, c2, c3, k0, k1):
+    for _ in range(10):
+        p0 = uint64(c0) * _M0
+        p1 = uint64(c2) * _M1
+        h0, l0 = uint32(p0 >> _SHIFT32), uint32(p0 & _LO32)
+        h1, l1 = uint32(p1 >> _SHIFT32), uint32(p1 & _LO32)
+        c0, c1, c2, c3 = h1 ^ c1 ^ k0, l1, h0 ^ c3 ^ k1, l0
+        k0 = uint32(k0 + _W0)
+        k1 = uint32(k1 + _W1)
+    return c0, c1, c2, c3
+
+
+@compiled
+def philox_words(c0, c1, c2, c3, k0, k1):
+    return _philox(uint32(c0), uint32(c1), uint32(c2), uint32(c3), uint32(k0), uint32(k1))
+
+
+_SQRT_HALF = np.float32(0.70710677)
+_LN2_HI, _LN2_LO = np.float32(0.693359375), np.float32(-2.12194440e-4)
+_TWO_M24 = np.float32(2.0**-24)
+_QUARTER_TURN_STEP = np.float32(np.pi / 2 * 2.0**-24)
+_EIGHTH_TURN = np.float32(np.pi / 4)
+
+
+@njit(inline="always")
+def _radius(w):
+    """``sqrt(-2 ln u)``, ``u = (w >> 8 + 1) 2^-24`` in (0, 1]: Cephes' logf."""
+    x = float32((w >> uint32(8)) + uint32(1)) * _TWO_M24
+    bits = _f32_bits(x)
+    e = float32(int32(bits >> uint32(23)) - int32(126))
+    m = _bits_f32((bits & uint32(0x7FFFFF)) | uint32(0x3F000000))  # x = m 2^e, m in [0.5, 1)
+    low = m < _SQRT_HALF
+    e = e - float32(1.0) if low else e
+    m = (m + m - float32(1.0)) if low else (m - float32(1.0))  # ln x = e ln 2 + ln(1 + m)
+    z = m * m
+    y = float32(7.0376836292e-2)
+    y = y * m - float32(1.1514610310e-1)
+    y = y * m + float32(1.1676998740e-1)
+    y = y * m - float32(1.2420140846e-1)
+    y = y * m + float32(1.4249322787e-1)
+    y = y * m - float32(1.6668057665e-1)
+    y = y * m + float32(2.0000714765e-1)
+    y = y * m - float32(2.4999993993e-1)
+    y = y * m + float32(3.3333331174e-1)
+    y = y * m * z + e * _LN2_LO - float32(0.5) * z
+    ln_x = m + y + e * _LN2_HI
+    return np.sqrt(float32(-2.0) * ln_x)
+
+
+@njit(inline="always")
+def _unit_vector(w):
+    """``(cos a, sin a)`` of an angle uniform on the circle: quadrant ``w >> 30``, offset
+    in (-pi/4, pi/4) from the next 24 bits; Cephes' sinf/cosf on that range."""
+    q = w >> uint32(30)
+    x = (float32((w >> uint32(6)) & uint32(0xFFFFFF)) + float32(0.5)) * _QUARTER_TURN_STEP - _EIGHTH_TURN
+    z = x * x
+    s = ((float32(-1.9515295891e-4) * z + float32(8.3321608736e-3)) * z - float32(1.6666654611e-1)) * z * x + x
+    c = (
+        ((float32(2.443315711809948e-5) * z - float32(1.388731625493765e-3)) * z + float32(4.166664568298827e-2)) * z * z
+        - float32(0.5) * z + float32(1.0)
+    )
+    # rotate (c, s) by q quarter turns, with bit operations so that the loop vectorises
+    sb, cb = _f32_bits(s), _f32_bits(c)
+    swap = uint32(0) - (q & uint32(1))
+    cos_bits = ((cb & ~swap) | (sb & swap)) ^ (((q ^ (q >> uint32(1))) & uint32(1)) << uint32(31))
+    sin_bits = ((sb & ~swap) | (cb & swap)) ^ ((q >> uint32(1)) << uint32(31))
+    return _bits_f32(cos_bits), _bits_f32(sin_bits)
+
+
+@njit(inline="always")
+def _fill_counters(first, count, k0, k1, buf):
+    """Standard normals of counters ``first .. first + count - 1`` into ``buf[:4 count]``."""
+    for j in range(count):
+        c = uint64(first + j)
+        w0, w1, w2, w3 = _philox(uint32(c & _LO32), uint32(c >> _SHIFT32), uint32(0), uint32(0), k0, k1)
+        r0, r1 = _radius(w0), _radius(w2)
+        c0, s0 = _unit_vector(w1)
+        c1, s1 = _unit_vector(w3)
+        buf[4 * j] = r0 * c0
+        buf[4 * j + 1] = r0 * s0
+        buf[4 * j + 2] = r1 * c1
+        buf[4 * j + 3] = r1 * s1
+
+
+_CHUNK = 1024  # values made at a time into a scratch buffer that stays in L1
+
+
+@compiled
+def standard_normal_into(out, start, k0, k1):
+    n = out.size
+    buf = np.empty(_CHUNK + 4, np.float32)
+    for i0 in range(0, n, _CHUNK):
+        m = min(_CHUNK, n - i0)
+        _fill_counters(start + i0 // 4, (m + 3) // 4, uint32(k0), uint32(k1), buf)
+        for i in range(m):
+            out[i0 + i] = buf[i]
+
+
+@compiled
+def _noisy_adc(z, first, start, k0, k1, std, noisy, rnd, bound):
+    """``z += std * N(0, 1)`` (values ``first ..`` of the draw at counter ``start``), then
+    rounded to integers if ``rnd``; returns how many results exceed ``bound`` in size
+    (NaN never does, as with ``torch.aminmax``)."""
+    n = z.size
+    buf = np.empty(_CHUNK + 8, np.float32)
+    over = 0
+    for i0 in range(0, n, _CHUNK):
+        m = min(_CHUNK, n - i0)
+        chunk = z[i0:i0 + m]
+        if noisy:
+            e0 = first + i0
+            lead = e0 % 4
+            _fill_counters(start + e0 // 4, (lead + m + 3) // 4, uint32(k0), uint32(k1), buf)
+            noise = buf[lead:lead + m]
+            for i in range(m):
+                v = chunk[i] + std * noise[i]
+                if rnd:
+                    v = np.rint(v)
+                chunk[i] = v
+                over += abs(v) > bound
+        else:
+            for i in range(m):
+                v = chunk[i]
+                if rnd:
+                    v = np.rint(v)
+                chunk[i] = v
+                over += abs(v) > bound
+    return over
+
+
+def flat_numpy(t: Tensor) -> np.ndarray:
+    if t.device.type != "cpu" or not t.is_contiguous():
+        raise ValueError("noise is added to contiguous CPU tensors only")
+    return t.detach().view(-1).numpy()
+
+
+def noisy_adc(
+    z: Tensor, stream: Optional[NoiseStream], std: float, rnd: bool, bound: float = float("inf"), first: int = 0, start: int = 0
+) -> int:
+    """Add output noise to the products ``z`` in place and round them to ADC codes.
+
+    ``z`` holds values ``first .. first + z.numel() - 1`` of a draw whose counters begin
+    at ``start`` (from ``stream.take``): a caller that fills one output in pieces passes
+    each piece's offset, and gets the numbers of one whole draw. Without ``stream`` no
+    noise is added. Returns how many codes exceed ``bound`` in size (the ADC's clip check).
+    """
+    flat = flat_numpy(z)
+    noisy = stream is not None and std > 0
+    k0, k1 = stream.key if stream is not None else (0, 0)
+    dtype = flat.dtype.type
+    return int(_noisy_adc(flat, first, start, k0, k1, dtype(std), noisy, bool(rnd), dtype(bound)))
+
+
+# ------------------------------------------------------------------ DAC codes
 
 
 @njit(inline="always")

@@ -12,12 +12,11 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-from torch import Tensor
-from torch.autograd import no_grad
-
 from aihwkit.inference.converter.base import BaseConductanceConverter
 from aihwkit.inference.converter.conductance import SinglePairConductanceConverter
 from aihwkit.inference.noise.base import BaseNoiseModel
+from torch import Tensor
+from torch.autograd import no_grad
 
 
 class IdealNoiseModel(BaseNoiseModel):

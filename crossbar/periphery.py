@@ -23,23 +23,31 @@ once per drift (:meth:`Periphery.code_weights`). Up to float rounding this is th
 computation; a value within an ulp of a rounding boundary may land one step away from
 aihwkit's (tests allow for that).
 
-On a CPU the element-wise stages are compiled loops (numba): the DAC codes of rows and
-of convolution patches (:mod:`crossbar.kernels`), and the output noise, drawn from one
-counter-based stream per chip and added in the pass that rounds to ADC codes
-(:mod:`crossbar.rng`). The products stay torch's (MKL). On CUDA all of it is torch's.
+A layer makes one call, :meth:`Periphery.matmul`, with its inputs wrapped as
+:class:`~crossbar.inputs.RowInputs` or :class:`~crossbar.inputs.PatchInputs` (which
+make the DAC codes of each tile's slice, see :mod:`crossbar.inputs`) and every chip's
+tiled weights. On a CPU the element-wise stages are compiled loops (numba,
+:mod:`crossbar.kernels`): the DAC codes of rows and of convolution patches, and the
+output noise, drawn from one counter-based stream per chip (:mod:`crossbar.rng`) and
+added in the pass that rounds to ADC codes. The products stay torch's (MKL). On CUDA
+all of it is torch's.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
 
 from . import kernels
-from .rng import NoiseStream, noisy_adc
+from .inputs import CodeBlocks, PatchInputs, RowInputs
+from .kernels import noisy_adc
+from .rng import NoiseStream
+
+Inputs = Union[RowInputs, PatchInputs]
 
 _MAX_BM_FACTOR = 1000.0
 _MAX_BM_RES = 0.25
@@ -70,25 +78,6 @@ def _column_products(z: Tensor, weight: Tensor, x: Tensor, accumulate: bool) -> 
         z.baddbmm_(weight.expand(batch, -1, -1), x)
     else:
         torch.bmm(weight.expand(batch, -1, -1), x, out=z)
-
-
-@dataclass(frozen=True)
-class CodeBlocks:
-    """DAC codes ``(Cx, B, k, L)`` (vectors in columns) made ``block`` batch rows at a
-    time by ``make(b0, b1, out)``, which writes rows ``b0:b1`` into ``out``: the
-    same numbers as making them all at once, without holding them all."""
-
-    shape: tuple[int, int, int, int]
-    block: int
-    make: Callable[[int, int, Tensor], Tensor]
-    buffer: Tensor  # flat, room for one block
-
-    def __iter__(self):
-        cx, b, k, length = self.shape
-        for b0 in range(0, b, self.block):
-            b1 = min(b, b0 + self.block)
-            out = self.buffer[: cx * (b1 - b0) * k * length].view(cx, b1 - b0, k, length)
-            yield b0, b1, self.make(b0, b1, out)
 
 
 @dataclass(frozen=True)
@@ -285,6 +274,48 @@ class Periphery:
                         streams[c].normal_(z[c], std)
                     _column_products(z[c, b0:b1], code_weight[c], block[c if cx > 1 else 0], streams is not None)
         return z.round_() if self.out_res > 0 else z
+
+    def matmul(
+        self,
+        inputs: Inputs,
+        weights: Tensor,
+        tiles: Sequence[tuple[int, int, int, int]],
+        tile_scale: Optional[Tensor],
+        streams: Optional[Sequence[NoiseStream]],
+    ) -> Tensor:
+        """Every chip's analog products of ``inputs`` with its tiles, in input units.
+
+        Args:
+            inputs: the vectors, ``(Cx, n, in)`` rows or ``(Cx, B, in, L)`` columns.
+            weights: ``(C, out, in)`` tile weights from :meth:`code_weights`.
+            tiles: the ``(o0, o1, i0, i1)`` block of each tile.
+            tile_scale: ``(C, n_tiles)``, each tile's output scale (its largest target
+                |weight|, times drift compensation's factor), or None for 1.
+            streams: one :class:`~crossbar.rng.NoiseStream` per chip for the output noise.
+
+        Returns ``(C, n, out)`` or ``(C, B, out, L)``; tiles that share outputs are summed.
+        """
+        uses: dict[tuple[int, int], int] = {}
+        for _, _, i0, i1 in tiles:
+            uses[(i0, i1)] = uses.get((i0, i1), 0) + 1
+        y: Optional[Tensor] = None
+        for k, (o0, o1, i0, i1) in enumerate(tiles):
+            codes, unit = inputs.codes(self, i0, i1, once=uses[(i0, i1)] == 1)
+            z, factor = self.mvm(
+                codes, unit, lambda i0=i0, i1=i1: inputs.vectors()[:, :, i0:i1], weights[:, o0:o1, i0:i1], streams,
+                inputs.columns,
+            )
+            if tile_scale is not None:
+                factor = factor * tile_scale[:, k].view(-1, *([1] * (factor.dim() - 1)))
+            if len(tiles) == 1:
+                return z.mul_(factor)
+            if y is None:
+                shape = list(z.shape)
+                shape[2] = weights.shape[1]
+                y = z.new_zeros(shape)
+            y[:, :, o0:o1].addcmul_(z, factor)
+        assert y is not None
+        return y
 
     def mvm(
         self,

@@ -3,20 +3,19 @@
 A :class:`Preset` is plain, validated data (pydantic); ``preset.noise_model`` builds the
 aihwkit noise model that the simulator calls. Presets are looked up by name with
 :func:`get_preset`, which takes overrides, or built from a plain mapping with
-:func:`make_preset` (the form a scenario's YAML block takes).
+:func:`make_preset` (the form a scenario's YAML block takes). The physics kinds and
+their parameters come from :data:`crossbar.physics.PHYSICS`.
 
 Units follow aihwkit: conductances in microsiemens, times in seconds since programming
-ended.
+ended (readable durations such as ``"1d"`` are accepted too).
 """
 
 from __future__ import annotations
 
-import difflib
 import math
-from typing import Any, Iterable, Literal, Mapping, Optional
+from typing import Any, Literal, Mapping, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
-
+import torch
 from aihwkit.inference.compensation.drift import GlobalDriftCompensation
 from aihwkit.inference.converter.conductance import (
     DualPairConductanceConverter,
@@ -25,13 +24,19 @@ from aihwkit.inference.converter.conductance import (
     SinglePairConductanceConverter,
 )
 from aihwkit.inference.noise.base import BaseNoiseModel
-from aihwkit.inference.noise.pcm import PCMLikeNoiseModel
-from aihwkit.inference.noise.reram import ReRamCMONoiseModel, ReRamWan2022NoiseModel
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, create_model, model_validator
 
-from .noise import IdealNoiseModel, LogNormalDriftNoiseModel
+from .common import did_you_mean, error_text
+from .durations import in_words, parse_duration
+from .physics import ALL_PARAMS, PHYSICS, Physics
 
-NoiseKind = Literal["ideal", "pcm", "reram_wan2022", "reram_cmo", "lognormal"]
 ConverterKind = Literal["single_pair", "dual_pair", "n_pair", "single_device"]
+_CONVERTERS = {
+    "single_pair": SinglePairConductanceConverter,
+    "single_device": SingleDeviceConductanceConverter,
+    "dual_pair": DualPairConductanceConverter,
+    "n_pair": NPairConductanceConverter,
+}
 
 #: Stuck-at fault profiles from the defect literature, usable with any preset
 #: (``get_preset("pcm", faults="chen2015")``).
@@ -55,55 +60,21 @@ AIHWKIT_PERIPHERY: dict[str, float] = {
     "out_bound": 12.0,
 }
 
-# Parameters that only one physics understands; anything else set for it is an error.
-_KIND_PARAMS: dict[str, tuple[str, ...]] = {
-    "ideal": (),
-    "pcm": ("prog_noise_scale", "read_noise_scale", "drift_scale", "t_0", "t_read"),
-    "reram_wan2022": ("noise_scale",),
-    "reram_cmo": ("prog_noise_scale", "read_noise_scale", "drift_scale", "acceptance_range"),
-    "lognormal": ("sigma",),
-}
-_ALL_KIND_PARAMS = sorted({p for ps in _KIND_PARAMS.values() for p in ps})
 
-# aihwkit's own defaults for the conductance range of each physics.
-_DEFAULT_CONVERTER: dict[str, tuple[str, float, float]] = {
-    "ideal": ("single_pair", 25.0, 0.0),
-    "pcm": ("single_pair", 25.0, 0.0),
-    "reram_wan2022": ("single_pair", 25.0, 0.0),
-    "reram_cmo": ("single_device", 88.199997, 9.0),
-    "lognormal": ("single_pair", 25.0, 0.0),
-}
-
-
-class Preset(BaseModel):
-    """A memristor technology and the crossbar around it.
-
-    Unset (``None``) physics parameters take the aihwkit noise model's own default.
-    """
+class _PresetBase(BaseModel):
+    """The fields every preset has; the physics parameters are added from PHYSICS below."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = "custom"
     description: str = ""
-    noise: NoiseKind = Field(description="which device physics (noise model) to use")
+    noise: Literal[tuple(PHYSICS)] = Field(description="which device physics (noise model) to use")  # type: ignore[valid-type]
 
     # Conductance mapping (uS).
     g_max: Optional[float] = Field(None, gt=0, description="maximal conductance, uS")
     g_min: Optional[float] = Field(None, ge=0, description="minimal conductance, uS")
     g_converter: Optional[ConverterKind] = None
-    f_lst: Optional[list[float]] = Field(
-        None, description="significance factors of the pairs (dual_pair, n_pair)"
-    )
-
-    # Physics parameters (see _KIND_PARAMS for which applies to which physics).
-    prog_noise_scale: Optional[float] = Field(None, ge=0)
-    read_noise_scale: Optional[float] = Field(None, ge=0)
-    drift_scale: Optional[float] = Field(None, ge=0)
-    noise_scale: Optional[float] = Field(None, ge=0)
-    t_0: Optional[float] = Field(None, gt=0)
-    t_read: Optional[float] = Field(None, gt=0)
-    acceptance_range: Optional[Literal[0.2, 2.0]] = None
-    sigma: Optional[float] = Field(None, ge=0)
+    f_lst: Optional[list[float]] = Field(None, description="significance factors of the pairs (dual_pair, n_pair)")
 
     drift_compensation: bool = False
 
@@ -144,9 +115,9 @@ class Preset(BaseModel):
         return data
 
     @model_validator(mode="after")
-    def _check_consistency(self) -> "Preset":
-        allowed = _KIND_PARAMS[self.noise]
-        for param in _ALL_KIND_PARAMS:
+    def _check_consistency(self) -> "_PresetBase":
+        allowed = self.physics.params
+        for param in ALL_PARAMS:
             if getattr(self, param) is not None and param not in allowed:
                 raise ValueError(
                     f"{param} does not apply to noise={self.noise!r}; its parameters are: "
@@ -154,13 +125,11 @@ class Preset(BaseModel):
                 )
         if self.p_sa0 + self.p_sa1 > 1:
             raise ValueError(
-                f"p_sa0 + p_sa1 = {self.p_sa0 + self.p_sa1:g} exceeds 1; each device is stuck "
-                "at most one way"
+                f"p_sa0 + p_sa1 = {self.p_sa0 + self.p_sa1:g} exceeds 1; each device is stuck at most one way"
             )
         if self.resolved_g_min >= self.resolved_g_max:
             raise ValueError(
-                f"g_min ({self.resolved_g_min:g} uS) must be smaller than g_max "
-                f"({self.resolved_g_max:g} uS)"
+                f"g_min ({self.resolved_g_min:g} uS) must be smaller than g_max ({self.resolved_g_max:g} uS)"
             )
         kind = self.resolved_converter
         if kind in ("dual_pair", "n_pair"):
@@ -178,50 +147,83 @@ class Preset(BaseModel):
     # --- resolved values ---------------------------------------------------------
 
     @property
+    def physics(self) -> Physics:
+        return PHYSICS[self.noise]
+
+    @property
     def resolved_converter(self) -> str:
-        return self.g_converter or _DEFAULT_CONVERTER[self.noise][0]
+        return self.g_converter or self.physics.converter
 
     @property
     def resolved_g_max(self) -> float:
-        return self.g_max if self.g_max is not None else _DEFAULT_CONVERTER[self.noise][1]
+        return self.g_max if self.g_max is not None else self.physics.g_max
 
     @property
     def resolved_g_min(self) -> float:
-        return self.g_min if self.g_min is not None else _DEFAULT_CONVERTER[self.noise][2]
+        return self.g_min if self.g_min is not None else self.physics.g_min
 
     @property
-    def perfect_periphery(self) -> bool:
-        """True when no DAC, ADC, output noise or bounds are simulated."""
-        return not any(
-            (self.inp_res, self.out_res, self.out_noise, self.inp_bound, self.out_bound)
-        )
+    def devices_per_weight(self) -> int:
+        kind = self.resolved_converter
+        if kind == "single_device":
+            return 1
+        return 2 * len(self.f_lst) if kind in ("dual_pair", "n_pair") else 2
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the device physics (see :attr:`crossbar.physics.Physics.exact`)."""
+        return torch.float64 if self.physics.exact else torch.float32
+
+    def physics_device(self, device: torch.device) -> torch.device:
+        """Where the device physics runs: with the weights, or on the CPU for a CPU-only model."""
+        return torch.device("cpu") if self.physics.cpu_only else device
 
     @property
     def times(self) -> Optional[tuple[float, ...]]:
         """The inference times the physics is defined at, or None for any time >= 0."""
-        if self.noise == "reram_wan2022":
-            return tuple(sorted(self.noise_model.coeff_dic))
-        return None
+        return self.physics.times(self.noise_model)
 
     @property
     def noise_model(self) -> BaseNoiseModel:
         """The aihwkit noise model instance this preset simulates with."""
         if self._noise_model is None:
-            self._noise_model = _build_noise_model(self)
+            converter_cls = _CONVERTERS[self.resolved_converter]
+            g_max, g_min = self.resolved_g_max, self.resolved_g_min
+            extra = {"f_lst": list(self.f_lst)} if self.f_lst is not None else {}
+            converter = converter_cls(g_max=g_max, g_min=g_min, **extra)
+            params = {k: getattr(self, k) for k in self.physics.params if getattr(self, k) is not None}
+            self._noise_model = self.physics.make(converter, g_max, g_min, **params)
         return self._noise_model
 
     @property
     def drift_compensation_model(self) -> Optional[GlobalDriftCompensation]:
         return GlobalDriftCompensation() if self.drift_compensation else None
 
+    def full_spec(self) -> dict[str, Any]:
+        """Every parameter as plain data, defaults resolved (the conductance range, the
+        physics' own parameter values, the fault rates of a profile): what a run
+        records, and ``make_preset(spec)`` simulates the same devices."""
+        data = self.model_dump(exclude={"faults", *ALL_PARAMS})
+        data.update(g_max=self.resolved_g_max, g_min=self.resolved_g_min, g_converter=self.resolved_converter)
+        if data["f_lst"] is None:
+            del data["f_lst"]
+        data.update(self.physics.resolved_params(self.noise_model))
+        return data
+
     def check_time(self, t_inference: Any) -> float:
-        """Return ``t_inference`` as a float, or raise ValueError if this preset cannot use it."""
-        try:
-            t = float(t_inference)
-        except (TypeError, ValueError):
-            raise ValueError(
-                f"t_inference must be a number of seconds, got {t_inference!r}"
-            ) from None
+        """``t_inference`` in seconds (a number, or a duration such as ``"1d"``), or a
+        ValueError if this preset cannot simulate it."""
+        if isinstance(t_inference, str):
+            try:
+                t = parse_duration(t_inference)
+            except ValueError as e:
+                raise ValueError(f"t_inference: {e}") from None
+        else:
+            try:
+                t = float(t_inference)
+            except (TypeError, ValueError):
+                raise ValueError(f"t_inference must be a number of seconds or a duration such as '1d', "
+                                 f"got {t_inference!r}") from None
         if not math.isfinite(t) or t < 0:
             raise ValueError(
                 f"t_inference must be a finite time >= 0 s (seconds since programming), got {t_inference!r}"
@@ -230,14 +232,15 @@ class Preset(BaseModel):
         label = repr(self.name) if self.name == self.noise else f"{self.name!r} ({self.noise})"
         if allowed is not None and t not in allowed:
             raise ValueError(
-                f"preset {label} is only defined at t_inference = "
-                f"{', '.join(_readable_time(a) for a in allowed)}; got {t:g} s"
+                f"preset {label} is only defined at t_inference = {', '.join(in_words(a) for a in allowed)}; "
+                f"got {t:g} s"
             )
-        if self.noise == "reram_cmo" and 0 < t < self.noise_model.read_dict["t_read"]:
-            # aihwkit's read noise there is sqrt(log(x)) of an x < 1: NaN conductances
+        read_time = self.physics.read_time(self.noise_model)
+        if 0 < t < read_time:
+            # e.g. aihwkit's CMO read noise there is sqrt(log(x)) of an x < 1: NaN conductances
             raise ValueError(
                 f"preset {label} is defined at t_inference = 0 s (programming only) and from its read time "
-                f"t_read = {self.noise_model.read_dict['t_read']:g} s on, not in between; got {t:g} s"
+                f"t_read = {read_time:g} s on, not in between; got {t:g} s"
             )
         return t
 
@@ -246,7 +249,7 @@ class Preset(BaseModel):
         data = self._set_fields()
         if ("p_sa0" in overrides or "p_sa1" in overrides) and "faults" not in overrides:
             data.pop("faults", None)  # explicit probabilities replace a fault profile
-        return _validated(self.name, {**data, **overrides})
+        return _validated(overrides.get("name", self.name), {**data, **overrides})
 
     def _set_fields(self) -> dict[str, Any]:
         data = self.model_dump(exclude_unset=True)
@@ -256,48 +259,27 @@ class Preset(BaseModel):
         return data
 
 
-def _readable_time(seconds: float) -> str:
-    for unit, size in (("days", 86400.0), ("day", 86400.0), ("h", 3600.0)):
-        if seconds >= size and seconds % size == 0:
-            n = seconds / size
-            if unit == "days" and n == 1:
-                continue
-            return f"{n:g} {unit}"
-    return f"{seconds:g} s"
+def _physics_fields() -> dict[str, Any]:
+    fields = {}
+    for name, param in ALL_PARAMS.items():
+        if param.choices is not None:
+            fields[name] = (Optional[Literal[param.choices]], Field(None, description=param.description))
+        else:
+            fields[name] = (Optional[float], Field(None, gt=param.gt, ge=param.ge, description=param.description))
+    return fields
 
 
-def _build_converter(preset: Preset):
-    kind = preset.resolved_converter
-    g_max, g_min = preset.resolved_g_max, preset.resolved_g_min
-    if kind == "single_pair":
-        return SinglePairConductanceConverter(g_max=g_max, g_min=g_min)
-    if kind == "single_device":
-        return SingleDeviceConductanceConverter(g_max=g_max, g_min=g_min)
-    if kind == "dual_pair":
-        return DualPairConductanceConverter(f_lst=list(preset.f_lst), g_max=g_max, g_min=g_min)
-    return NPairConductanceConverter(f_lst=list(preset.f_lst), g_max=g_max, g_min=g_min)
+Preset = create_model(
+    "Preset",
+    __base__=_PresetBase,
+    __module__=__name__,
+    __doc__="""A memristor technology and the crossbar around it.
 
-
-def _build_noise_model(preset: Preset) -> BaseNoiseModel:
-    converter = _build_converter(preset)
-    kw = {
-        k: getattr(preset, k)
-        for k in _KIND_PARAMS[preset.noise]
-        if getattr(preset, k) is not None
-    }
-    if preset.noise == "ideal":
-        return IdealNoiseModel(g_converter=converter)
-    if preset.noise == "lognormal":
-        return LogNormalDriftNoiseModel(g_converter=converter, **kw)
-    if preset.noise == "pcm":
-        return PCMLikeNoiseModel(g_converter=converter, **kw)
-    if preset.noise == "reram_wan2022":
-        return ReRamWan2022NoiseModel(g_converter=converter, **kw)
-    # aihwkit's CMO model always builds its own single-device converter; swap in the
-    # preset's one (its physics acts per conductance, whatever the mapping).
-    model = ReRamCMONoiseModel(g_max=preset.resolved_g_max, g_min=preset.resolved_g_min, **kw)
-    model.g_converter = converter
-    return model
+    Unset (``None``) physics parameters take the aihwkit noise model's own default;
+    :meth:`full_spec` lists the values used.
+    """,
+    **_physics_fields(),
+)
 
 
 _PRESETS: dict[str, Preset] = {}
@@ -350,17 +332,16 @@ def list_presets() -> list[str]:
     return sorted(_PRESETS)
 
 
-def did_you_mean(word: Any, options: Iterable[str]) -> str:
-    """`` (did you mean 'g_max'?)`` for a near miss among ``options``, else ``""``."""
-    close = difflib.get_close_matches(str(word), list(options), n=1, cutoff=0.75)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+def builtin_preset(name: str) -> Optional[Preset]:
+    """The registered preset called ``name``, or None."""
+    return _PRESETS.get(name)
 
 
 def _friendly(name: str, err: ValidationError) -> ValueError:
     parts = []
     for e in err.errors():
         loc = ".".join(str(x) for x in e["loc"])
-        msg = e["msg"].removeprefix("Value error, ")
+        msg = error_text(e)
         if e["type"] == "extra_forbidden":
             fields = [f for f in Preset.model_fields if f not in ("name", "description")]
             parts.append(f"unknown parameter {loc!r}{did_you_mean(loc, fields)}; allowed: {', '.join(fields)}")
@@ -417,7 +398,7 @@ def make_preset(spec: Mapping[str, Any]) -> Preset:
     if "noise" not in data:
         raise ValueError(
             f"preset {name!r}: needs 'base' (one of {', '.join(list_presets())}) or 'noise' "
-            f"(one of {', '.join(_KIND_PARAMS)})"
+            f"(one of {', '.join(PHYSICS)})"
         )
     return _validated(name, data)
 

@@ -1,30 +1,20 @@
-"""The periphery's output noise on a CPU: counter-based Gaussian streams, one per chip.
+"""The periphery's output noise: one counter-based Gaussian stream per chip.
 
 The periphery draws one Gaussian per output of every layer, per image and chip
 (aihwkit's ``out_noise``): about 6,500 per image and chip for LeNet-5 on MNIST, almost
-all the random numbers of a Monte Carlo with the periphery on. torch's CPU generator
-(mt19937, one value at a time) takes about 3.4 ns a draw; the loops here, compiled by
-numba and vectorised, take about 1.2 ns, and add the noise to the outputs in the same
-pass that rounds them to ADC codes (:func:`noisy_adc`).
-
-- **Bits**: Philox4x32-10 (Salmon, Moraes, Dror and Shaw, "Parallel random numbers: as
-  easy as 1, 2, 3", SC 2011), the counter-based generator of cuRAND, JAX and torch's
-  CUDA kernels: a 64-bit key and a 128-bit counter give four independent 32-bit words.
-  The tests check it against Random123's published known answers.
-- **Gaussians**: Box-Muller, two per pair of words ``(w1, w2)``: radius
-  ``sqrt(-2 ln u)`` with ``u = (w1 // 2**8 + 1) / 2**24`` in (0, 1] (24 bits, as torch's
-  CPU generator; the largest value is 5.77), angle uniform on the circle from ``w2``
-  (quadrant from its top 2 bits, the position within the quadrant from the next 24).
-  ``ln``, ``sin`` and ``cos`` are Cephes' single-precision polynomials; the values agree
-  with a float64 Box-Muller of the same bits to float32 rounding (tested).
+all the random numbers of a Monte Carlo with the periphery on. On a CPU they come from
+Philox4x32-10 turned into Gaussians by Box-Muller, in compiled loops
+(:mod:`crossbar.kernels`, which also adds them to the outputs in the pass that rounds
+to ADC codes, :func:`crossbar.kernels.noisy_adc`): about 1.2 ns a draw, against 3.4 ns
+for torch's CPU generator (mt19937, one value at a time).
 
 A :class:`NoiseStream` is a key and a counter, like a ``torch.Generator``: a draw of ``n``
 values takes the next ``ceil(n / 4)`` counters, so the values are a pure function of the
 seed and the sequence of draws, and value ``i`` of a draw does not depend on how the
 caller splits the draw into pieces. The arithmetic is IEEE single precision, without
 fast-math and without fused multiply-adds (checked in the compiled code), so a stream's
-values do not depend on the CPU's vector width. On CUDA a stream is a ``torch.Generator``: torch's own Philox kernels
-are fast there, and the two devices draw different streams, as before.
+values do not depend on the CPU's vector width. On CUDA a stream is a ``torch.Generator``:
+torch's own Philox kernels are fast there, and the two devices draw different streams.
 """
 
 from __future__ import annotations
@@ -33,176 +23,16 @@ from typing import Optional
 
 import numpy as np
 import torch
-from numba import float32, int32, njit, types, uint32, uint64
-from numba.extending import intrinsic
 from torch import Tensor
 
-from .kernels import compiled
+from .kernels import flat_numpy, philox_words, standard_normal_into
 
-__all__ = ["NoiseStream", "noisy_adc", "philox4x32_10", "standard_normal"]
-
-
-@intrinsic
-def _f32_bits(typingctx, x):
-    """The bit pattern of a float32 (an LLVM bitcast, free and vectorisable)."""
-    from llvmlite import ir
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.IntType(32))
-
-    return types.uint32(types.float32), codegen
-
-
-@intrinsic
-def _bits_f32(typingctx, x):
-    from llvmlite import ir
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.FloatType())
-
-    return types.float32(types.uint32), codegen
-
-
-_M0, _M1 = np.uint64(0xD2511F53), np.uint64(0xCD9E8D57)  # Philox4x32 multipliers
-_W0, _W1 = np.uint32(0x9E3779B9), np.uint32(0xBB67AE85)  # Weyl key increments
-_LO32 = np.uint64(0xFFFFFFFF)
-_SHIFT32 = np.uint64(32)
-
-
-@njit(inline="always")
-def _philox(c0, c1, c2, c3, k0, k1):
-    for _ in range(10):
-        p0 = uint64(c0) * _M0
-        p1 = uint64(c2) * _M1
-        h0, l0 = uint32(p0 >> _SHIFT32), uint32(p0 & _LO32)
-        h1, l1 = uint32(p1 >> _SHIFT32), uint32(p1 & _LO32)
-        c0, c1, c2, c3 = h1 ^ c1 ^ k0, l1, h0 ^ c3 ^ k1, l0
-        k0 = uint32(k0 + _W0)
-        k1 = uint32(k1 + _W1)
-    return c0, c1, c2, c3
-
-
-@compiled
-def _philox_words(c0, c1, c2, c3, k0, k1):
-    return _philox(uint32(c0), uint32(c1), uint32(c2), uint32(c3), uint32(k0), uint32(k1))
+__all__ = ["NoiseStream", "philox4x32_10", "standard_normal"]
 
 
 def philox4x32_10(counter, key) -> tuple[int, int, int, int]:
     """Philox4x32-10 of a 4-word counter and a 2-word key: the four 32-bit output words."""
-    return tuple(int(w) for w in _philox_words(*(int(v) for v in counter), *(int(v) for v in key)))
-
-
-_SQRT_HALF = np.float32(0.70710677)
-_LN2_HI, _LN2_LO = np.float32(0.693359375), np.float32(-2.12194440e-4)
-_TWO_M24 = np.float32(2.0**-24)
-_QUARTER_TURN_STEP = np.float32(np.pi / 2 * 2.0**-24)
-_EIGHTH_TURN = np.float32(np.pi / 4)
-
-
-@njit(inline="always")
-def _radius(w):
-    """``sqrt(-2 ln u)``, ``u = (w >> 8 + 1) 2^-24`` in (0, 1]: Cephes' logf."""
-    x = float32((w >> uint32(8)) + uint32(1)) * _TWO_M24
-    bits = _f32_bits(x)
-    e = float32(int32(bits >> uint32(23)) - int32(126))
-    m = _bits_f32((bits & uint32(0x7FFFFF)) | uint32(0x3F000000))  # x = m 2^e, m in [0.5, 1)
-    low = m < _SQRT_HALF
-    e = e - float32(1.0) if low else e
-    m = (m + m - float32(1.0)) if low else (m - float32(1.0))  # ln x = e ln 2 + ln(1 + m)
-    z = m * m
-    y = float32(7.0376836292e-2)
-    y = y * m - float32(1.1514610310e-1)
-    y = y * m + float32(1.1676998740e-1)
-    y = y * m - float32(1.2420140846e-1)
-    y = y * m + float32(1.4249322787e-1)
-    y = y * m - float32(1.6668057665e-1)
-    y = y * m + float32(2.0000714765e-1)
-    y = y * m - float32(2.4999993993e-1)
-    y = y * m + float32(3.3333331174e-1)
-    y = y * m * z + e * _LN2_LO - float32(0.5) * z
-    ln_x = m + y + e * _LN2_HI
-    return np.sqrt(float32(-2.0) * ln_x)
-
-
-@njit(inline="always")
-def _unit_vector(w):
-    """``(cos a, sin a)`` of an angle uniform on the circle: quadrant ``w >> 30``, offset
-    in (-pi/4, pi/4) from the next 24 bits; Cephes' sinf/cosf on that range."""
-    q = w >> uint32(30)
-    x = (float32((w >> uint32(6)) & uint32(0xFFFFFF)) + float32(0.5)) * _QUARTER_TURN_STEP - _EIGHTH_TURN
-    z = x * x
-    s = ((float32(-1.9515295891e-4) * z + float32(8.3321608736e-3)) * z - float32(1.6666654611e-1)) * z * x + x
-    c = (
-        ((float32(2.443315711809948e-5) * z - float32(1.388731625493765e-3)) * z + float32(4.166664568298827e-2)) * z * z
-        - float32(0.5) * z + float32(1.0)
-    )
-    # rotate (c, s) by q quarter turns, with bit operations so that the loop vectorises
-    sb, cb = _f32_bits(s), _f32_bits(c)
-    swap = uint32(0) - (q & uint32(1))
-    cos_bits = ((cb & ~swap) | (sb & swap)) ^ (((q ^ (q >> uint32(1))) & uint32(1)) << uint32(31))
-    sin_bits = ((sb & ~swap) | (cb & swap)) ^ ((q >> uint32(1)) << uint32(31))
-    return _bits_f32(cos_bits), _bits_f32(sin_bits)
-
-
-@njit(inline="always")
-def _fill_counters(first, count, k0, k1, buf):
-    """Standard normals of counters ``first .. first + count - 1`` into ``buf[:4 count]``."""
-    for j in range(count):
-        c = uint64(first + j)
-        w0, w1, w2, w3 = _philox(uint32(c & _LO32), uint32(c >> _SHIFT32), uint32(0), uint32(0), k0, k1)
-        r0, r1 = _radius(w0), _radius(w2)
-        c0, s0 = _unit_vector(w1)
-        c1, s1 = _unit_vector(w3)
-        buf[4 * j] = r0 * c0
-        buf[4 * j + 1] = r0 * s0
-        buf[4 * j + 2] = r1 * c1
-        buf[4 * j + 3] = r1 * s1
-
-
-_CHUNK = 1024  # values made at a time into a scratch buffer that stays in L1
-
-
-@compiled
-def _standard_normal(out, start, k0, k1):
-    n = out.size
-    buf = np.empty(_CHUNK + 4, np.float32)
-    for i0 in range(0, n, _CHUNK):
-        m = min(_CHUNK, n - i0)
-        _fill_counters(start + i0 // 4, (m + 3) // 4, uint32(k0), uint32(k1), buf)
-        for i in range(m):
-            out[i0 + i] = buf[i]
-
-
-@compiled
-def _noisy_adc(z, first, start, k0, k1, std, noisy, rnd, bound):
-    """``z += std * N(0, 1)`` (values ``first ..`` of the draw at counter ``start``), then
-    rounded to integers if ``rnd``; returns how many results exceed ``bound`` in size
-    (NaN never does, as with ``torch.aminmax``)."""
-    n = z.size
-    buf = np.empty(_CHUNK + 8, np.float32)
-    over = 0
-    for i0 in range(0, n, _CHUNK):
-        m = min(_CHUNK, n - i0)
-        chunk = z[i0:i0 + m]
-        if noisy:
-            e0 = first + i0
-            lead = e0 % 4
-            _fill_counters(start + e0 // 4, (lead + m + 3) // 4, uint32(k0), uint32(k1), buf)
-            noise = buf[lead:lead + m]
-            for i in range(m):
-                v = chunk[i] + std * noise[i]
-                if rnd:
-                    v = np.rint(v)
-                chunk[i] = v
-                over += abs(v) > bound
-        else:
-            for i in range(m):
-                v = chunk[i]
-                if rnd:
-                    v = np.rint(v)
-                chunk[i] = v
-                over += abs(v) > bound
-    return over
+    return tuple(int(w) for w in philox_words(*(int(v) for v in counter), *(int(v) for v in key)))
 
 
 class NoiseStream:
@@ -228,12 +58,12 @@ class NoiseStream:
         return start
 
     def normal_(self, out: Tensor, std: float = 1.0) -> Tensor:
-        """Fill ``out`` with ``std * N(0, 1)``: the values :func:`noisy_adc` would add."""
+        """Fill ``out`` with ``std * N(0, 1)``: the values :func:`crossbar.kernels.noisy_adc` would add."""
         if self.generator is not None:
             return out.normal_(0.0, std, generator=self.generator)
-        flat = _flat_numpy(out)
+        flat = flat_numpy(out)
         draws = np.empty(flat.size, np.float32)
-        _standard_normal(draws, self.take(flat.size), *self.key)
+        standard_normal_into(draws, self.take(flat.size), *self.key)
         flat[:] = draws
         if std != 1.0:
             flat *= flat.dtype.type(std)
@@ -247,26 +77,3 @@ def standard_normal(n: int, seed: int) -> Tensor:
     """``n`` standard normals, the first draw of a CPU stream with ``seed`` (float32)."""
     out = torch.empty(int(n), dtype=torch.float32)
     return NoiseStream(seed).normal_(out)
-
-
-def _flat_numpy(t: Tensor) -> np.ndarray:
-    if t.device.type != "cpu" or not t.is_contiguous():
-        raise ValueError("noise is added to contiguous CPU tensors only")
-    return t.detach().view(-1).numpy()
-
-
-def noisy_adc(
-    z: Tensor, stream: Optional[NoiseStream], std: float, rnd: bool, bound: float = float("inf"), first: int = 0, start: int = 0
-) -> int:
-    """Add output noise to the products ``z`` in place and round them to ADC codes.
-
-    ``z`` holds values ``first .. first + z.numel() - 1`` of a draw whose counters begin
-    at ``start`` (from ``stream.take``): a caller that fills one output in pieces passes
-    each piece's offset, and gets the numbers of one whole draw. Without ``stream`` no
-    noise is added. Returns how many codes exceed ``bound`` in size (the ADC's clip check).
-    """
-    flat = _flat_numpy(z)
-    noisy = stream is not None and std > 0
-    k0, k1 = stream.key if stream is not None else (0, 0)
-    dtype = flat.dtype.type
-    return int(_noisy_adc(flat, first, start, k0, k1, dtype(std), noisy, bool(rnd), dtype(bound)))

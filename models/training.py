@@ -33,12 +33,11 @@ from torch.func import functional_call
 from tqdm.auto import tqdm
 
 import crossbar
-from crossbar.devices import derive_seed
+from crossbar.common import Stream, derive_seed
 
 from .data import Splits
 from .networks import DropoutNet, build
 
-HWA_STAGE = 101  # random-stream key of hardware-aware noise (crossbar uses small stage numbers)
 
 
 class HardwareAware(BaseModel):
@@ -226,7 +225,7 @@ def train(
                     noisy = {}
                     for layer, (name, weight) in enumerate(_crossbar_weights(model)):
                         chip = crossbar.sample_weights(
-                            weight.detach(), preset, hwa.t_inference, 1, derive_seed(seed, HWA_STAGE, layer, 0, step),
+                            weight.detach(), preset, hwa.t_inference, 1, derive_seed(seed, Stream.HARDWARE_AWARE, layer, 0, step),
                             compensate=True,
                         )[0]
                         noisy[name] = weight + (chip - weight).detach()  # straight-through gradient

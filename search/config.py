@@ -20,7 +20,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 
 import crossbar
 import models
-from crossbar.presets import did_you_mean
+from crossbar.common import did_you_mean
 
 UNITS = {"s": 1.0, "sec": 1.0, "min": 60.0, "h": 3600.0, "d": 86400.0, "w": 7 * 86400.0, "y": 365 * 86400.0}
 # the words too, as the tool's own messages write times ("1 s, 1 day, 2 days")

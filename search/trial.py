@@ -20,7 +20,7 @@ import torch
 
 import crossbar
 import models
-from crossbar.devices import derive_seed
+from crossbar.common import Stream, derive_seed
 
 from .config import Scenario
 
@@ -50,7 +50,7 @@ def splits_of(scenario: Scenario) -> models.Splits:
 def chip_seed(scenario: Scenario, split: str) -> int:
     """Every trial is scored on the same chips (common random numbers): differences
     between trials come from the networks, not from luckier chips."""
-    return derive_seed(scenario.seed, 200, VAL_CHIPS if split == "val" else TEST_CHIPS, 0) % (2**62)
+    return derive_seed(scenario.seed, Stream.EVALUATION_CHIPS, VAL_CHIPS if split == "val" else TEST_CHIPS, 0) % (2**62)
 
 
 def trial_device(scenario: Scenario, device: Optional[str] = None) -> torch.device:

@@ -8,6 +8,7 @@ from aihwkit.inference.noise.reram import ReRamCMONoiseModel, ReRamWan2022NoiseM
 
 import crossbar
 from crossbar.noise import IdealNoiseModel, LogNormalDriftNoiseModel
+from crossbar.periphery import Periphery
 
 
 def test_presets_are_discoverable_and_backed_by_their_noise_models():
@@ -23,7 +24,7 @@ def test_presets_are_discoverable_and_backed_by_their_noise_models():
         preset = crossbar.get_preset(name)
         assert type(preset.noise_model) is cls
         assert preset.noise_model is preset.noise_model  # the instance the simulator uses
-        assert preset.perfect_periphery and preset.p_sa0 == 0 and preset.p_sa1 == 0
+        assert Periphery.from_preset(preset).perfect and preset.p_sa0 == 0 and preset.p_sa1 == 0
 
 
 def test_overrides_reach_the_noise_model():
@@ -51,7 +52,7 @@ def test_custom_presets_from_plain_mappings():
     p = crossbar.make_preset({"base": "pcm", "name": "my_pcm", "g_max": 30.0, "faults": "chen2015"})
     assert p.name == "my_pcm" and p.noise == "pcm" and p.resolved_g_max == 30.0 and p.p_sa0 > 0
     q = crossbar.make_preset({"noise": "lognormal", "sigma": 0.3, "out_noise": 0.02, "out_bound": 10})
-    assert q.noise_model.sigma == 0.3 and not q.perfect_periphery
+    assert q.noise_model.sigma == 0.3 and not Periphery.from_preset(q).perfect
     # named after a built-in preset, with neither base nor noise: that preset, changed
     r = crossbar.make_preset({"name": "reram_cmo", "p_sa0": 0.02})
     assert r == crossbar.get_preset("reram_cmo", p_sa0=0.02) and r.name == "reram_cmo"
@@ -91,7 +92,8 @@ def test_bad_preset_parameters_get_one_clear_line(call, match):
     [
         ("pcm", -1.0, r"t_inference must be a finite time >= 0 s"),
         ("pcm", float("nan"), r"t_inference must be a finite time >= 0 s"),
-        ("pcm", "1d", r"t_inference must be a number of seconds"),
+        ("pcm", "1 parsec", r"t_inference: '1 parsec' is not a duration; use seconds or a number with one of s, min"),
+        ("pcm", [1.0], r"t_inference must be a number of seconds or a duration such as '1d'"),
         ("reram_wan2022", 3600.0, r"only defined at t_inference = 1 s, 1 day, 2 days; got 3600 s"),
         ("reram_wan2022", 0.0, r"only defined at t_inference = 1 s, 1 day, 2 days"),
         ("reram_wan2022", 86400.5, r"only defined at"),
@@ -103,6 +105,13 @@ def test_bad_preset_parameters_get_one_clear_line(call, match):
 def test_bad_times_are_rejected_without_rounding(preset, t, match):
     with pytest.raises(ValueError, match=match):
         crossbar.sample_weights(torch.ones(3, 3), preset, t, 2)
+
+
+def test_durations_are_times_as_scenarios_write_them():
+    w = torch.randn(5, 4, generator=torch.Generator().manual_seed(0))
+    for text, seconds in (("1d", 86400.0), ("1 day", 86400.0), ("30min", 1800.0), ("2 days", 2 * 86400.0)):
+        assert crossbar.get_preset("pcm").check_time(text) == seconds
+        assert torch.equal(crossbar.sample_weights(w, "pcm", text, 2, seed=1), crossbar.sample_weights(w, "pcm", seconds, 2, seed=1))
 
 
 def test_cmo_at_zero_and_from_its_read_time_gives_finite_weights():

@@ -7,7 +7,8 @@ import pytest
 import torch
 from scipy import stats
 
-from crossbar.rng import NoiseStream, noisy_adc, philox4x32_10, standard_normal
+from crossbar.kernels import noisy_adc
+from crossbar.rng import NoiseStream, philox4x32_10, standard_normal
 
 # Random123's published known-answer vectors for Philox4x32-10 (its tests/kat_vectors);
 # the third is the suite's standard one, the leading hex digits of pi.

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import crossbar
-from crossbar.layers import WindowMaxPool2d, window_max
+from crossbar.pooling import WindowMaxPool2d, window_max
 
 
 @settings(max_examples=150, deadline=None)
@@ -159,8 +159,9 @@ def test_a_converted_model_can_be_copied_and_pickled_with_its_thread_state():
 def test_convolution_codes_made_in_blocks_give_the_same_logits(monkeypatch, overrides, strategy):
     """On a CPU a convolution's DAC codes are made a few images at a time, as the
     products use them; every block size gives the same logits as whole batches."""
-    import crossbar.layers
-    from crossbar.periphery import CodeBlocks, Periphery
+    import crossbar.inputs
+    from crossbar.inputs import CodeBlocks
+    from crossbar.periphery import Periphery
 
     calls = []
     products = Periphery._adc_products
@@ -176,7 +177,7 @@ def test_convolution_codes_made_in_blocks_give_the_same_logits(monkeypatch, over
     x = torch.randn(24, 1, 8, 8, generator=torch.Generator().manual_seed(2))
     outs = {}
     for block_bytes in (1 << 40, 1, 3 * 36 * 4 * 4 * 6):
-        monkeypatch.setattr(crossbar.layers, "CODE_BLOCK_BYTES", block_bytes)
+        monkeypatch.setattr(crossbar.inputs, "CODE_BLOCK_BYTES", block_bytes)
         calls.clear()
         xmodel = crossbar.convert(model, preset, strategy=strategy, threads=2).program(3, seed=4).drift(86400.0)
         with torch.no_grad():

@@ -1,0 +1,122 @@
+"""Mapping a network onto crossbars: which layers, and the converted copy.
+
+:func:`convert` copies any ``torch.nn.Module`` and replaces each ``nn.Linear`` and
+``nn.Conv2d`` by a crossbar layer (:mod:`crossbar.layers`), and each ``nn.MaxPool2d``
+by :class:`~crossbar.pooling.WindowMaxPool2d` (the same numbers, faster on a CPU);
+:func:`mapped_layers` lists what it maps, :func:`unmapped_layers` the weight layers it
+leaves digital (it warns about them).
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+import warnings
+from typing import Optional
+
+from torch import nn
+
+from .common import check_threads, check_weight
+from .layers import CrossbarConv2d, CrossbarLinear
+from .model import CrossbarModel, check_strategy
+from .pooling import WindowMaxPool2d
+from .presets import Preset, resolve_preset
+
+
+def mapped_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """``(name, layer)`` of every ``nn.Linear`` and ``nn.Conv2d`` that :func:`convert` maps.
+
+    In ``model.modules()`` order (name ``""`` when ``model`` itself is one). A layer
+    registered under two names (weight tying) is listed under both; ``convert`` maps it
+    once, and both names use the same crossbar. ``nn.MultiheadAttention`` is skipped
+    whole: its forward reads ``out_proj.weight`` directly, so a crossbar there would be
+    programmed and never run.
+    """
+    found: list[tuple[str, nn.Module]] = []
+    digital: list[str] = []  # name prefixes of attention blocks: nothing under them is mapped
+    for name, module in model.named_modules(remove_duplicate=False):
+        if any(name.startswith(prefix) for prefix in digital):
+            continue
+        if isinstance(module, nn.MultiheadAttention):
+            digital.append(f"{name}." if name else "")  # "": the model itself, all of it
+        elif isinstance(module, (nn.Linear, nn.Conv2d)):
+            found.append((name, module))
+    return found
+
+
+# layers that multiply by a weight matrix, which a crossbar would hold, but convert
+# leaves digital: a user simulating them would otherwise be told nothing
+_UNMAPPED_MATMULS = (nn.modules.conv._ConvNd, nn.RNNBase, nn.MultiheadAttention, nn.Bilinear)
+
+
+def unmapped_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """``(name, layer)`` of layers with weight matrices that :func:`convert` leaves
+    digital: convolutions other than ``nn.Conv2d`` (1-d, 3-d, transposed), recurrent
+    layers, attention, ``nn.Bilinear``. Normalisation layers and embeddings are not listed."""
+    found: list[tuple[str, nn.Module]] = []
+    for name, module in model.named_modules():
+        if any(name.startswith(f"{outer}.") or outer == "" for outer, _ in found):
+            continue  # inside a block already listed (attention's out_proj)
+        if isinstance(module, _UNMAPPED_MATMULS) and not isinstance(module, nn.Conv2d):
+            found.append((name, module))
+    return found
+
+
+def _user_frame() -> int:
+    """The ``stacklevel`` of the first caller outside this package (and torch's
+    decorators), for a warning raised in :func:`convert` whether the user called it or
+    ``crossbar.evaluate`` did."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_globals.get("__name__", "").startswith(("crossbar.", "torch.")):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def convert(
+    model: nn.Module, preset: "str | Preset", *, strategy: str = "auto", threads: Optional[int] = None
+) -> CrossbarModel:
+    """Map every ``nn.Linear`` and ``nn.Conv2d`` of ``model`` onto crossbar layers.
+
+    ``model`` is not changed: the result holds a copy. Layers are numbered in
+    ``model.modules()`` order; a chip's random draws for a layer depend on that number.
+    """
+    preset = resolve_preset(preset)
+    check_strategy(strategy)
+    check_threads(threads)
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if isinstance(model, CrossbarModel):
+        raise ValueError("model is already converted; convert the digital model instead")
+    module = copy.deepcopy(model)
+    layers = mapped_layers(module)
+    if not layers:
+        attention = any(isinstance(m, nn.MultiheadAttention) for m in model.modules())
+        raise ValueError(
+            f"model ({type(model).__name__}) has no nn.Linear or nn.Conv2d layer to map onto crossbars"
+            + (" (nn.MultiheadAttention reads its weights directly and stays digital)" if attention else "")
+        )
+    digital = unmapped_layers(model)
+    if digital:
+        listed = ", ".join(f"{name or 'the model'} ({type(layer).__name__})" for name, layer in digital)
+        warnings.warn(f"crossbar.convert: layer{'s' * (len(digital) > 1)} {listed} "
+                      f"{'stay' if len(digital) > 1 else 'stays'} digital, with exact weights: only nn.Linear "
+                      "and nn.Conv2d are mapped onto crossbars", UserWarning, stacklevel=_user_frame())
+    for name, layer in layers:
+        check_weight(layer.weight, f"layer {name or type(model).__name__!r} ({type(layer).__name__}): weight")
+    crossbars: dict[int, nn.Module] = {}  # one per distinct layer, numbered in order
+    for name, layer in layers:
+        if id(layer) not in crossbars:
+            index = len(crossbars)
+            crossbars[id(layer)] = (
+                CrossbarLinear(layer.weight, layer.bias, preset, index) if isinstance(layer, nn.Linear)
+                else CrossbarConv2d(layer, preset, index)
+            )
+        mapped = crossbars[id(layer)]
+        if name:
+            module.set_submodule(name, mapped)
+        else:  # the whole model is a single Linear or Conv2d
+            module = mapped
+    for name, pool in list(module.named_modules(remove_duplicate=False)):
+        if type(pool) is nn.MaxPool2d:  # digital, same numbers, faster (see window_max)
+            module.set_submodule(name, WindowMaxPool2d.from_module(pool))
+    return CrossbarModel(module, preset, strategy, threads).eval()
