@@ -23,26 +23,23 @@ Missing data gets a :class:`DatasetNotFound` whose one-line message names the fo
 and the files expected; :func:`check_dataset` finds that without loading anything, so
 a caller can fail before any work.
 """
-
 from __future__ import annotations
 
-import gzip
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Union
+from typing import Callable, Optional
 
-import numpy as np
 import torch
 from torch import Tensor
 
+from crossbar.common import check_seed
+
+from . import torchvision_data as tv
+from .errors import DatasetNotFound, Pathish
+from .idx import expected_idx, idx_pairs, idx_shape, load_idx_folder
+
 DEFAULT_ROOT_ENV = "CROSSBAR_DATA"
-Pathish = Union[str, "os.PathLike[str]"]
-
-
-class DatasetNotFound(FileNotFoundError):
-    """The data of a dataset is missing or unreadable; the message says where and what."""
 
 
 @dataclass
@@ -79,188 +76,6 @@ def default_root() -> Path:
     return Path(os.environ.get(DEFAULT_ROOT_ENV, "data"))
 
 
-# --------------------------------------------------------------------------- IDX files
-
-
-def read_idx(path: Pathish) -> np.ndarray:
-    """An array from an IDX file (the MNIST format; plain or gzip-compressed)."""
-    path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rb") as f:
-            data = f.read()
-    except (OSError, EOFError) as e:
-        raise DatasetNotFound(f"cannot read IDX file {path}: {e}") from None
-    dtypes = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in dtypes or data[3] < 1:
-        raise DatasetNotFound(f"{path} is not an IDX file (bad magic number)")
-    ndim = data[3]
-    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    dtype = np.dtype(dtypes[data[2]])
-    expected = 4 + 4 * ndim + math.prod(shape) * dtype.itemsize
-    if len(data) != expected:
-        raise DatasetNotFound(f"{path}: IDX header says shape {shape} ({expected} bytes) but the file has {len(data)}")
-    return np.frombuffer(data, dtype=dtype, offset=4 + 4 * ndim).reshape(shape).astype(dtype.newbyteorder("="))
-
-
-def write_idx(path: Pathish, array: np.ndarray) -> None:
-    """Write an array as an IDX file (gzip-compressed when the name ends in ``.gz``)."""
-    codes = {np.dtype("u1"): 0x08, np.dtype("i1"): 0x09, np.dtype("i2"): 0x0B, np.dtype("i4"): 0x0C,
-             np.dtype("f4"): 0x0D, np.dtype("f8"): 0x0E}
-    array = np.asarray(array)
-    code = codes[array.dtype.newbyteorder("=")]
-    header = bytes([0, 0, code, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
-    payload = header + array.astype(array.dtype.newbyteorder(">")).tobytes()
-    path = Path(path)
-    with (gzip.open if path.suffix == ".gz" else open)(path, "wb") as f:
-        f.write(payload)
-
-
-def _idx_pairs(folder: Path) -> list[tuple[Path, Path]]:
-    """(images, labels) file pairs in a folder, matched by their prefix."""
-    pairs = []
-    for images in sorted(folder.glob("*-images-idx3-ubyte*")):
-        if images.name.endswith(".gz") and images.with_suffix("").exists():
-            continue  # the plain file is read instead
-        stem = images.name.split("-images-idx3-ubyte")[0]
-        labels = [folder / f"{stem}-labels-idx1-ubyte{ext}" for ext in ("", ".gz")]
-        found = [p for p in labels if p.exists()]
-        if not found:
-            raise DatasetNotFound(f"{images} has no matching {labels[0].name}[.gz] in {folder}")
-        pairs.append((images, found[0]))
-    return pairs
-
-
-def _load_idx_folder(folder: Path) -> tuple[Tensor, Tensor, list[str]]:
-    pairs = _idx_pairs(folder) if folder.is_dir() else []
-    if not pairs:
-        raise DatasetNotFound(
-            f"dataset 'idx': no '*-images-idx3-ubyte[.gz]' with matching '*-labels-idx1-ubyte[.gz]' in {folder}"
-        )
-    xs, ys = [], []
-    for images, labels in pairs:
-        x, y = read_idx(images), read_idx(labels)
-        if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
-            raise DatasetNotFound(f"{images.name} / {labels.name}: expected (N, H, W) images and N labels, got {x.shape} and {y.shape}")
-        xs.append(x)
-        ys.append(y)
-    x = torch.from_numpy(np.concatenate(xs)).unsqueeze(1)
-    y = torch.from_numpy(np.concatenate(ys).astype(np.int64))
-    classes = [str(c) for c in range(int(y.max()) + 1)]
-    return x, y, classes
-
-
-# ------------------------------------------------------------------ torchvision datasets
-
-_MNIST_FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
-
-
-def _mnist_like(cls_name: str) -> Callable[[Path, bool, bool], tuple]:
-    def load(root: Path, download: bool, verify: bool):
-        import torchvision.datasets as tvd
-        from torchvision.datasets.utils import extract_archive
-
-        cls = getattr(tvd, cls_name)
-        raw = root / cls_name / "raw"
-        for name in _MNIST_FILES:  # torchvision reads the unpacked files; unpack copied .gz ones
-            if not (raw / name).exists() and (raw / f"{name}.gz").exists():
-                extract_archive(str(raw / f"{name}.gz"), str(raw))
-        out = []
-        for train in (True, False):
-            ds = _torchvision(cls, root, download, train=train)
-            out.append((ds.data.unsqueeze(1), torch.as_tensor(ds.targets, dtype=torch.long)))
-        return out[0], out[1], [str(c) for c in ds.classes]
-
-    return load
-
-
-def _load_cifar10(root: Path, download: bool, verify: bool):
-    import torchvision.datasets as tvd
-    class CIFAR10(tvd.CIFAR10):
-        # torchvision checks every batch's md5 on each load; ``verify=False`` checks only
-        # that the files exist (for copies re-packed in the same format, e.g. in tests).
-        def _check_integrity(self) -> bool:
-            if verify:
-                return super()._check_integrity()
-            folder = os.path.join(self.root, self.base_folder)
-            return all(os.path.isfile(os.path.join(folder, f)) for f, _ in self.train_list + self.test_list)
-
-        def _load_meta(self) -> None:
-            if verify:
-                return super()._load_meta()
-            saved, self.meta = self.meta, {**self.meta, "md5": None}
-            try:
-                super()._load_meta()
-            finally:
-                self.meta = saved
-
-    out = []
-    for train in (True, False):
-        ds = _torchvision(CIFAR10, root, download, train=train)
-        x = torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2)
-        out.append((x, torch.as_tensor(ds.targets, dtype=torch.long)))
-    return out[0], out[1], list(ds.classes)
-
-
-def _load_gtsrb(root: Path, download: bool, verify: bool):
-    import torchvision.datasets as tvd
-    from torchvision.transforms import v2
-
-    transform = v2.Compose([v2.Resize((32, 32), antialias=True), v2.PILToTensor()])
-    out = []
-    for split in ("train", "test"):
-        ds = _torchvision(tvd.GTSRB, root, download, split=split, transform=transform)
-        if len(ds) == 0:
-            raise DatasetNotFound(f"dataset 'gtsrb': no .ppm images under {root / 'gtsrb' / 'GTSRB'} ({split} split)")
-        images, labels = zip(*(ds[i] for i in range(len(ds))))
-        out.append((torch.stack(images), torch.tensor(labels, dtype=torch.long)))
-    n_classes = int(max(out[0][1].max(), out[1][1].max())) + 1
-    return out[0], out[1], [str(c) for c in range(n_classes)]
-
-
-def _torchvision(cls, root: Path, download: bool, **kwargs):
-    """Construct a torchvision dataset, turning its errors into one clear line."""
-    try:
-        return cls(str(root), download=download, **kwargs)
-    except DatasetNotFound:
-        raise
-    except Exception as e:  # torchvision raises RuntimeError/URLError/OSError from deep inside
-        name = _TV_NAMES.get(cls.__name__, cls.__name__.lower())
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        what = "download failed" if download else "could not be read"
-        raise DatasetNotFound(f"dataset {name!r}: {what} under {root} ({reason}); {_EXPECTED[name](root)}") from None
-
-
-_TV_NAMES = {"MNIST": "mnist", "FashionMNIST": "fashion_mnist", "CIFAR10": "cifar10", "GTSRB": "gtsrb"}
-_EXPECTED: dict[str, Callable[[Path], str]] = {
-    "mnist": lambda root: f"expected {', '.join(_MNIST_FILES)} (or .gz) in {root / 'MNIST' / 'raw'}",
-    "fashion_mnist": lambda root: f"expected {', '.join(_MNIST_FILES)} (or .gz) in {root / 'FashionMNIST' / 'raw'}",
-    "cifar10": lambda root: (
-        f"expected data_batch_1..5, test_batch and batches.meta in {root / 'cifar-10-batches-py'} "
-        "(cifar-10-python.tar.gz unpacked)"
-    ),
-    "gtsrb": lambda root: (
-        f"expected {root / 'gtsrb' / 'GTSRB' / 'Training'} (class folders of .ppm), "
-        f"{root / 'gtsrb' / 'GTSRB' / 'Final_Test' / 'Images'} and {root / 'gtsrb' / 'GT-final_test.csv'}"
-    ),
-}
-
-
-def _present(name: str, root: Path) -> bool:
-    if name in ("mnist", "fashion_mnist"):
-        raw = root / ("MNIST" if name == "mnist" else "FashionMNIST") / "raw"
-        return all((raw / f).exists() or (raw / f"{f}.gz").exists() for f in _MNIST_FILES)
-    if name == "cifar10":
-        folder = root / "cifar-10-batches-py"
-        return all((folder / f).exists() for f in [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "batches.meta"])
-    if name == "gtsrb":
-        base = root / "gtsrb"
-        return (base / "GTSRB" / "Training").is_dir() and (base / "GTSRB" / "Final_Test" / "Images").is_dir() and (
-            base / "GT-final_test.csv"
-        ).exists()
-    return True
-
-
 def _load_digits(root: Path, download: bool, verify: bool):
     from sklearn.datasets import load_digits
 
@@ -269,21 +84,83 @@ def _load_digits(root: Path, download: bool, verify: bool):
     return x, torch.tensor(data.target, dtype=torch.long), [str(c) for c in data.target_names]
 
 
-# name -> (loader, has an official test split, maximum pixel value)
-_DATASETS: dict[str, tuple[Callable, bool, float]] = {
-    "digits": (_load_digits, False, 16.0),
-    "idx": (lambda root, download, verify: _load_idx_folder(root), False, 255.0),
-    "mnist": (_mnist_like("MNIST"), True, 255.0),
-    "fashion_mnist": (_mnist_like("FashionMNIST"), True, 255.0),
-    "cifar10": (_load_cifar10, True, 255.0),
-    "gtsrb": (_load_gtsrb, True, 255.0),
+@dataclass(frozen=True)
+class Dataset:
+    """One data set: where it comes from and what it holds.
+
+    Attributes:
+        load: ``load(root, download, verify)`` -> the official ``(train, test, classes)``
+            when ``official_test``, else all of it as ``(images, labels, classes)``.
+        official_test: it comes with a test split (else one is drawn with the seed).
+        scale: the largest pixel value (images are divided by it).
+        shape, n_classes: ``(channels, height, width)`` and the class count, or None
+            where the files tell (``idx``).
+        expected: ``expected(root)``, the files it needs and where, for messages.
+        present: ``present(root)``, whether they are there, without reading them.
+        downloads: torchvision can fetch it (``download=True``).
+        needs_root: it has no default folder (``idx``).
+    """
+
+    name: str
+    description: str
+    load: Callable[[Path, bool, bool], tuple]
+    official_test: bool
+    scale: float
+    shape: Optional[tuple[int, int, int]]
+    n_classes: Optional[int]
+    expected: Callable[[Path], str] = lambda root: ""
+    present: Callable[[Path], bool] = lambda root: True
+    downloads: bool = False
+    needs_root: bool = False
+
+
+#: The data sets :func:`load_dataset` reads, by name.
+DATASETS: dict[str, Dataset] = {
+    d.name: d
+    for d in (
+        Dataset("digits", "scikit-learn's bundled 8x8 handwritten digits, 1,797 images; no download",
+                _load_digits, official_test=False, scale=16.0, shape=(1, 8, 8), n_classes=10),
+        Dataset("idx", "a folder of MNIST-format IDX files (*-images-idx3-ubyte[.gz] with *-labels-idx1-ubyte[.gz])",
+                lambda root, download, verify: load_idx_folder(root), official_test=False, scale=255.0,
+                shape=None, n_classes=None, expected=expected_idx,
+                present=lambda root: root.is_dir() and bool(idx_pairs(root)), needs_root=True),
+        Dataset("mnist", "MNIST through torchvision", tv.mnist_like("MNIST"), official_test=True, scale=255.0,
+                shape=(1, 28, 28), n_classes=10, expected=tv.EXPECTED["mnist"], present=tv.PRESENT["mnist"],
+                downloads=True),
+        Dataset("fashion_mnist", "Fashion-MNIST through torchvision", tv.mnist_like("FashionMNIST"),
+                official_test=True, scale=255.0, shape=(1, 28, 28), n_classes=10,
+                expected=tv.EXPECTED["fashion_mnist"], present=tv.PRESENT["fashion_mnist"], downloads=True),
+        Dataset("cifar10", "CIFAR-10 through torchvision (the python pickle batches)", tv.load_cifar10,
+                official_test=True, scale=255.0, shape=(3, 32, 32), n_classes=10,
+                expected=tv.EXPECTED["cifar10"], present=tv.PRESENT["cifar10"], downloads=True),
+        Dataset("gtsrb", "GTSRB through torchvision, resized to 32x32", tv.load_gtsrb, official_test=True,
+                scale=255.0, shape=(3, 32, 32), n_classes=43, expected=tv.EXPECTED["gtsrb"],
+                present=tv.PRESENT["gtsrb"], downloads=True),
+    )
 }
-OFFLINE = ("digits",)
 
 
 def list_datasets() -> list[str]:
     """Names accepted by :func:`load_dataset`."""
-    return list(_DATASETS)
+    return list(DATASETS)
+
+
+def _dataset(name: str) -> Dataset:
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; valid datasets: {', '.join(DATASETS)}")
+    return DATASETS[name]
+
+
+def dataset_shape(name: str, root: Optional[Pathish] = None) -> tuple[tuple[int, int, int], int]:
+    """``(in_shape, n_classes)`` of a data set without loading it (``idx``: from its
+    files' headers and labels; ``(1, 28, 28), 10`` while they are not there)."""
+    dataset = _dataset(name)
+    if dataset.shape is not None and dataset.n_classes is not None:
+        return dataset.shape, dataset.n_classes
+    try:
+        return idx_shape(Path(root)) if root is not None else ((1, 28, 28), 10)
+    except (DatasetNotFound, OSError):
+        return (1, 28, 28), 10  # check_dataset says what is missing
 
 
 def check_dataset(name: str, root: Optional[Pathish] = None, download: bool = False) -> None:
@@ -292,31 +169,26 @@ def check_dataset(name: str, root: Optional[Pathish] = None, download: bool = Fa
     Checks the name and, without reading them, that the expected files are present
     (unless ``download`` is set, when they may be fetched).
     """
-    if name not in _DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; valid datasets: {', '.join(_DATASETS)}")
-    if name == "digits":
-        return
-    if name == "idx":
+    dataset = _dataset(name)
+    if dataset.needs_root:
         if root is None:
-            raise ValueError("dataset 'idx' needs root: the folder holding the IDX files")
-        folder = Path(root)
-        if not folder.is_dir() or not _idx_pairs(folder):
-            raise DatasetNotFound(
-                f"dataset 'idx': no '*-images-idx3-ubyte[.gz]' with matching '*-labels-idx1-ubyte[.gz]' in {folder}"
-            )
+            raise ValueError(f"dataset {name!r} needs root: the folder holding the IDX files")
+        if not dataset.present(Path(root)):
+            raise DatasetNotFound(f"dataset {name!r}: {dataset.expected(Path(root))}")
         return
     root = Path(root) if root is not None else default_root()
-    if not download and not _present(name, root):
-        hint = ""
-        flat = sorted(p.name for p in root.glob("*-idx3-ubyte*")) if root.is_dir() else []
-        if flat and name in ("mnist", "fashion_mnist"):  # e.g. a folder of IDX files given as root
-            hint = (f"; {root} itself holds IDX files ({', '.join(flat[:2])}{', ...' * (len(flat) > 2)}): "
-                    f"move them into {root / ('MNIST' if name == 'mnist' else 'FashionMNIST') / 'raw'}, "
-                    f"or read them as they are with dataset 'idx' (root: {root})")
-        raise DatasetNotFound(
-            f"dataset {name!r} not found: {_EXPECTED[name](root)}; enable download to fetch it "
-            f"(needs internet) or copy the files there{hint}"
-        )
+    if (download and dataset.downloads) or dataset.present(root):
+        return
+    hint = ""
+    flat = sorted(p.name for p in root.glob("*-idx3-ubyte*")) if root.is_dir() else []
+    if flat and name in ("mnist", "fashion_mnist"):  # e.g. a folder of IDX files given as root
+        hint = (f"; {root} itself holds IDX files ({', '.join(flat[:2])}{', ...' * (len(flat) > 2)}): "
+                f"move them into {root / ('MNIST' if name == 'mnist' else 'FashionMNIST') / 'raw'}, "
+                f"or read them as they are with dataset 'idx' (root: {root})")
+    raise DatasetNotFound(
+        f"dataset {name!r} not found: {dataset.expected(root)}; enable download to fetch it "
+        f"(needs internet) or copy the files there{hint}"
+    )
 
 
 def _check_fraction(name: str, value: float) -> float:
@@ -357,21 +229,20 @@ def load_dataset(
     check CIFAR-10's md5 sums.
     """
     check_dataset(name, root, download)
+    dataset = DATASETS[name]
     val_fraction = _check_fraction("val_fraction", val_fraction)
     test_fraction = _check_fraction("test_fraction", test_fraction)
     limits = {k: _check_limit(k, v) for k, v in (("max_train", max_train), ("max_val", max_val), ("max_test", max_test))}
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    loader, official_test, scale = _DATASETS[name]
+    check_seed(seed)
     folder = Path(root) if root is not None else default_root()
-    if name != "idx" and download:
+    if download and dataset.downloads:
         folder.mkdir(parents=True, exist_ok=True)
 
     generator = torch.Generator().manual_seed(seed)
-    if official_test:
-        (x_pool, y_pool), test, classes = loader(folder, download, verify)
+    if dataset.official_test:
+        (x_pool, y_pool), test, classes = dataset.load(folder, download, verify)
     else:
-        x_all, y_all, classes = loader(folder, download, verify)
+        x_all, y_all, classes = dataset.load(folder, download, verify)
         perm = torch.randperm(len(y_all), generator=generator)
         n_test = max(1, round(test_fraction * len(y_all)))
         test = (x_all[perm[:n_test]], y_all[perm[:n_test]])
@@ -390,7 +261,7 @@ def load_dataset(
             keep = torch.randperm(len(y), generator=generator)[:limit]
             splits[key] = (x[keep], y[keep])
 
-    splits = {k: (x.to(torch.float32) / scale, y) for k, (x, y) in splits.items()}
+    splits = {k: (x.to(torch.float32) / dataset.scale, y) for k, (x, y) in splits.items()}
     x_train = splits["train"][0]
     if normalize:
         mean = x_train.mean(dim=(0, 2, 3))

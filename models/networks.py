@@ -13,11 +13,15 @@ network tolerant to weight drift.
 
 from __future__ import annotations
 
+import inspect
 import math
-from typing import Mapping, Sequence, Union
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence, Union
 
 import torch
 from torch import Tensor, nn
+
+from crossbar.common import check_seed
 
 ACTIVATIONS = {
     "relu": nn.ReLU,
@@ -108,6 +112,37 @@ def resolve_rates(rates: Rates, slots: Sequence[str]) -> dict[str, float]:
     return {k: float(v) for k, v in resolved.items()}
 
 
+@dataclass(frozen=True)
+class Network:
+    """A network :func:`build` makes by name: its class, the options fixed for this
+    name (``vgg11`` is ``VGG`` with ``depth=11``) and the options a user may set, read
+    from the constructor's signature."""
+
+    cls: type
+    fixed: dict[str, Any]
+    options: tuple[str, ...]
+
+    def make(self, in_shape, n_classes, **options) -> "DropoutNet":
+        return self.cls(in_shape, n_classes, **self.fixed, **options)
+
+
+_NETWORKS: dict[str, Network] = {}
+
+
+def register(name: str, **fixed: Any) -> Callable[[type], type]:
+    """Class decorator: make a :class:`DropoutNet` buildable as ``build(name, in_shape,
+    n_classes, **options)``. The constructor takes ``(in_shape, n_classes, ...)``; its
+    other keyword parameters, less ``fixed``, are the options."""
+
+    def add(cls: type) -> type:
+        params = list(inspect.signature(cls.__init__).parameters.values())[3:]  # self, in_shape, n_classes
+        options = tuple(p.name for p in params if p.name not in fixed)
+        _NETWORKS[name] = Network(cls, dict(fixed), options)
+        return cls
+
+    return add
+
+
 def _flat_size(module: nn.Module, in_shape: Sequence[int]) -> tuple[int, ...]:
     with torch.no_grad():
         was = module.training
@@ -117,6 +152,7 @@ def _flat_size(module: nn.Module, in_shape: Sequence[int]) -> tuple[int, ...]:
     return tuple(out.shape[1:])
 
 
+@register("mlp")
 class MLP(DropoutNet):
     """Fully connected: ``depth`` hidden layers of ``width`` units, a slot after each."""
 
@@ -136,6 +172,7 @@ class MLP(DropoutNet):
         return self.net(x)
 
 
+@register("lenet5")
 class LeNet5(DropoutNet):
     """LeNet-5 (LeCun et al. 1998): two 5x5 convolutions and three fully connected layers.
 
@@ -174,6 +211,8 @@ _VGG_CONFIGS = {
 }
 
 
+@register("vgg")
+@register("vgg11", depth=11)
 class VGG(DropoutNet):
     """VGG for small images (Simonyan & Zisserman 2015, CIFAR variant): five stages of 3x3
     convolutions, each followed by 2x2 max-pooling while the image is large enough, a
@@ -229,6 +268,8 @@ class _BasicBlock(nn.Module):
         return self.dropout(self.act2(out + self.shortcut(x)))
 
 
+@register("resnet")
+@register("resnet20", depth=20)
 class ResNet(DropoutNet):
     """ResNet for small images (He et al. 2016, CIFAR variant): ``depth = 6n + 2`` (20, 32,
     44, 56) with three stages of ``n`` basic blocks (16, 32, 64 channels, scaled by
@@ -259,27 +300,9 @@ class ResNet(DropoutNet):
         return self.head(self.blocks(self.stem(x)))
 
 
-_REGISTRY = {
-    "mlp": MLP,
-    "lenet5": LeNet5,
-    "vgg11": lambda *a, **k: VGG(*a, **{"depth": 11, **k}),
-    "vgg": VGG,
-    "resnet20": lambda *a, **k: ResNet(*a, **{"depth": 20, **k}),
-    "resnet": ResNet,
-}
-_OPTIONS = {
-    "mlp": ("depth", "width", "activation", "norm"),
-    "lenet5": ("activation", "norm"),
-    "vgg11": ("activation", "norm", "width"),
-    "vgg": ("depth", "activation", "norm", "width"),
-    "resnet20": ("activation", "norm", "width"),
-    "resnet": ("depth", "activation", "norm", "width"),
-}
-
-
 def list_models() -> list[str]:
     """Names accepted by :func:`build`."""
-    return sorted(_REGISTRY)
+    return sorted(_NETWORKS)
 
 
 def build(
@@ -295,24 +318,24 @@ def build(
     The result's ``spec`` (plain data) rebuilds the same architecture:
     ``build(**net.spec)``; checkpoints store it.
     """
-    if name not in _REGISTRY:
+    if name not in _NETWORKS:
         raise ValueError(f"unknown model {name!r}; valid models: {', '.join(list_models())}")
-    unknown = [k for k in options if k not in _OPTIONS[name]]
+    network = _NETWORKS[name]
+    unknown = [k for k in options if k not in network.options]
     if unknown:
-        raise ValueError(f"{name}: unknown option(s) {', '.join(unknown)}; valid: {', '.join(_OPTIONS[name])}")
+        raise ValueError(f"{name}: unknown option(s) {', '.join(unknown)}; valid: {', '.join(network.options)}")
     in_shape = tuple(int(d) for d in in_shape)
     if len(in_shape) != 3 or min(in_shape) < 1:
         raise ValueError(f"in_shape must be (channels, height, width) with positive sizes, got {in_shape}")
     if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 2:
         raise ValueError(f"n_classes must be an integer >= 2, got {n_classes!r}")
     if seed is None:
-        net = _REGISTRY[name](in_shape, n_classes, **options)
+        net = network.make(in_shape, n_classes, **options)
     else:
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        check_seed(seed)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            net = _REGISTRY[name](in_shape, n_classes, **options)
+            net = network.make(in_shape, n_classes, **options)
     net.set_dropout(dropout)
     net.spec = {"name": name, "in_shape": list(in_shape), "n_classes": n_classes, **options}
     return net

@@ -12,19 +12,22 @@ and stuck-at faults, drawn afresh every step from :func:`crossbar.sample_weights
 the gradient passes straight through to the clean weight. It combines with dropout.
 
 A run whose loss stops being finite ends at once with ``ok=False`` and the reason; it
-does not raise. Checkpoints (:func:`save_checkpoint`, :func:`load_checkpoint`) hold the
-network's spec and weights as plain data and load with ``torch.load(weights_only=True)``.
+does not raise. Checkpoints are in :mod:`models.checkpoints`.
+
+Threads: a small network (under :data:`SMALL_NETWORK` parameters) trains on one CPU
+thread by default. Its steps are too short for torch's threads to pay much (LeNet-5 on
+the digits: 1.4x on an idle 2-core CPU), and on a busy machine they fight over the
+cores: there the demo's LeNet-5 took 3.6 s an epoch on torch's two threads, and the
+whole demo 8.5 s on one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
-import os
-import re
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any, Literal, Optional, Sequence, Union
+from typing import Any, Iterator, Literal, Optional, Sequence, Union
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -33,10 +36,13 @@ from torch.func import functional_call
 from tqdm.auto import tqdm
 
 import crossbar
-from crossbar.common import Stream, derive_seed
+from crossbar.common import Stream, check_int, check_seed, derive_seed
 
 from .data import Splits
-from .networks import DropoutNet, build
+
+#: Below this many parameters a training step is too short for torch's threads to pay
+#: off on a busy machine: training takes one thread (see :func:`train`'s ``threads``).
+SMALL_NETWORK = 100_000
 
 
 
@@ -177,16 +183,21 @@ def train(
     device: "str | torch.device | None" = None,
     progress: bool = False,
     desc: str = "train",
+    threads: Optional[int] = None,
 ) -> TrainResult:
     """Train ``model`` in place on ``data`` (a :class:`Splits`, or ``(train, val)``).
 
-    Deterministic from ``seed`` on one machine: the batch order, dropout masks and
-    hardware-aware noise all come from it, and the global RNG is left as it was.
-    Build the model with ``models.build(..., seed=...)`` for deterministic initial weights.
+    Deterministic from ``seed`` on one machine and thread count: the batch order,
+    dropout masks and hardware-aware noise all come from it, and the global RNG is
+    left as it was. Build the model with ``models.build(..., seed=...)`` for
+    deterministic initial weights. ``threads``: torch's CPU threads while training
+    (the caller's count is put back); default one for networks under
+    :data:`SMALL_NETWORK` parameters, else torch's own.
     """
     config = config or TrainConfig()
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    check_seed(seed)
+    if threads is not None:
+        check_int(threads, "threads", 1, " or None (one for small networks, else torch's)")
     dev = crossbar.resolve_device(device)
     (x_train, y_train), val = _split_data(data)
     if len(y_train) == 0:
@@ -206,8 +217,10 @@ def train(
     ok, reason, epoch = True, None, 0
     step = 0
 
+    if threads is None and sum(p.numel() for p in model.parameters()) < SMALL_NETWORK:
+        threads = 1
     forked = [dev] if dev.type == "cuda" else []
-    with torch.random.fork_rng(devices=forked):
+    with torch.random.fork_rng(devices=forked), _torch_threads(threads):
         torch.manual_seed(seed)  # dropout masks
         bar = tqdm(range(1, config.epochs + 1), desc=desc, unit="epoch", disable=not progress, leave=False)
         for epoch in bar:
@@ -271,63 +284,14 @@ def train(
     )
 
 
-# ------------------------------------------------------------------------- checkpoints
-
-CHECKPOINT_FORMAT = 1
-
-
-def save_checkpoint(path: Union[str, os.PathLike], model: DropoutNet, **meta: Any) -> Path:
-    """Save a network built by :func:`models.build` with its spec, dropout rates and any
-    plain-data ``meta`` (numbers, strings, lists, dicts). Written atomically."""
-    spec = getattr(model, "spec", None)
-    if spec is None:
-        raise ValueError("save_checkpoint needs a network made by models.build (it has no spec)")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {
-        "format": CHECKPOINT_FORMAT,
-        "spec": dict(spec),
-        "dropout": list(model.dropout_rates),
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "meta": meta,
-    }
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-    return path
-
-
-def load_checkpoint(path: Union[str, os.PathLike], device: "str | torch.device | None" = "cpu") -> tuple[DropoutNet, dict]:
-    """``(model, meta)`` from :func:`save_checkpoint`; the model is in eval mode.
-
-    Loads with ``weights_only=True``: a file holding anything but tensors and plain data
-    is refused rather than unpickled.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
+@contextlib.contextmanager
+def _torch_threads(threads: Optional[int]) -> Iterator[None]:
+    """torch's thread count set to ``threads`` (None: as it is) for a block."""
+    previous = torch.get_num_threads()
+    if threads is not None and threads != previous:
+        torch.set_num_threads(threads)
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        # torch's message advises weights_only=False; say what the file holds instead
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
-        if found:
-            reason = (f"it holds Python objects ({found.group(1)}) besides tensors and plain data, "
-                      "and is refused rather than unpickled")
-        else:
-            lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-            detail = next((ln for ln in lines if ln.startswith("Unsupported")), lines[0] if lines else "no detail")
-            reason = f"torch.load cannot read it ({type(e).__name__}: {detail})"
-        raise ValueError(
-            f"{path} is not a checkpoint this tool can load safely: {reason}; "
-            "write checkpoints with models.save_checkpoint"
-        ) from None
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        held = f"format {payload.get('format')!r}" if isinstance(payload, dict) else f"a {type(payload).__name__}"
-        raise ValueError(
-            f"{path} is not a checkpoint of format {CHECKPOINT_FORMAT} (models.save_checkpoint's), found {held}"
-        )
-    model = build(**payload["spec"], dropout=payload["dropout"])
-    model.load_state_dict(payload["state_dict"])
-    model.to(crossbar.resolve_device(device)).eval()
-    return model, payload["meta"]
+        yield
+    finally:
+        if torch.get_num_threads() != previous:
+            torch.set_num_threads(previous)

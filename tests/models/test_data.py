@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import models
-from models.data import read_idx, write_idx
+from models.idx import read_idx, write_idx
 
 
 def unique_images(n: int, size: int, offset: int = 0) -> np.ndarray:

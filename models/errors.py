@@ -1,0 +1,12 @@
+"""What models/ raises about data, and the path type it takes."""
+
+from __future__ import annotations
+
+import os
+from typing import Union
+
+Pathish = Union[str, "os.PathLike[str]"]
+
+
+class DatasetNotFound(FileNotFoundError):
+    """The data of a dataset is missing or unreadable; the message says where and what."""
