@@ -23,8 +23,9 @@ import multiprocessing
 import os
 import signal
 import time
-from typing import Any, Optional
+from typing import Any, Optional, Protocol
 
+from .records import TrialRecord, TrialSpec
 from .trial import error_reason, failed_record, run_spec
 
 
@@ -32,7 +33,25 @@ class ClusterError(RuntimeError):
     """A Dask cluster that cannot run trials (found before any is submitted)."""
 
 
-def execute(plain: dict, spec: dict, device: Optional[str] = None) -> dict:
+class Executor(Protocol):
+    """What the runner needs of an executor: room for ``capacity`` trials at a time,
+    and the finished records one at a time, as they finish."""
+
+    name: str
+    capacity: int
+
+    def submit(self, spec: TrialSpec) -> None: ...
+
+    def pending(self) -> int:
+        """Trials submitted whose record has not been taken yet."""
+
+    def next_finished(self) -> TrialRecord:
+        """The next finished trial's record (waits for one); a trial that raised is a failed record."""
+
+    def close(self) -> None: ...
+
+
+def execute(plain: dict, spec: TrialSpec, device: Optional[str] = None) -> TrialRecord:
     """The trial as a worker runs it: plain data in, plain data out (the trial sets its
     own torch thread count, ``execution.threads_per_trial``)."""
     record = run_spec(plain, spec, device=device, progress=False)
@@ -66,15 +85,15 @@ class Sequential:
 
     def __init__(self, plain: dict, device: Optional[str] = None, progress: bool = True):
         self.plain, self.device, self.progress = plain, device, progress
-        self.queue: list[dict] = []
+        self.queue: list[TrialSpec] = []
 
-    def submit(self, spec: dict) -> None:
+    def submit(self, spec: TrialSpec) -> None:
         self.queue.append(spec)
 
     def pending(self) -> int:
         return len(self.queue)
 
-    def next_finished(self) -> dict:
+    def next_finished(self) -> TrialRecord:
         spec = self.queue.pop(0)
         return run_spec(self.plain, spec, device=self.device, progress=self.progress)
 
@@ -82,17 +101,54 @@ class Sequential:
         self.queue.clear()
 
 
-class Processes:
+class _Futures:
+    """The futures plumbing of the parallel executors: submitted trials by future,
+    finished records in the order they arrive. A subclass waits (``_wait``) and says
+    which errors mean a dead worker whose trials it runs again (``_recover``)."""
+
+    def __init__(self) -> None:
+        self.futures: dict[Any, TrialSpec] = {}
+        self.ready: list[TrialRecord] = []
+
+    def pending(self) -> int:
+        return len(self.futures) + len(self.ready)
+
+    def next_finished(self) -> TrialRecord:
+        while not self.ready:
+            lost = []
+            for future in self._wait(list(self.futures)):
+                spec = self.futures.pop(future)
+                try:
+                    self.ready.append(future.result())
+                except Exception as e:  # noqa: BLE001 - the trial's record says what happened
+                    if self._worker_died(e):
+                        lost.append(spec)
+                    else:  # e.g. a result that cannot be unpickled, Dask's KilledWorker
+                        self.ready.append(failed_record(spec, error_reason(e)))
+            if lost:
+                self._recover(lost)
+        return self.ready.pop(0)
+
+    def _wait(self, futures: list) -> set:
+        raise NotImplementedError
+
+    def _worker_died(self, error: Exception) -> bool:
+        return False
+
+    def _recover(self, lost: list[TrialSpec]) -> None:
+        raise NotImplementedError
+
+
+class Processes(_Futures):
     """``workers`` local processes (spawned: fresh interpreters)."""
 
     name = "processes"
 
     def __init__(self, plain: dict, workers: int, device: Optional[str] = None, retries: int = 2):
+        super().__init__()
         self.plain, self.device, self.retries = plain, device, retries
         self.capacity = workers
-        self.futures: dict[cf.Future, dict] = {}
         self.attempts: dict[str, int] = {}
-        self.ready: list[dict] = []
         self.pool = self._new_pool()
 
     def _new_pool(self) -> cf.ProcessPoolExecutor:
@@ -100,7 +156,7 @@ class Processes:
         return cf.ProcessPoolExecutor(self.capacity, mp_context=multiprocessing.get_context("spawn"),
                                       initializer=worker_setup)
 
-    def submit(self, spec: dict) -> None:
+    def submit(self, spec: TrialSpec) -> None:
         try:
             future = self.pool.submit(execute, self.plain, spec, self.device)
         except cf.process.BrokenProcessPool:  # a worker died since the last result
@@ -109,26 +165,14 @@ class Processes:
         self.attempts[spec["id"]] = self.attempts.get(spec["id"], 0) + 1
         self.futures[future] = spec
 
-    def pending(self) -> int:
-        return len(self.futures) + len(self.ready)
+    def _wait(self, futures: list) -> set:
+        done, _ = cf.wait(futures, return_when=cf.FIRST_COMPLETED)
+        return done
 
-    def next_finished(self) -> dict:
-        while not self.ready:
-            done, _ = cf.wait(list(self.futures), return_when=cf.FIRST_COMPLETED)
-            broken = []
-            for future in done:
-                spec = self.futures.pop(future)
-                try:
-                    self.ready.append(future.result())
-                except cf.process.BrokenProcessPool:
-                    broken.append(spec)
-                except Exception as e:  # noqa: BLE001 - e.g. a result that cannot be unpickled
-                    self.ready.append(failed_record(spec, error_reason(e)))
-            if broken:
-                self._recover(broken)
-        return self.ready.pop(0)
+    def _worker_died(self, error: Exception) -> bool:
+        return isinstance(error, cf.process.BrokenProcessPool)
 
-    def _recover(self, broken: list[dict]) -> None:
+    def _recover(self, broken: list[TrialSpec]) -> None:
         """A worker died: every trial in flight is lost with the pool. Retry them on a
         new pool (up to ``retries`` times each), else record them as failed."""
         broken += list(self.futures.values())
@@ -157,7 +201,7 @@ def _worker_setup_plugin():
     return WorkerSetup()
 
 
-class DaskExecutor:
+class DaskExecutor(_Futures):
     """Trials as Dask futures on a cluster: ``address`` of a running scheduler
     (``tcp://HOST:PORT``) or ``"local"`` for a ``LocalCluster`` of ``workers`` processes."""
 
@@ -167,10 +211,9 @@ class DaskExecutor:
                  timeout: float = 10.0):
         from distributed import Client, LocalCluster
 
+        super().__init__()
         self.plain, self.device = plain, device
         self.cluster = None
-        self.futures: dict[Any, dict] = {}
-        self.ready: list[dict] = []
         self._quiet = contextlib.ExitStack()
         if address == "local":
             from distributed.utils import silence_logging_cmgr
@@ -226,28 +269,18 @@ class DaskExecutor:
                 "or with it on PYTHONPATH"
             )
 
-    def submit(self, spec: dict) -> None:
+    def submit(self, spec: TrialSpec) -> None:
         # pure=False: a resubmitted trial (after a resume) runs again rather than
         # returning a cached result of a cancelled run
         future = self.client.submit(execute, self.plain, spec, self.device, pure=False,
                                     key=f"trial-{spec['id']}-{time.monotonic_ns()}")
         self.futures[future] = spec
 
-    def pending(self) -> int:
-        return len(self.futures) + len(self.ready)
-
-    def next_finished(self) -> dict:
+    def _wait(self, futures: list) -> set:
         from distributed import wait
 
-        while not self.ready:
-            done, _ = wait(list(self.futures), return_when="FIRST_COMPLETED")
-            for future in done:
-                spec = self.futures.pop(future)
-                try:
-                    self.ready.append(future.result())
-                except Exception as e:  # noqa: BLE001 - KilledWorker after allowed-failures deaths, and the like
-                    self.ready.append(failed_record(spec, error_reason(e)))
-        return self.ready.pop(0)
+        done, _ = wait(futures, return_when="FIRST_COMPLETED")
+        return done
 
     def close(self) -> None:
         # may be called twice (the runner's finally, then Ctrl-C's handler): the second
@@ -264,7 +297,7 @@ class DaskExecutor:
 
 
 def make_executor(plain: dict, workers: Optional[int] = None, dask: Optional[str] = None,
-                  device: Optional[str] = None, progress: bool = True):
+                  device: Optional[str] = None, progress: bool = True) -> Executor:
     if dask:
         return DaskExecutor(plain, dask, workers=workers, device=device)
     if workers and workers > 1:

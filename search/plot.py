@@ -19,11 +19,9 @@ from typing import Callable
 
 import numpy as np
 
-from .config import readable
+from crossbar.durations import readable
 
-SEARCH_METHODS = ("bayesft", "random")  # the methods whose trials the convergence plot draws
-COLORS = {"bayesft": "tab:red", "erm": "tab:gray", "uniform": "tab:blue", "random": "tab:green",
-          "hardware_aware": "tab:purple"}
+from .methods import METHODS, SEARCH_METHODS, color, label
 
 
 def _plt():
@@ -46,10 +44,6 @@ def _save(fig, path: Path, layout: bool = True) -> Path:
 def _rows(results: dict, method: str, preset: str) -> list[dict]:
     rows = [r for r in results["results"] if r["method"] == method and r["preset"] == preset]
     return sorted(rows, key=lambda r: r["t_inference"])
-
-
-def _color(method: str, index: int) -> str:
-    return COLORS.get(method, f"C{index % 10}")
 
 
 def _label(results: dict, method: str) -> str:
@@ -128,15 +122,15 @@ def _accuracy_vs_time_figure(results: dict):
             t = np.array([at(r["t_inference"]) for r in data])
             mean = np.array([r["mean"] for r in data])
             lo, hi = np.array([r["p10"] for r in data]), np.array([r["p90"] for r in data])
-            color = _color(method, list(results["methods"]).index(method))  # as in the other plots
+            color_ = color(method, list(results["methods"]).index(method))  # as in the other plots
             if len(t) == 1:
                 single = True
-                ax.errorbar(t * dodge[i], mean, yerr=[mean - lo, hi - mean], fmt="o", color=color, capsize=4,
+                ax.errorbar(t * dodge[i], mean, yerr=[mean - lo, hi - mean], fmt="o", color=color_, capsize=4,
                             label=labels[method])
             else:
                 multi = True
-                ax.plot(t, mean, marker="o", color=color, label=labels[method])
-                ax.fill_between(t, lo, hi, color=color, alpha=0.12)
+                ax.plot(t, mean, marker="o", color=color_, label=labels[method])
+                ax.fill_between(t, lo, hi, color=color_, alpha=0.12)
         _time_axis(ax, times)
         if len(times) == 1:
             ax.set_xlim(at(times[0]) / (2 * dodge[-1]), at(times[0]) * 2 * dodge[-1])
@@ -184,7 +178,7 @@ def _technologies_figure(results: dict):
             means.append(row["mean"] if row else np.nan)
             errs.append(row["std"] if row else 0.0)
         x = np.arange(len(presets)) + (i - (len(methods) - 1) / 2) * width
-        ax.bar(x, means, width, yerr=errs, capsize=3, color=_color(method, i), label=_label(results, method))
+        ax.bar(x, means, width, yerr=errs, capsize=3, color=color(method, i), label=_label(results, method))
     labels = [f"{p}\n(t = {readable(_focus_time(results, p))})" for p in presets]
     ax.set_xticks(np.arange(len(presets)), labels)
     finite = [r["mean"] - r["std"] for r in results["results"]]
@@ -214,18 +208,15 @@ def _convergence_figure(results: dict, trials: list[dict]):
         values = np.array([t["objective"] if t.get("status") == "ok" else np.nan for t in records], dtype=float)
         best = np.fmax.accumulate(np.nan_to_num(values, nan=0.0))
         x = np.arange(1, len(values) + 1)
-        color = COLORS[method]
-        name = _label(results, method) if method in results["methods"] else method
+        name = _label(results, method) if method in results["methods"] else label(method)
         # the best so far changes only at a trial: a step, not a slope between trials
-        ax.plot(x, best, color=color, linewidth=2, drawstyle="steps-post", label=f"{name}: best so far")
-        ax.scatter(x, values, color=color, s=14, alpha=0.5, label=f"{name}: each trial")
-    for method in ("erm", "hardware_aware"):
-        info = results["methods"].get(method)
-        if info and info.get("val_objective") is not None:
-            ax.axhline(info["val_objective"], color=COLORS[method], linestyle="--", linewidth=1, label=info["label"])
-    uniform = results["methods"].get("uniform")
-    if uniform and uniform.get("val_objective") is not None:
-        ax.axhline(uniform["val_objective"], color=COLORS["uniform"], linestyle=":", linewidth=1, label=uniform["label"])
+        ax.plot(x, best, color=color(method, 0), linewidth=2, drawstyle="steps-post", label=f"{name}: best so far")
+        ax.scatter(x, values, color=color(method, 0), s=14, alpha=0.5, label=f"{name}: each trial")
+    for method in METHODS.values():
+        info = results["methods"].get(method.id)
+        if method.reference and info and info.get("val_objective") is not None:
+            ax.axhline(info["val_objective"], color=method.color, linestyle=method.reference, linewidth=1,
+                       label=info["label"])
     agg = results["objective"]
     what = "mean" if agg["aggregate"] == "mean" else f"{agg['quantile']:.0%} quantile"
     times = ", ".join(readable(t) for t in results["objective_times"])
@@ -250,17 +241,17 @@ def plot_dropout_rates(results: dict, out: Path) -> Path:
 def _dropout_rates_figure(results: dict):
     plt = _plt()
     slots = results["slots"]
-    shown = [m for m in ("bayesft", "random", "uniform") if m in results["methods"]]
+    shown = [m.id for m in METHODS.values() if m.shows_rates and m.id in results["methods"]]
     fig, ax = plt.subplots(figsize=(max(5.5, 0.9 * len(slots) + 2), 4))
     width = 0.8 / max(1, len(shown))
     for i, method in enumerate(shown):
         rates = results["methods"][method]["rates"]
         x = np.arange(len(slots)) + (i - (len(shown) - 1) / 2) * width
         heights = [rates[s] for s in slots]
-        ax.bar(x, heights, width, color=COLORS[method], label=results["methods"][method]["label"])
+        ax.bar(x, heights, width, color=color(method, 0), label=results["methods"][method]["label"])
         for xi, rate in zip(x, heights):
             if rate < 0.005:  # a bar of height 0 is invisible: it would read as missing
-                ax.text(xi, 0.01, "0", ha="center", va="bottom", fontsize=7, color=COLORS[method])
+                ax.text(xi, 0.01, "0", ha="center", va="bottom", fontsize=7, color=color(method, 0))
     ax.set_xticks(np.arange(len(slots)), slots, rotation=30 if len(slots) > 6 else 0)
     ax.set_xlabel("dropout slot (network order)")
     ax.set_ylabel("dropout rate")
@@ -274,7 +265,7 @@ def _dropout_rates_figure(results: dict):
 def _read_trials(run_dir: Path) -> list[dict]:
     """The run's trials, read as search.run reads them on --resume: a last line cut short
     by an interruption is left out, a bad line before it is a damaged folder (ScenarioError)."""
-    from .runner import RunFolder
+    from .folder import RunFolder
 
     return RunFolder(run_dir).read_jsonl("trials.jsonl")
 
@@ -284,13 +275,13 @@ def _results_so_far(run_dir: Path, trials: list[dict]) -> dict:
     (a run still going, or stopped before its test measurements)."""
     import yaml
 
-    from .runner import METHOD_LABELS, best_of_each_method
+    from .plan import best_of_each_method
 
     resolved = yaml.safe_load((run_dir / "resolved.yaml").read_text()) or {}
     best = best_of_each_method(trials)
     methods = {
-        method: {"label": METHOD_LABELS.get(method, method), "val_objective": best.get(method, {}).get("objective")}
-        for method in ("bayesft", "random", "erm", "hardware_aware", "uniform")
+        method: {"label": label(method), "val_objective": best.get(method, {}).get("objective")}
+        for method in METHODS
         if any(t["method"] == method for t in trials)
     }
     n_search = sum(t["method"] in SEARCH_METHODS for t in trials)
@@ -324,7 +315,7 @@ def plot_run(run_dir: Path) -> list[Path]:
         paths.append(plot_technologies(results, run_dir))
     if any(t["method"] in SEARCH_METHODS for t in trials):
         paths.append(plot_convergence(results, trials, run_dir))
-    if any(m in results["methods"] for m in ("bayesft", "random", "uniform")) and results.get("mode") != "study":
+    if any(m.shows_rates and m.id in results["methods"] for m in METHODS.values()) and results.get("mode") != "study":
         paths.append(plot_dropout_rates(results, run_dir))
     return paths
 

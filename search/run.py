@@ -93,18 +93,20 @@ def _main(args: argparse.Namespace, held: list) -> int:
         scenario, raw = load_scenario(args.scenario, overrides)
         if args.out is not None:
             scenario = scenario.model_copy(update={"output": str(args.out)})
-        from . import runner  # heavy imports (skopt) only once the scenario is valid
+        from . import folder as run_folder  # heavy imports (skopt) only once the scenario is valid
+        from .runner import Runner
 
-        folder = runner.RunFolder(scenario.output_dir())
+        folder = run_folder.RunFolder(scenario.output_dir())
         held.append(folder)
-        runner.prepare_folder(folder, args.resume, args.force)
-        new_report = args.resume and runner.check_resumable(folder, scenario)
-        run = runner.Runner(scenario, folder, device=None, quiet=args.quiet)
+        run_folder.prepare_folder(folder, args.resume, args.force)
+        new_report = args.resume and run_folder.check_resumable(folder, scenario)
+        run = Runner(scenario, folder, device=None, quiet=args.quiet)
     except ScenarioError as e:
         print(f"error: {e}".replace("\n", "\nerror: "), file=sys.stderr)
         return 2
 
     from . import executors, plot
+    from .report import feasibility_note, summary_table
     from .trial import trial_device
 
     device = str(trial_device(scenario))
@@ -121,7 +123,7 @@ def _main(args: argparse.Namespace, held: list) -> int:
     try:
         folder.path.mkdir(parents=True, exist_ok=True)
         folder.lock()
-        runner.write_scenario_files(folder, raw, scenario, device)
+        run_folder.write_scenario_files(folder, raw, scenario, device)
         if new_report:
             run.forget_finals()
             print("report changed: the final networks are tested again at its times; the search trials stay")
@@ -133,8 +135,10 @@ def _main(args: argparse.Namespace, held: list) -> int:
         executor.close()
         print(f"error: cannot write the output folder {folder.path}: {e.strerror or e}", file=sys.stderr)
         return 2
-    print(f"{scenario.name}: {plan_line(scenario, run.plan)}, devices {', '.join(p.name for p in scenario.presets())}, "
+    print(f"{scenario.name}: {plan_line(scenario, run.plan)}, devices {', '.join(p['name'] for p in scenario.presets)}, "
           f"device {device}; writing to {folder.path}")
+    for note in scenario.notes():
+        print(f"note: {note}")
     if executor.name != "sequential":
         print(f"trials run on {executor.name}: {executor.capacity} at a time")
     try:
@@ -146,11 +150,11 @@ def _main(args: argparse.Namespace, held: list) -> int:
         return 130
     paths = plot.plot_run(folder.path)
     print()
-    print(runner.summary_table(results))
+    print(summary_table(results))
     if results["best_dropout"] is not None:
         rates = ", ".join(f"{k} {v:.2f}" for k, v in results["best_dropout"].items())
         print(f"\nbest dropout rates (validation objective {results['best_objective']:.4f}): {rates}")
-    note = run.feasibility_note()
+    note = feasibility_note(scenario, run.done.values())
     if note:
         print(note)
     if results["failed_trials"]:

@@ -22,9 +22,18 @@ import crossbar
 import models
 from crossbar.common import Stream, derive_seed
 
-from .config import Scenario
+from .records import AccuracyRow, FinalRecord, TrialRecord, TrialSpec
+from .schema import Scenario
 
-VAL_CHIPS, TEST_CHIPS = 1, 2  # random-stream keys of the validation and test chips
+VAL_CHIPS, TEST_CHIPS = 1, 2  # under Stream.EVALUATION_CHIPS: the validation and the test chips
+
+
+class TrialFailed(Exception):
+    """A trial that could not finish (training diverged, any error): ``reason`` is one line."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
 
 
 @functools.lru_cache(maxsize=4)
@@ -59,7 +68,7 @@ def trial_device(scenario: Scenario, device: Optional[str] = None) -> torch.devi
     return crossbar.resolve_device(None if choice == "auto" else choice)
 
 
-def train_network(scenario: Scenario, spec: dict, *, device=None, progress: bool = False) -> models.TrainResult:
+def train_network(scenario: Scenario, spec: TrialSpec, *, device=None, progress: bool = False) -> models.TrainResult:
     """Build and train the scenario's network with ``spec`` (rates, hardware_aware flag,
     model option overrides), from the scenario's seed."""
     splits = splits_of(scenario)
@@ -69,7 +78,7 @@ def train_network(scenario: Scenario, spec: dict, *, device=None, progress: bool
     if spec.get("hardware_aware"):
         config = config.model_copy(update={"hardware_aware": scenario.hardware_aware_config()})
     return models.train(net, splits, config, seed=scenario.seed, device=trial_device(scenario, device), progress=progress,
-                        desc=f"train {spec.get('id', '')}".strip())
+                        desc=f"train {spec.get('id', '')}".strip(), threads=scenario.execution.threads_per_trial)
 
 
 def aggregate(acc: np.ndarray, scenario: Scenario) -> float:
@@ -82,9 +91,10 @@ def aggregate(acc: np.ndarray, scenario: Scenario) -> float:
     return float(per_cell.mean())
 
 
-def _measure(scenario: Scenario, model, data, split: str, times_of, n_chips: int, device, progress: bool) -> list[dict]:
+def _measure(scenario: Scenario, model, data, split: str, times_of, n_chips: int, device,
+             progress: bool) -> list[AccuracyRow]:
     rows = []
-    for preset in scenario.presets():
+    for preset in scenario.resolved_presets():
         times = times_of(preset)
         acc = crossbar.evaluate(
             model, data, preset, times, n_chips, seed=chip_seed(scenario, split), batch_size=scenario.batch_size,
@@ -100,7 +110,7 @@ def _measure(scenario: Scenario, model, data, split: str, times_of, n_chips: int
     return rows
 
 
-def failed_record(spec: dict, reason: str, seconds: float = 0.0) -> dict:
+def failed_record(spec: TrialSpec, reason: str, seconds: float = 0.0) -> TrialRecord:
     """The record of a trial that could not finish: the spec, why, no objective."""
     return {**spec, "status": "failed", "reason": reason, "objective": None, "seconds": seconds}
 
@@ -114,14 +124,11 @@ def error_reason(e: BaseException, limit: int = 300) -> str:
     return f"{type(e).__name__}: {text}"
 
 
-def _failed(spec: dict, start: float, reason: str) -> dict:
-    return failed_record(spec, reason, time.perf_counter() - start)
-
-
-def _train_and_measure(plain: dict, spec: dict, split: str, device, progress: bool):
+def _train_and_measure(plain: dict, spec: TrialSpec, split: str, device,
+                       progress: bool) -> tuple[Scenario, models.TrainResult, list[AccuracyRow], float]:
     """Train with ``spec``, then measure on ``split`` ("val": the objective's times and
-    chips; "test": the report's). Returns (scenario, train result, rows, seconds spent
-    training) or a failed record: a failure is data, not an exception."""
+    chips; "test": the report's). Returns the scenario, the training's result, the
+    rows and the seconds spent training; raises :class:`TrialFailed`."""
     start = time.perf_counter()
     scenario = scenario_of(plain)
     threads = torch.get_num_threads()
@@ -131,7 +138,7 @@ def _train_and_measure(plain: dict, spec: dict, split: str, device, progress: bo
     try:
         result = train_network(scenario, spec, device=device, progress=progress)
         if not result.ok:
-            return _failed(spec, start, result.reason or "training failed")
+            raise TrialFailed(result.reason or "training failed")
         trained = time.perf_counter() - start
         splits = splits_of(scenario)
         if split == "val":
@@ -140,14 +147,16 @@ def _train_and_measure(plain: dict, spec: dict, split: str, device, progress: bo
         else:
             rows = _measure(scenario, result.model, splits.test, "test", scenario.report_times,
                             scenario.report.n_chips, device, progress)
+    except TrialFailed:
+        raise
     except Exception as e:  # noqa: BLE001 - a trial's failure must not end the search
-        return _failed(spec, start, error_reason(e))
+        raise TrialFailed(error_reason(e)) from e
     finally:
         torch.set_num_threads(threads)
     return scenario, result, rows, trained
 
 
-def run_trial(plain: dict, spec: dict, *, device: Optional[str] = None, progress: bool = False) -> dict:
+def run_trial(plain: dict, spec: TrialSpec, *, device: Optional[str] = None, progress: bool = False) -> TrialRecord:
     """Train with ``spec["rates"]`` and score on the validation chips.
 
     ``spec``: ``{"id", "method", "rates", "hardware_aware"?, "model"?}`` (plain data).
@@ -156,11 +165,11 @@ def run_trial(plain: dict, spec: dict, *, device: Optional[str] = None, progress
     (diverged training, out of memory, any error) is a record, not an exception.
     """
     start = time.perf_counter()
-    outcome = _train_and_measure(plain, spec, "val", device, progress)
-    if isinstance(outcome, dict):
-        return outcome
-    scenario, result, rows, trained = outcome
-    acc = np.array([row["chips"] for row in rows]).reshape(len(scenario.devices), len(scenario.t_inference), -1)
+    try:
+        scenario, result, rows, trained = _train_and_measure(plain, spec, "val", device, progress)
+    except TrialFailed as e:
+        return failed_record(spec, e.reason, time.perf_counter() - start)
+    acc = np.array([row["chips"] for row in rows]).reshape(len(scenario.presets), len(scenario.t_inference), -1)
     objective = aggregate(acc, scenario)
     feasible = scenario.objective.min_clean_accuracy is None or result.val_accuracy >= scenario.objective.min_clean_accuracy
     for row in rows:
@@ -179,14 +188,14 @@ def run_trial(plain: dict, spec: dict, *, device: Optional[str] = None, progress
     }
 
 
-def run_final(plain: dict, spec: dict, *, device: Optional[str] = None, progress: bool = False) -> dict:
+def run_final(plain: dict, spec: TrialSpec, *, device: Optional[str] = None, progress: bool = False) -> FinalRecord:
     """Train with ``spec`` (as :func:`run_trial` does) and measure on the test split at
     the report times with ``report.n_chips`` chips per preset and time."""
     start = time.perf_counter()
-    outcome = _train_and_measure(plain, spec, "test", device, progress)
-    if isinstance(outcome, dict):
-        return outcome
-    scenario, result, rows, _ = outcome
+    try:
+        scenario, result, rows, _ = _train_and_measure(plain, spec, "test", device, progress)
+    except TrialFailed as e:
+        return failed_record(spec, e.reason, time.perf_counter() - start)
     return {
         **spec,
         "status": "ok",
@@ -198,7 +207,8 @@ def run_final(plain: dict, spec: dict, *, device: Optional[str] = None, progress
     }
 
 
-def run_spec(plain: dict, spec: dict, *, device: Optional[str] = None, progress: bool = False) -> dict:
+def run_spec(plain: dict, spec: TrialSpec, *, device: Optional[str] = None,
+             progress: bool = False) -> "TrialRecord | FinalRecord":
     """What an executor runs: a search trial, or with ``spec["stage"] == "final"`` a
     final network's test measurement (:func:`run_final`)."""
     run = run_final if spec.get("stage") == "final" else run_trial

@@ -6,7 +6,8 @@ import pytest
 
 import crossbar
 import search.run
-from search.config import ScenarioError, load_scenario, parse_duration, readable
+from crossbar.durations import parse_duration, readable
+from search.config import ScenarioError, load_scenario
 
 SCENARIOS = sorted((Path(__file__).resolve().parents[2] / "scenarios").glob("*.yaml"))
 
@@ -99,9 +100,9 @@ def test_a_variant_changes_options_or_names_another_network():
 def test_one_name_is_short_for_the_full_form():
     short, _ = load_scenario(data={"dataset": "digits", "model": "mlp", "devices": "pcm"})
     full, _ = load_scenario(data={"dataset": {"name": "digits"}, "model": {"name": "mlp"}, "devices": ["pcm"]})
-    assert short == full and short.model.name == "mlp" and [p.name for p in short.presets()] == ["pcm"]
+    assert short == full and short.model.name == "mlp" and [p.name for p in short.resolved_presets()] == ["pcm"]
     one, _ = load_scenario(data={"devices": {"name": "hot", "base": "pcm", "g_max": 30}})
-    assert [p.name for p in one.presets()] == ["hot"]
+    assert [p.name for p in one.resolved_presets()] == ["hot"]
     with pytest.raises(ScenarioError, match=r"model.name: unknown model 'lenet' \(did you mean 'lenet5'\?\); valid: lenet5"):
         load_scenario(data={"model": "lenet"})
 
@@ -110,19 +111,19 @@ def test_set_overrides():
     scenario, raw = load_scenario(data={}, overrides=[
         "search.n_trials=7", "devices=[pcm, lognormal]", "devices.1=ideal", "t_inference=[1h, 2d]", "training.lr=0.01",
     ])
-    assert scenario.search.n_trials == 7 and [p.name for p in scenario.presets()] == ["pcm", "ideal"]
+    assert scenario.search.n_trials == 7 and [p.name for p in scenario.resolved_presets()] == ["pcm", "ideal"]
     assert scenario.t_inference == [3600.0, 172800.0] and scenario.training.lr == 0.01
     # a bare name (a device, the model, the dataset) is short for {name: it}, so a --set can reach inside it
     scenario, raw = load_scenario(data={"model": "lenet5", "dataset": "digits", "devices": ["ideal", "pcm"]}, overrides=[
         "devices.0.p_sa0=0.05", "model.options.norm=batch", "dataset.max_train=100"])
     assert raw["devices"] == [{"name": "ideal", "p_sa0": 0.05}, "pcm"]
-    assert [(p.name, p.p_sa0) for p in scenario.presets()] == [("ideal", 0.05), ("pcm", 0.0)]
+    assert [(p.name, p.p_sa0) for p in scenario.resolved_presets()] == [("ideal (p_sa0=0.05)", 0.05), ("pcm", 0.0)]  # a changed preset is not labelled as the original
     assert scenario.model.options == {"norm": "batch"} and scenario.dataset.max_train == 100
     # devices: pcm (one device, not a list) is short for [pcm], also for --set devices.0...
     for one in ("pcm", {"name": "pcm"}):
         scenario, raw = load_scenario(data={"devices": one}, overrides=["devices.0.p_sa1=0.01"])
         assert raw["devices"] == [{"name": "pcm", "p_sa1": 0.01}]
-        assert [(p.name, p.p_sa1) for p in scenario.presets()] == [("pcm", 0.01)]
+        assert [(p.name, p.p_sa1) for p in scenario.resolved_presets()] == [("pcm (p_sa1=0.01)", 0.01)]
     for bad, expected in (("search.n_trials", "expected key=value"), ("devices.5=pcm", "is a list; use an index 0..0"),
                           ("seed.x=1", "seed is not a mapping"), ("=5", "--set =5: a key is empty"),
                           ("search..n_trials=3", "a key is empty"),

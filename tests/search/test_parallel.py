@@ -15,7 +15,8 @@ import pytest
 import search.run
 from search.config import load_scenario
 from search.executors import DaskExecutor, Processes
-from search.runner import RunFolder, Runner
+from search.folder import RunFolder
+from search.runner import Runner
 from search.trial import run_final, run_trial
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -17,7 +17,7 @@ import yaml
 import search.plot
 import search.run
 from search.config import load_scenario
-from search.runner import PLOT_FILES, RunFolder
+from search.folder import PLOT_FILES, RunFolder
 from search.trial import error_reason, run_trial
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -236,7 +236,7 @@ def test_a_folder_another_run_is_writing_is_refused(finished, tmp_path, capsys):
     for f in run.iterdir():
         (copy / f.name).write_bytes(f.read_bytes())
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from search.runner import RunFolder; "
+        [sys.executable, "-c", "import sys, time; from search.folder import RunFolder; "
          "RunFolder(sys.argv[1]).lock(); print('locked', flush=True); time.sleep(60)", str(copy)],
         cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:

@@ -1,0 +1,100 @@
+"""What a run reports: ``results.json`` and the table printed at its end."""
+
+from __future__ import annotations
+
+from typing import Iterable, Optional
+
+from crossbar.durations import readable
+
+from .methods import label
+from .plan import best_of_each_method
+from .records import FinalRecord, TrialRecord
+from .schema import Scenario
+
+
+def results(scenario: Scenario, slots: list[str], trials: dict[str, TrialRecord], finals: dict[str, FinalRecord],
+            order: list[str], seconds: float) -> dict:
+    """The content of ``results.json``: the search's best rates, each method's final
+    network (rates, validation objective, clean test accuracy) and its test accuracy
+    per preset and time (rows ``{method, preset, t_inference, mean, std, n_chips, p10, p90}``)."""
+    methods: dict[str, dict] = {}
+    rows = []
+    for final_id in order:
+        record = finals[final_id]
+        method = record["method"]
+        rates = record["rates"]
+        rate_map = dict(zip(slots, rates)) if isinstance(rates, list) else rates
+        val = trials.get(record.get("trial", ""), {})
+        methods[method] = {
+            "label": label(method),
+            "status": record["status"],
+            "reason": record.get("reason"),
+            "rates": rate_map,
+            "hardware_aware": bool(record.get("hardware_aware")),
+            "trial": record.get("trial"),
+            "val_objective": val.get("objective"),
+            "val_clean": val.get("val_clean"),
+            "test_clean": record.get("test_clean"),
+        }
+        for row in record.get("rows", []):
+            rows.append({"method": method, **row})
+    done = list(trials.values())
+    best = best_of_each_method(done).get("bayesft")
+    _, n_classes = scenario.data_shape()
+    return {
+        "scenario": scenario.name,
+        "mode": scenario.mode,
+        "slots": slots,
+        "bounds": list(scenario.search.bounds),
+        "n_classes": n_classes,
+        "best_dropout": dict(zip(slots, best["rates"])) if best else None,
+        "best_objective": best["objective"] if best else None,
+        "objective": scenario.objective.model_dump(),
+        "objective_times": scenario.t_inference,
+        "presets": [p["name"] for p in scenario.presets],
+        "devices": scenario.presets,
+        "methods": methods,
+        "results": rows,
+        "n_trials": len(done),
+        "failed_trials": sum(1 for t in done if t.get("status") != "ok"),
+        "infeasible_trials": len(below_floor(done)),
+        "seconds": seconds,
+    }
+
+
+def below_floor(trials: Iterable[TrialRecord]) -> list[TrialRecord]:
+    """Finished trials whose clean validation accuracy fell below ``objective.min_clean_accuracy`` (scored 0)."""
+    return [t for t in trials if t.get("status") == "ok" and t.get("feasible") is False]
+
+
+def feasibility_note(scenario: Scenario, trials: Iterable[TrialRecord]) -> Optional[str]:
+    """A line when trials fell below ``objective.min_clean_accuracy`` (they score 0),
+    above all when every one did: the "best" rates are then an arbitrary pick."""
+    floor = scenario.objective.min_clean_accuracy
+    ok = [t for t in trials if t.get("status") == "ok"]
+    low = below_floor(ok)
+    if floor is None or not low:
+        return None
+    if len(low) < len(ok):
+        return (f"{len(low)} of {len(ok)} trials had a clean validation accuracy below "
+                f"objective.min_clean_accuracy = {floor:g} and scored 0")
+    best = max(t["val_clean"] for t in ok)
+    return (f"no trial reached objective.min_clean_accuracy = {floor:g} (the best clean validation accuracy was "
+            f"{best:.3f}): every objective is 0 and the rates above are an arbitrary pick; lower it, or train longer")
+
+
+def summary_table(results: dict) -> str:
+    """Test accuracy (mean +- std over chips) per preset, method and time, as text."""
+    times = sorted({r["t_inference"] for r in results["results"]})
+    width = max([16, *(len(p) for p in results["presets"])])
+    lines = [f"{'preset':{width}s} {'method':28s} {'clean':>6s}" + "".join(f"{readable(t):>14s}" for t in times)]
+    for preset in results["presets"]:
+        for method, info in results["methods"].items():
+            cells = {r["t_inference"]: f"{r['mean']:.3f}+-{r['std']:.3f}" for r in results["results"]
+                     if r["method"] == method and r["preset"] == preset}
+            clean = f"{info['test_clean']:.3f}" if info.get("test_clean") is not None else "-"
+            if info["status"] != "ok":
+                clean, cells = "failed", {}
+            lines.append(f"{preset:{width}s} {info['label'][:28]:28s} {clean:>6s}"
+                         + "".join(f"{cells.get(t, '-'):>14s}" for t in times))
+    return "\n".join(lines)

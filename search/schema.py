@@ -1,0 +1,353 @@
+"""The scenario's schema: one YAML file describing a whole experiment, validated before any work.
+
+Every mistake (an unknown key, a wrong type, a value out of range, an unknown preset, a
+time a preset does not define) is found here; :mod:`search.config` turns it into one
+line naming the field and what is allowed.
+
+Times are seconds since programming; in YAML they may also be readable durations:
+``1d``, ``12h``, ``30min``, ``1w``, ``1y`` (365 days), ``10s``, ``1 day``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Callable, Literal, Optional, Union
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+import crossbar
+import models
+from crossbar.common import did_you_mean, error_text
+from crossbar.durations import parse_duration, readable
+from crossbar.presets import builtin_preset
+
+
+def _times(values: Any) -> list[float]:
+    if not isinstance(values, (list, tuple)):
+        values = [values]
+    if not values:
+        raise ValueError("list at least one time")
+    times = [parse_duration(v) for v in values]
+    repeated = sorted({t for t in times if times.count(t) > 1})
+    if repeated:  # [86400, 1d]: one time counted twice in the objective, two columns of one time
+        raise ValueError(f"each time once; listed more than once: {', '.join(readable(t) for t in repeated)}")
+    return times
+
+
+Time = Annotated[float, BeforeValidator(parse_duration)]  # seconds, or a duration such as "1d"
+Times = Annotated[list[float], BeforeValidator(_times)]  # one time or a list of them
+PresetSpec = Union[str, dict[str, Any]]
+
+
+def _by_name(value: Any) -> Any:
+    """``dataset: mnist`` is short for ``dataset: {name: mnist}`` (also for ``model``)."""
+    return {"name": value} if isinstance(value, str) else value
+
+
+def one_or_list(value: Any) -> Any:
+    """``devices: pcm`` is short for ``devices: [pcm]``."""
+    return [value] if isinstance(value, (str, dict)) else value
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _one_of(kind: str, valid: Callable[[], list[str]]) -> AfterValidator:
+    def check(name: str) -> str:
+        if name not in valid():
+            raise ValueError(f"unknown {kind} {name!r}{did_you_mean(name, valid())}; valid: {', '.join(valid())}")
+        return name
+
+    return AfterValidator(check)
+
+
+def full_preset(spec: PresetSpec) -> dict[str, Any]:
+    """A device as a run records it: every parameter (:meth:`crossbar.Preset.full_spec`).
+
+    A built-in preset's name labels that preset only as it is: changed (``{name: pcm,
+    p_sa0: 0.05}``, what ``--set devices.0.p_sa0=0.05`` makes of ``devices: [pcm]``),
+    it is labelled ``pcm (p_sa0=0.05)`` in tables and plots.
+    """
+    preset = crossbar.resolve_preset(spec)
+    full = preset.full_spec()
+    builtin = builtin_preset(preset.name)
+    if isinstance(spec, dict) and builtin is not None:
+        reference = builtin.full_spec()
+        changed = [k for k in full if k not in ("name", "description") and full[k] != reference.get(k)]
+        if changed:
+            full["name"] = f"{preset.name} ({', '.join(f'{k}={full[k]}' for k in changed)})"
+    return full
+
+
+class DatasetSpec(Strict):
+    name: Annotated[str, _one_of("dataset", models.list_datasets)] = "digits"
+    root: Optional[str] = Field(None, description="data folder (default $CROSSBAR_DATA or ./data); for idx the IDX folder")
+    download: bool = False
+    val_fraction: float = Field(0.15, gt=0, lt=1)
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+    max_train: Optional[int] = Field(None, ge=1)
+    max_val: Optional[int] = Field(None, ge=1)
+    max_test: Optional[int] = Field(None, ge=1)
+
+
+class ModelSpec(Strict):
+    name: Annotated[str, _one_of("model", models.list_models)] = "lenet5"
+    options: dict[str, Any] = Field(default_factory=dict, description="activation, norm, depth, width (per network)")
+
+
+class Objective(Strict):
+    aggregate: Literal["mean", "quantile"] = Field("mean", description="over chips: the mean, or a low quantile")
+    quantile: float = Field(0.1, gt=0, lt=1, description="with aggregate: quantile, e.g. 0.1 = the 10th-percentile chip")
+    min_clean_accuracy: Optional[float] = Field(
+        None, ge=0, le=1, description="a trial whose clean validation accuracy is below this scores 0"
+    )
+
+
+class SearchSpec(Strict):
+    n_trials: int = Field(20, ge=1, description="trials of the Bayesian optimisation (and of random search)")
+    n_initial: int = Field(5, ge=1, description="random trials before the Gaussian process takes over")
+    acq_func: Literal["gp_hedge", "EI", "PI", "LCB"] = "gp_hedge"
+    bounds: tuple[float, float] = Field((0.0, 0.8), description="range of every dropout rate, within [0, 1)")
+
+    _capped: bool = PrivateAttr(False)
+
+    @field_validator("bounds")
+    @classmethod
+    def _bounds(cls, bounds: tuple[float, float]) -> tuple[float, float]:
+        lo, hi = bounds
+        if not (0.0 <= lo < hi < 1.0):
+            raise ValueError(f"must be [low, high] with 0 <= low < high < 1, got [{lo:g}, {hi:g}]")
+        return bounds
+
+    @model_validator(mode="after")
+    def _default_initial_within_budget(self) -> "SearchSpec":
+        if self.n_initial > self.n_trials and "n_initial" not in self.model_fields_set:
+            object.__setattr__(self, "n_initial", self.n_trials)  # the default, capped at a small budget
+            self._capped = True
+        return self
+
+
+class HardwareAwareBaseline(Strict):
+    preset: Optional[PresetSpec] = Field(None, description="default: the first device")
+    t_inference: Optional[Time] = Field(None, description="default: the first objective time")
+
+
+class Baselines(Strict):
+    erm: bool = Field(True, description="no dropout")
+    uniform: list[float] = Field([0.1, 0.2, 0.3, 0.5], description="one rate for every slot; the best on validation wins")
+    random: bool = Field(True, description="random search with the same trial budget")
+    hardware_aware: Union[bool, HardwareAwareBaseline] = Field(True, description="hardware-aware training, no dropout")
+
+    @field_validator("uniform")
+    @classmethod
+    def _rates(cls, rates: list[float]) -> list[float]:
+        for r in rates:
+            if not 0 <= r < 1:
+                raise ValueError(f"every rate must lie in [0, 1), got {r:g}")
+        return rates
+
+
+class Report(Strict):
+    t_inference: Times = Field(default_factory=lambda: [1.0, 3600.0, 86400.0, 30 * 86400.0, 365 * 86400.0])
+    n_chips: int = Field(50, ge=1, description="chips per preset and time for the final test numbers")
+
+
+class Variant(Strict):
+    label: str
+    model: dict[str, Any] = Field(
+        default_factory=dict,
+        description="options merged into model.options; with a name (another network), that network's own options only",
+    )
+    dropout: Union[float, list[float], dict[str, float]] = 0.0
+    hardware_aware: bool = False
+
+
+class Execution(Strict):
+    """Where trials run; the command line's --workers / --dask override these."""
+
+    workers: int = Field(1, ge=1, description="parallel trials: local processes, or LocalCluster workers with dask: local")
+    dask: Optional[str] = Field(None, description="'local' (a LocalCluster) or a scheduler address tcp://HOST:PORT")
+    threads_per_trial: int = Field(
+        1, ge=1, description="torch threads of one trial, whatever runs it: results depend on it in the last bits"
+    )
+
+    @field_validator("dask")
+    @classmethod
+    def _address(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and value != "local" and not re.match(r"^(tcp|tls|inproc|ucx)://[^\s]+$", value):
+            raise ValueError(f"must be 'local' or a scheduler address such as tcp://10.0.0.5:8786, got {value!r}")
+        return value
+
+
+class Scenario(Strict):
+    """One experiment. ``mode: search`` (the BayesFT search and its baselines) or
+    ``mode: study`` (train and compare fixed ``variants``, e.g. the component study).
+
+    ``presets`` is the YAML key ``devices``: the memristor technologies, each recorded
+    with every parameter (:func:`full_preset`); ``device`` is where torch runs.
+    """
+
+    name: str = "scenario"
+    description: str = ""
+    mode: Literal["search", "study"] = "search"
+    seed: int = Field(0, ge=0)
+    output: Optional[str] = Field(None, description="run folder (default runs/<name>)")
+    device: str = Field("auto", description="auto (cuda if available), cpu, cuda or cuda:N")
+    dataset: Annotated[DatasetSpec, BeforeValidator(_by_name)] = Field(default_factory=DatasetSpec)
+    model: Annotated[ModelSpec, BeforeValidator(_by_name)] = Field(default_factory=ModelSpec)
+    training: models.TrainConfig = Field(default_factory=models.TrainConfig)
+    presets: Annotated[list[PresetSpec], BeforeValidator(one_or_list)] = Field(
+        ["reram_cmo"], min_length=1, alias="devices", validate_default=True, description="device presets"
+    )
+    t_inference: Times = Field([86400.0], description="times the objective is measured at")
+    n_chips: int = Field(20, ge=1, description="simulated chips per trial, preset and time")
+    batch_size: int = Field(512, ge=1, description="evaluation batch size")
+    chunk_size: Optional[int] = Field(
+        None, ge=1, description="chips simulated at once (default: as many as fit in a quarter of free memory)"
+    )
+    execution: Execution = Field(default_factory=Execution)
+    objective: Objective = Field(default_factory=Objective)
+    search: SearchSpec = Field(default_factory=SearchSpec)
+    baselines: Baselines = Field(default_factory=Baselines)
+    variants: list[Variant] = Field(default_factory=list, description="study mode: the networks to compare")
+    report: Report = Field(default_factory=Report)
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if value != "auto":
+            crossbar.resolve_device(value)
+        return value
+
+    @field_validator("presets")
+    @classmethod
+    def _presets(cls, specs: list) -> list:
+        full = []
+        for i, spec in enumerate(specs):
+            if isinstance(spec, dict) and "name" not in spec:
+                try:
+                    crossbar.resolve_preset(spec)
+                except ValueError as e:
+                    raise ValueError(f"devices[{i}]: {e}") from None
+                raise ValueError(f"devices[{i}]: a custom preset needs a name (used in reports and plots)")
+            try:
+                full.append(full_preset(spec))
+            except ValueError as e:
+                raise ValueError(f"devices[{i}]: {e}") from None
+        names = [spec["name"] for spec in full]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"device names must be unique; repeated: {', '.join(dupes)}")
+        return full
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Scenario":
+        for preset in self.resolved_presets():
+            for t in self.t_inference:
+                _check_time("t_inference", preset, t)
+            for t in self.report_times(preset):
+                _check_time("report.t_inference", preset, t)
+            if preset.times is not None and not self.report_times(preset):
+                raise ValueError(
+                    f"report.t_inference: preset {preset.name!r} defines none of these times; "
+                    f"it is defined at {', '.join(readable(t) for t in preset.times)}"
+                )
+        if self.search.n_initial > self.search.n_trials:
+            raise ValueError(
+                f"search.n_initial ({self.search.n_initial}) must not exceed search.n_trials ({self.search.n_trials}); "
+                f"lower it too (--set search.n_initial={self.search.n_trials}) or leave it out"
+            )
+        if isinstance(self.baselines.hardware_aware, HardwareAwareBaseline):
+            self.hardware_aware_config()  # validates its preset and time
+        if self.mode == "study" and not self.variants:
+            raise ValueError("mode study needs variants: a list of {label, model, dropout, hardware_aware}")
+        labels = [v.label for v in self.variants]
+        if len(set(labels)) != len(labels):
+            raise ValueError("variants: every label must be unique")
+        in_shape, n_classes = self.data_shape()
+        for where, (name, options), dropout in [("model.options", self.network(), None)] + [
+            (f"variants[{i}]", self.network(v.model), v.dropout) for i, v in enumerate(self.variants)
+        ]:
+            try:
+                models.build(name, in_shape, n_classes, dropout=dropout, **options)
+            except (ValueError, TypeError) as e:
+                raise ValueError(f"{where}: {e}") from None
+        return self
+
+    # --- derived values -------------------------------------------------------------
+
+    def resolved_presets(self) -> list[crossbar.Preset]:
+        return [crossbar.make_preset(spec) for spec in self.presets]
+
+    def report_times(self, preset: crossbar.Preset) -> list[float]:
+        """The report times this preset simulates (presets defined at a few times only,
+        like reram_wan2022, skip the others)."""
+        if preset.times is None:
+            return list(self.report.t_inference)
+        return [t for t in self.report.t_inference if t in preset.times]
+
+    def hardware_aware_config(self) -> Optional[models.HardwareAware]:
+        """The hardware-aware baseline's noise: by default the first device at the first time."""
+        spec = self.baselines.hardware_aware
+        if spec is False:
+            return None
+        spec = spec if isinstance(spec, HardwareAwareBaseline) else HardwareAwareBaseline()
+        preset = spec.preset if spec.preset is not None else self.presets[0]
+        t = spec.t_inference if spec.t_inference is not None else self.t_inference[0]
+        try:
+            return models.HardwareAware(preset=preset, t_inference=t)
+        except ValidationError as e:
+            raise ValueError(f"baselines.hardware_aware: {error_text(e.errors()[0])}") from None
+
+    def network(self, change: Optional[dict] = None) -> tuple[str, dict]:
+        """``(name, options)`` of the network to build: the scenario's model with a
+        variant's ``change`` merged in; a change that names another network brings
+        only its own options (the scenario's may not exist there: mlp's depth for lenet5)."""
+        change = dict(change or {})
+        name = change.pop("name", self.model.name)
+        base = self.model.options if name == self.model.name else {}
+        return name, {**base, **change}
+
+    def data_shape(self) -> tuple[tuple[int, int, int], int]:
+        """``(in_shape, n_classes)`` of the data, from models' dataset table."""
+        return models.dataset_shape(self.dataset.name, self.dataset.root)
+
+    def slots(self) -> list[str]:
+        in_shape, n_classes = self.data_shape()
+        return models.build(self.model.name, in_shape, n_classes, **self.model.options).dropout_slots
+
+    def output_dir(self) -> Path:
+        return Path(self.output) if self.output else Path("runs") / self.name
+
+    def notes(self) -> list[str]:
+        """What the run does that the scenario did not say, for its first lines."""
+        notes = []
+        if "presets" not in self.model_fields_set:
+            notes.append(f"the scenario names no devices: using {self.presets[0]['name']} "
+                         "(set devices:, e.g. devices: [pcm])")
+        if self.search._capped:
+            notes.append(f"search.n_initial is {self.search.n_initial}: the default, 5, capped at search.n_trials")
+        return notes
+
+    def plain(self) -> dict[str, Any]:
+        """The resolved scenario as plain data (every default filled in, times in seconds)."""
+        return self.model_dump(mode="json", by_alias=True)
+
+
+def _check_time(field: str, preset: crossbar.Preset, t: float) -> None:
+    try:
+        preset.check_time(t)
+    except ValueError as e:
+        raise ValueError(f"{field}: {e}") from None
