@@ -24,19 +24,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import crossbar
+import crossbar.inputs
+import crossbar.periphery
+import models
 
-import crossbar  # noqa: E402
-import crossbar.inputs  # noqa: E402
-import crossbar.periphery  # noqa: E402
-import models  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 N_IMAGES, N_CHIPS, T_DAY, BATCH = 512, 4, 86400.0, 256
 

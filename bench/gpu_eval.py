@@ -14,18 +14,15 @@ wheel has no CUDA tiles.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
+import mc_eval
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
+import crossbar
 
-import crossbar  # noqa: E402
-import mc_eval  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:

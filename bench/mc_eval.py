@@ -40,11 +40,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import crossbar
+import models
 
-import crossbar  # noqa: E402
-import models  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 MNIST = ROOT.parent / "shared" / "data" / "mnist-t10k"
 N_IMAGES, N_CHIPS, T_DAY, BATCH = 2000, 16, 86400.0, 256
@@ -130,8 +129,8 @@ def measure_peak(strategy: str, periphery: bool, max_memory: int | None) -> dict
     """Peak RSS of evaluating 100 chips, in a fresh process (so earlier work does not count)."""
     code = f"""
 import json, resource, sys, torch, psutil
-sys.path.insert(0, {str(ROOT)!r}); sys.path.insert(0, {str(ROOT / 'bench')!r})
 import crossbar, mc_eval, models
+
 x, y, _ = mc_eval.load_data()
 model = models.build("lenet5", (1, 28, 28), 10, seed=0).eval()
 x, y = x[:{N_IMAGES}], y[:{N_IMAGES}]
@@ -145,7 +144,8 @@ before, before_peak = psutil.Process().memory_info().rss, hwm()
 acc = crossbar.evaluate(model, (x, y), preset, [{T_DAY}], 100, batch_size={BATCH}, strategy={strategy!r}, max_memory={max_memory})
 print(json.dumps(dict(before=before, before_peak=before_peak, peak=hwm())))
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).parent)  # imports the benchmarks beside it
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

@@ -21,12 +21,11 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from search.config import load_scenario
+from search.executors import DaskExecutor, Processes, Sequential
+from search.methods import METHODS
 
-from search.config import load_scenario  # noqa: E402
-from search.executors import DaskExecutor, Processes, Sequential  # noqa: E402
-from search.runner import make_plan  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def throughput(executor, specs: list[dict]) -> tuple[float, list[dict]]:
@@ -44,7 +43,7 @@ def throughput(executor, specs: list[dict]) -> tuple[float, list[dict]]:
 def trials_per_hour(n_trials: int) -> None:
     scenario, _ = load_scenario(ROOT / "scenarios" / "drift_1day.yaml", [f"search.n_trials={n_trials}"])
     plain = scenario.plain()
-    specs = make_plan(scenario).random[:n_trials]
+    specs = [spec for _, spec in METHODS["random"].plan(scenario, scenario.slots())][:n_trials]
     rows = []
     for label, make in (("1 worker (sequential, this process)", lambda: Sequential(plain, progress=False)),
                         ("2 local processes (--workers 2)", lambda: Processes(plain, 2)),
@@ -69,8 +68,8 @@ def trials_per_hour(n_trials: int) -> None:
 def peak_memory(chunk_size) -> dict:
     code = f"""
 import json, sys, torch, psutil
-sys.path.insert(0, {str(ROOT)!r})
 import crossbar, models
+
 def hwm():
     for line in open("/proc/self/status"):
         if line.startswith("VmHWM:"):
@@ -83,7 +82,8 @@ t = __import__("time").perf_counter()
 crossbar.evaluate(net, (x, y), "pcm", [86400.0], 100, batch_size=256, chunk_size={chunk_size!r}, device="cpu")
 print(json.dumps(dict(before=before, peak=hwm(), seconds=__import__("time").perf_counter() - t)))
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).parent)  # imports the benchmarks beside it
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

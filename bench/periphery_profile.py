@@ -25,22 +25,19 @@ stage can be read as a fraction of them.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from collections import defaultdict
 from pathlib import Path
 
+import mc_eval
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
+import crossbar
+import crossbar.kernels
+import crossbar.periphery
+import crossbar.pooling
 
-import crossbar  # noqa: E402
-import crossbar.kernels  # noqa: E402
-import crossbar.pooling  # noqa: E402
-import crossbar.periphery  # noqa: E402
-import mc_eval  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 NOISE, PRODUCTS, CODES, POOL, OTHER = (
     "output noise and ADC (compiled)", "analog products (MKL)", "DAC codes (compiled)", "max-pool windows",

@@ -13,16 +13,15 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from search.config import load_scenario
+from search.methods import METHODS, bayesft_id
+from search.plan import loss_of, make_optimizer
+from search.trial import run_trial
 
-from search.config import load_scenario  # noqa: E402
-from search.runner import bayesft_id, loss_of, make_optimizer, make_plan  # noqa: E402
-from search.trial import run_trial  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def best_of_search(plain: dict, scenario, n_trials: int) -> list[float]:
@@ -39,7 +38,7 @@ def best_of_search(plain: dict, scenario, n_trials: int) -> list[float]:
 
 def best_of_random(plain: dict, scenario, n_trials: int) -> list[float]:
     best, curve = 0.0, []
-    for spec in make_plan(scenario).random[:n_trials]:
+    for _, spec in METHODS["random"].plan(scenario, scenario.slots())[:n_trials]:
         best = max(best, -loss_of(run_trial(plain, spec)))
         curve.append(best)
     return curve

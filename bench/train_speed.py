@@ -12,17 +12,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import models
 
-import models  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 MNIST = ROOT.parent / "shared" / "data" / "mnist-t10k"
 

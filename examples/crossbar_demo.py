@@ -1,4 +1,4 @@
-"""End-to-end demo of the crossbar simulator (what `make run` runs for now).
+"""End-to-end demo of the crossbar simulator alone (`make demo`), without a search.
 
 Trains LeNet-5 on scikit-learn's bundled handwritten digits (no download), then
 programs it onto simulated chips of every device preset and measures test accuracy
@@ -13,17 +13,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import crossbar
+import models
+from crossbar import readable
 
-import crossbar  # noqa: E402
-import models  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 DAY = 86400.0
 TIMES = [1.0, 60.0, 3600.0, DAY, 2 * DAY, 30 * DAY, 365 * DAY]
@@ -35,20 +34,13 @@ LABELS = {
 }
 
 
-def readable(seconds: float) -> str:
-    for unit, size in (("y", 365 * DAY), ("d", DAY), ("h", 3600.0), ("min", 60.0)):
-        if seconds >= size:
-            return f"{seconds / size:g} {unit}"
-    return f"{seconds:g} s"
-
-
 def plot(results: dict, digital: float, out: Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_t, ax_f) = plt.subplots(1, 2, figsize=(13, 4.8), gridspec_kw={"width_ratios": [1.6, 1]})
+    fig, (ax_t, ax_f) = plt.subplots(1, 2, figsize=(13, 5.6), gridspec_kw={"width_ratios": [1.6, 1]})
     for name, rows in results["time"].items():
         t = np.array([r["t_inference"] for r in rows])
         mean = np.array([r["mean"] for r in rows])
@@ -62,13 +54,13 @@ def plot(results: dict, digital: float, out: Path) -> Path:
         ax_t.fill_between(t, lo, hi, color=line.get_color(), alpha=0.15)
     ax_t.axhline(digital, color="black", linestyle="--", linewidth=1, label="digital")
     ax_t.set_xscale("log")
-    ticks = [t for t in TIMES if t != 2 * DAY]
-    ax_t.set_xticks(ticks, [readable(t) for t in ticks])
+    ax_t.set_xticks(TIMES, [readable(t) for t in TIMES])
+    ax_t.minorticks_off()
     ax_t.set_xlabel("time since programming")
     ax_t.set_ylabel("test accuracy")
     ax_t.set_title(f"Accuracy over time ({results['n_chips']} chips: mean, 10th-90th percentile)")
     ax_t.grid(True, alpha=0.3)
-    ax_t.legend(loc="lower left", fontsize=9)
+    ax_t.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3, fontsize=9, frameon=False)  # off the bands
 
     for name, rows in results["faults"].items():
         p = np.array([100 * (r["p_sa0"] + r["p_sa1"]) for r in rows])
@@ -82,7 +74,7 @@ def plot(results: dict, digital: float, out: Path) -> Path:
     ax_f.set_ylabel("test accuracy")
     ax_f.set_title("Stuck-at faults at t = 1 day")
     ax_f.grid(True, alpha=0.3)
-    ax_f.legend(loc="lower left", fontsize=9)
+    ax_f.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, fontsize=9, frameon=False)
     fig.tight_layout()
     path = out / "accuracy_vs_time.png"
     fig.savefig(path, dpi=120)

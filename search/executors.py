@@ -265,8 +265,8 @@ class DaskExecutor(_Futures):
             self.close()
             raise ClusterError(
                 f"the Dask cluster at {address} cannot run trials: {' and '.join(where)} cannot import this project "
-                f"({on_scheduler or failing[0]}); start the scheduler and the workers from the repository root, "
-                "or with it on PYTHONPATH"
+                f"({on_scheduler or failing[0]}); install it where they run (make venv, or pip install -e . in a "
+                "checkout of the same commit) or start them with the repository root on PYTHONPATH"
             )
 
     def submit(self, spec: TrialSpec) -> None:

@@ -5,6 +5,7 @@ import json
 import os
 import signal
 import subprocess
+import sysconfig
 import sys
 import threading
 import time
@@ -151,11 +152,23 @@ def test_ctrl_c_stops_the_workers_quietly(tiny, tmp_path, how):
         pytest.fail("a worker outlived the interrupted run")
 
 
+def _dask_command(project_importable: bool) -> list[str]:
+    """``python -m dask``, or, for a machine without this project, the same Python with
+    its site-packages but without processing their .pth files: the project's editable
+    install (make's) is such a file, the rest of the stack needs none."""
+    if project_importable:
+        return [sys.executable, "-m", "dask"]
+    code = (f"import runpy, sys; sys.path.append({sysconfig.get_paths()['purelib']!r}); "
+            "sys.argv[0] = 'dask'; runpy.run_module('dask', run_name='__main__', alter_sys=True)")
+    return [sys.executable, "-S", "-c", code]
+
+
 @pytest.fixture
 def dask_cluster(tmp_path):
     """A real scheduler and worker on loopback, as `dask scheduler` / `dask worker` start
     them on a cluster, in a folder outside the repository: ``start(project_on_path)``
-    returns the scheduler's address."""
+    returns the scheduler's address; without the project on the path they cannot
+    import it."""
     procs = []
 
     def start(project_on_path: bool) -> str:
@@ -164,9 +177,10 @@ def dask_cluster(tmp_path):
             env["PYTHONPATH"] = str(ROOT)
         info = tmp_path / "scheduler.json"
         common = dict(cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        procs.append(subprocess.Popen([sys.executable, "-m", "dask", "scheduler", "--host", "127.0.0.1", "--port", "0",
+        dask = _dask_command(project_on_path)
+        procs.append(subprocess.Popen([*dask, "scheduler", "--host", "127.0.0.1", "--port", "0",
                                        "--no-dashboard", "--scheduler-file", str(info)], **common))
-        procs.append(subprocess.Popen([sys.executable, "-m", "dask", "worker", "--scheduler-file", str(info),
+        procs.append(subprocess.Popen([*dask, "worker", "--scheduler-file", str(info),
                                        "--nthreads", "1", "--no-dashboard"], **common))
         deadline = time.time() + 60
         while time.time() < deadline and not info.exists():
@@ -188,8 +202,8 @@ def test_an_existing_cluster_that_cannot_import_the_project_is_refused_before_an
     assert search.run.main([str(tiny()), "--out", str(out), "--quiet", "--dask", address]) == 2
     assert capsys.readouterr().err.strip() == (
         f"error: the Dask cluster at {address} cannot run trials: the scheduler and 1 of 1 workers cannot import "
-        "this project (ModuleNotFoundError: No module named 'search'); start the scheduler and the workers from the "
-        "repository root, or with it on PYTHONPATH")
+        "this project (ModuleNotFoundError: No module named 'search'); install it where they run (make venv, or pip "
+        "install -e . in a checkout of the same commit) or start them with the repository root on PYTHONPATH")
     assert not out.exists()
 
 
