@@ -12,15 +12,15 @@ Public API (names are stable):
 - :func:`evaluate`: Monte-Carlo accuracy over chips and inference times.
 - :func:`parse_duration`, :func:`readable`: times as people write them (``"1d"``) and back.
 
-Where things are: ``physics`` (the kinds of device physics), ``presets``, ``devices``
+Where things are: ``physics`` (the kinds of device physics), ``presets``, ``arrays``
 (conductances, faults, drift compensation), ``periphery`` and ``inputs`` (DAC, ADC,
 tiles), ``kernels`` and ``rng`` (compiled loops, noise streams), ``layers``, ``model``,
 ``mapping`` (convert), ``pooling``, ``evaluate``; ``common`` and ``durations`` hold what
 models/ and search/ share.
 """
 
+from .arrays import ProgrammedArray, program, sample_weights, split_sizes, tile_grid
 from .common import resolve_device
-from .devices import ProgrammedArray, program, sample_weights, split_sizes, tile_grid
 from .durations import parse_duration, readable
 from .evaluate import evaluate
 from .layers import CrossbarConv2d, CrossbarLinear

@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .arrays import ProgrammedArray, drift_factors, drift_readouts, scale_tiles
 from .common import Stream, derive_seed, time_key
-from .devices import ProgrammedArray, drift_factors, drift_readouts, scale_tiles
 from .inputs import CodeCache, ConvGeometry, PatchInputs, RowInputs
 from .periphery import Periphery
 from .presets import Preset

@@ -37,7 +37,7 @@ def philox4x32_10(counter, key) -> tuple[int, int, int, int]:
 
 class NoiseStream:
     """One chip's stream of output noise: Philox4x32-10 on a CPU, a torch.Generator on
-    CUDA. ``seed`` is a 64-bit key (e.g. from :func:`crossbar.devices.derive_seed`)."""
+    CUDA. ``seed`` is a 64-bit key (e.g. from :func:`crossbar.common.derive_seed`)."""
 
     def __init__(self, seed: int, device="cpu"):
         self.seed = int(seed) & 0xFFFFFFFFFFFFFFFF

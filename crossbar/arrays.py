@@ -1,4 +1,4 @@
-"""Weights on devices: conductance pairs, programming, faults and time, for many chips.
+"""Programmed device arrays: weights on conductance pairs, programming, faults and time, for many chips.
 
 A weight matrix is split into tiles (aihwkit ``MappingParameter`` semantics); each tile
 maps its weights onto conductances with the preset's aihwkit converter, scaled by the
