@@ -3,9 +3,12 @@
     python -m search.plot runs/drift_1day     # also while it runs: the convergence so far
 
 - accuracy_vs_time.png: test accuracy against time since programming, one panel per
-  preset, one line per method (mean over chips, band: 10th-90th percentile chip).
-- technologies.png: the presets side by side at the objective's time, per method.
-- convergence.png: the search's best validation objective so far against random search.
+  preset, one line per method (mean over chips, band: 10th-90th percentile chip), with
+  the digital accuracy and chance marked.
+- technologies.png: the presets side by side at the objective's time, per method (a
+  run of several presets only).
+- convergence.png: the search's best validation objective so far against random search,
+  the baselines' objectives, the digital validation accuracy and chance.
 - dropout_rates.png: the dropout rate chosen for each layer.
 """
 
@@ -95,6 +98,42 @@ def _time_axis(ax, times: list[float]) -> None:
     ax.set_xlabel("time since programming (log scale)")
 
 
+def _digital(results: dict, key: str) -> "tuple[float, str] | None":
+    """The clean (digital) accuracy to draw as a reference: the no-dropout network's
+    (the first method's when there is none), ``key`` ``test_clean`` or ``val_clean``."""
+    methods = results["methods"]
+    for method in ["erm", *methods]:
+        value = methods.get(method, {}).get(key)
+        if value is not None:
+            return value, methods[method].get("label", method)
+    return None
+
+
+def _references(ax, results: dict, key: str) -> None:
+    """Dotted lines at the digital accuracy and at chance (1 / classes), each named at
+    its right end. Chance far below every chip is named at the bottom of the axis
+    instead, so that the differences between the methods stay readable."""
+    digital = _digital(results, key)
+    n_classes = results.get("n_classes")
+    low = ax.dataLim.y0  # the lowest point drawn
+    lines = [(digital[0], f"digital accuracy, {digital[1]}: {digital[0]:.3f}")] if digital else []
+    far = None
+    if n_classes:
+        chance = 1.0 / n_classes
+        text = f"chance (1 of {n_classes} classes): {chance:.2f}"
+        if chance >= low - 0.25:
+            lines.append((chance, text))
+        else:
+            far = text
+    for value, text in lines:
+        ax.axhline(value, color="black", linestyle=":", linewidth=1)
+        ax.annotate(text, (1.0, value), xycoords=("axes fraction", "data"), xytext=(-4, 3),
+                    textcoords="offset points", ha="right", va="bottom", fontsize=8)
+    if far:
+        ax.annotate(f"{far}, below this axis", (1.0, 0.0), xycoords="axes fraction", xytext=(-4, 3),
+                    textcoords="offset points", ha="right", va="bottom", fontsize=8, color="0.35")
+
+
 def plot_accuracy_vs_time(results: dict, out: Path) -> Path:
     return _save(_accuracy_vs_time_figure(results), out / "accuracy_vs_time.png", layout=False)
 
@@ -106,7 +145,8 @@ def _accuracy_vs_time_figure(results: dict):
     cols = min(n, 3)
     rows = -(-n // cols)
     width = max(9.0, 5.2 * cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(width, 4.2 * rows + 0.8), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(rows, cols, figsize=(width, 4.2 * rows + 1.2), squeeze=False, sharey=True,
+                             layout="constrained")
     labels = _same_numbers(results)
     methods = list(labels)
     single = multi = False
@@ -137,18 +177,16 @@ def _accuracy_vs_time_figure(results: dict):
         ax.set_title(preset)
         ax.grid(True, alpha=0.3)
         ax.set_ylabel("test accuracy")
+        _references(ax, results, "test_clean")
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
     handles, labels = axes.flat[0].get_legend_handles_labels()
     n_chips = results["results"][0]["n_chips"] if results["results"] else 0
-    shown = {(True, False): "line = mean, band", (False, True): "point = mean, bar"}.get((multi, single), "line or point = mean, band or bar")
+    shown = {(True, False): "line = mean, band", (False, True): "point = mean, bar"}.get(
+        (multi, single), "line or point = mean, band or bar")
     fig.suptitle(f"{results['scenario']}: test accuracy against time since programming\n"
                  f"{n_chips} chips per point: {shown} = 10th to 90th percentile chip")
-    ncol = _legend_columns(width, labels)
-    fig.legend(handles, labels, loc="lower center", ncol=ncol, frameon=False)
-    legend_rows = -(-len(labels) // ncol)
-    bottom = (0.1 + 0.25 * legend_rows) / (4.2 * rows + 0.8)
-    fig.tight_layout(rect=(0, bottom, 1, 0.92))
+    fig.legend(handles, labels, loc="outside lower center", ncol=_legend_columns(width, labels), frameon=False)
     return fig
 
 
@@ -229,7 +267,9 @@ def _convergence_figure(results: dict, trials: list[dict]):
     below = f"; 0 = clean accuracy below {floor:g}" if floor is not None else ""
     ax.set_title(f"{results['scenario']}: search convergence (objective at {times}{below})")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)  # beside the points, never on them
+    _references(ax, results, "val_clean")
+    # beside the points, never on them
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
     fig.tight_layout()
     return fig
 
@@ -255,10 +295,19 @@ def _dropout_rates_figure(results: dict):
     ax.set_xticks(np.arange(len(slots)), slots, rotation=30 if len(slots) > 6 else 0)
     ax.set_xlabel("dropout slot (network order)")
     ax.set_ylabel("dropout rate")
-    ax.set_ylim(0, 1)
+    bounds = results.get("bounds")
+    highest = max([0.0, *(results["methods"][m]["rates"][s] for m in shown for s in slots)])
+    top = max(highest, bounds[1] if bounds else 0.0)
+    ax.set_ylim(0, min(1.0, 1.15 * top) if top > 0 else 1.0)
+    if bounds:  # the range the searches drew from: a rate at a bound may want a wider range
+        for bound in bounds:
+            if bound > 0:
+                ax.axhline(bound, color="black", linestyle="--", linewidth=1)
+        ax.annotate(f"search bounds: {bounds[0]:g} to {bounds[1]:g}", (0.0, bounds[1]),
+                    xycoords=("axes fraction", "data"), xytext=(4, 3), textcoords="offset points", fontsize=8)
     ax.set_title(f"{results['scenario']}: chosen dropout rate per layer")
     ax.grid(True, axis="y", alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=len(shown), frameon=False)
     return fig
 
 
@@ -280,7 +329,8 @@ def _results_so_far(run_dir: Path, trials: list[dict]) -> dict:
     resolved = yaml.safe_load((run_dir / "resolved.yaml").read_text()) or {}
     best = best_of_each_method(trials)
     methods = {
-        method: {"label": label(method), "val_objective": best.get(method, {}).get("objective")}
+        method: {"label": label(method), "val_objective": best.get(method, {}).get("objective"),
+                 "val_clean": best.get(method, {}).get("val_clean")}
         for method in METHODS
         if any(t["method"] == method for t in trials)
     }
@@ -304,7 +354,8 @@ def plot_run(run_dir: Path) -> list[Path]:
     if not results_path.is_file():
         if (run_dir / "resolved.yaml").is_file() and any(t["method"] in SEARCH_METHODS for t in trials):
             return [plot_convergence(_results_so_far(run_dir, trials), trials, run_dir)]
-        raise FileNotFoundError(f"{run_dir} holds no results.json and no search trials yet: is it a folder written by python -m search.run?")
+        raise FileNotFoundError(f"{run_dir} holds no results.json and no search trials yet: "
+                                "is it a folder written by python -m search.run?")
     try:
         results = json.loads(results_path.read_text())
     except json.JSONDecodeError as e:
@@ -312,7 +363,8 @@ def plot_run(run_dir: Path) -> list[Path]:
     paths = []
     if results["results"]:
         paths.append(plot_accuracy_vs_time(results, run_dir))
-        paths.append(plot_technologies(results, run_dir))
+        if len(results["presets"]) > 1:  # one preset: accuracy_vs_time.png says it all
+            paths.append(plot_technologies(results, run_dir))
     if any(t["method"] in SEARCH_METHODS for t in trials):
         paths.append(plot_convergence(results, trials, run_dir))
     if any(m.shows_rates and m.id in results["methods"] for m in METHODS.values()) and results.get("mode") != "study":

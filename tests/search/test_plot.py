@@ -134,3 +134,56 @@ def test_a_dropout_rate_of_zero_is_written_where_its_bar_would_be():
     assert len(zeros) == 3 and all(bars[x] == 0.0 for x in zeros)  # one label per zero-height bar, on it
     assert sum(h == 0.0 for h in bars.values()) == 3
     plt.close(fig)
+
+
+def test_digital_accuracy_and_chance_are_marked_and_chance_far_below_is_named_not_drawn():
+    res = results(["pcm"], [1.0, 86400.0])
+    res["n_classes"] = 10
+    res["methods"]["erm"]["test_clean"] = 0.97
+    fig = plot._accuracy_vs_time_figure(res)
+    ax = fig.axes[0]
+    texts = [t.get_text() for t in ax.texts]
+    assert "digital accuracy, no dropout (ERM): 0.970" in texts
+    assert 0.97 in [line.get_ydata()[0] for line in ax.get_lines() if line.get_linestyle() == ":"]
+    # every chip is near 0.9: chance (0.1) would squeeze them into a sliver; it is named at the bottom
+    assert "chance (1 of 10 classes): 0.10, below this axis" in texts and ax.get_ylim()[0] > 0.5
+    plt.close(fig)
+    for row in res["results"]:  # chips near chance: its line is drawn, inside the axis
+        row["p10"] = 0.12
+    fig = plot._accuracy_vs_time_figure(res)
+    ax = fig.axes[0]
+    assert "chance (1 of 10 classes): 0.10" in [t.get_text() for t in ax.texts]
+    assert 0.1 in [line.get_ydata()[0] for line in ax.get_lines() if line.get_linestyle() == ":"]
+    assert ax.get_ylim()[0] < 0.1
+    plt.close(fig)
+
+
+def test_dropout_rates_are_drawn_against_the_search_bounds():
+    res = results(["pcm"], [86400.0])
+    res["slots"] = ["fc1", "fc2"]
+    for method in ("bayesft", "uniform", "random"):
+        res["methods"][method]["rates"] = {"fc1": 0.2, "fc2": 0.45}
+    res["bounds"] = [0.0, 0.5]
+    fig = plot._dropout_rates_figure(res)
+    ax = fig.axes[0]
+    assert 0.5 < ax.get_ylim()[1] < 0.7  # the bounds' range, not 0 to 1
+    assert [line.get_ydata()[0] for line in ax.get_lines()] == [0.5]
+    assert "search bounds: 0 to 0.5" in [t.get_text() for t in ax.texts]
+    plt.close(fig)
+
+
+def test_a_run_of_one_preset_gets_no_side_by_side_plot(tmp_path):
+    import json
+
+    res = results(["pcm"], [1.0, 86400.0])
+    res.update(mode="search", slots=["fc1"], objective={"aggregate": "mean"})
+    for info in res["methods"].values():
+        info["rates"] = {"fc1": 0.1}
+    (tmp_path / "results.json").write_text(json.dumps(res))
+    (tmp_path / "trials.jsonl").write_text("")
+    names = {p.name for p in plot.plot_run(tmp_path)}
+    assert names == {"accuracy_vs_time.png", "dropout_rates.png"}
+    res["presets"] = ["pcm", "ideal"]
+    res["results"] += [{**row, "preset": "ideal"} for row in res["results"]]
+    (tmp_path / "results.json").write_text(json.dumps(res))
+    assert "technologies.png" in {p.name for p in plot.plot_run(tmp_path)}
