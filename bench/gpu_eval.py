@@ -38,8 +38,12 @@ def main() -> None:
     x_all, y_all, source = mc_eval.load_data()
     model = mc_eval.bench_model(x_all, y_all, source).to(dev)
     x, y = x_all[: mc_eval.N_IMAGES].to(dev), y_all[: mc_eval.N_IMAGES].to(dev)
-    presets = {"perfect": crossbar.get_preset("pcm"), "periphery": crossbar.get_preset("pcm", **crossbar.AIHWKIT_PERIPHERY)}
-    print(f"data: {source}; {len(y)} images, LeNet-5, pcm at 1 day; {torch.cuda.get_device_name(dev)}, torch {torch.__version__}")
+    presets = {
+        "perfect": crossbar.get_preset("pcm"),
+        "periphery": crossbar.get_preset("pcm", **crossbar.AIHWKIT_PERIPHERY),
+    }
+    print(f"data: {source}; {len(y)} images, LeNet-5, pcm at 1 day; "
+          f"{torch.cuda.get_device_name(dev)}, torch {torch.__version__}")
 
     def clean(chips: int, batch: int):
         def run():
@@ -52,9 +56,12 @@ def main() -> None:
         return run
 
     def crossbar_eval(name: str, chips: int, batch: int):
-        return lambda: float(crossbar.evaluate(model, (x, y), presets[name], [mc_eval.T_DAY], chips, batch_size=batch, device=dev).mean())
+        return lambda: float(
+            crossbar.evaluate(model, (x, y), presets[name], [mc_eval.T_DAY], chips, batch_size=batch, device=dev).mean()
+        )
 
-    print(f"\n  {'chips':>5s} {'batch':>5s} {'clean s':>8s} {'perfect s':>9s} {'x clean':>7s} {'periph. s':>9s} {'x clean':>7s} {'chips/s (periph.)':>17s}")
+    print(f"\n  {'chips':>5s} {'batch':>5s} {'clean s':>8s} {'perfect s':>9s} {'x clean':>7s} "
+          f"{'periph. s':>9s} {'x clean':>7s} {'chips/s (periph.)':>17s}")
     for chips in args.chips:
         for batch in args.batches:
             fns = {"clean": clean(chips, batch), "perfect": crossbar_eval("perfect", chips, batch),
@@ -64,8 +71,10 @@ def main() -> None:
             torch.cuda.synchronize()
             r = mc_eval.best_of(fns, args.repeats)
             c, p, q = r["clean"][0], r["perfect"][0], r["periphery"][0]
-            print(f"  {chips:5d} {batch:5d} {c:8.3f} {p:9.3f} {p / c:7.2f} {q:9.3f} {q / c:7.2f} {chips / q:17.1f}", flush=True)
-            print(f"        accuracy: clean {r['clean'][1]:.4f}, perfect {r['perfect'][1]:.4f}, periphery {r['periphery'][1]:.4f}")
+            print(f"  {chips:5d} {batch:5d} {c:8.3f} {p:9.3f} {p / c:7.2f} {q:9.3f} {q / c:7.2f} {chips / q:17.1f}",
+                  flush=True)
+            print(f"        accuracy: clean {r['clean'][1]:.4f}, perfect {r['perfect'][1]:.4f}, "
+                  f"periphery {r['periphery'][1]:.4f}")
     print(f"\npeak GPU memory allocated: {torch.cuda.max_memory_allocated(dev) / 2**20:.0f} MiB")
 
 

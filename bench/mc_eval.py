@@ -57,7 +57,11 @@ def load_data() -> tuple[torch.Tensor, torch.Tensor, str]:
         x = (torch.tensor(x, dtype=torch.float32) / 255.0 - 0.1307) / 0.3081
         return x, torch.tensor(y, dtype=torch.long), f"MNIST test set from {MNIST}"
     gen = torch.Generator().manual_seed(0)
-    return torch.randn(10000, 1, 28, 28, generator=gen), torch.randint(0, 10, (10000,), generator=gen), "random images (MNIST not found)"
+    return (
+        torch.randn(10000, 1, 28, 28, generator=gen),
+        torch.randint(0, 10, (10000,), generator=gen),
+        "random images (MNIST not found)",
+    )
 
 
 def best_of(fns: dict, repeats: int) -> dict:
@@ -77,7 +81,9 @@ def bench_model(x_all, y_all, source: str) -> torch.nn.Module:
     data is MNIST (untrained on random images), in eval mode."""
     model = models.build("lenet5", (1, 28, 28), 10, seed=0)
     if source.startswith("MNIST"):
-        model = models.train(model, (x_all[N_IMAGES:], y_all[N_IMAGES:]), models.TrainConfig(epochs=3, lr=2e-3), seed=0).model
+        model = models.train(
+            model, (x_all[N_IMAGES:], y_all[N_IMAGES:]), models.TrainConfig(epochs=3, lr=2e-3), seed=0
+        ).model
     return model.eval()
 
 
@@ -127,6 +133,7 @@ def aihwkit_loop(model, x, y, torch_tile: bool, perfect: bool):
 
 def measure_peak(strategy: str, periphery: bool, max_memory: int | None) -> dict:
     """Peak RSS of evaluating 100 chips, in a fresh process (so earlier work does not count)."""
+    options = f"batch_size={BATCH}, strategy={strategy!r}, max_memory={max_memory}"
     code = f"""
 import json, resource, sys, torch, psutil
 import crossbar, mc_eval, models
@@ -141,7 +148,7 @@ def hwm():  # VmHWM is reset at exec, unlike ru_maxrss, which a child inherits
             return int(line.split()[1]) * 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 before, before_peak = psutil.Process().memory_info().rss, hwm()
-acc = crossbar.evaluate(model, (x, y), preset, [{T_DAY}], 100, batch_size={BATCH}, strategy={strategy!r}, max_memory={max_memory})
+acc = crossbar.evaluate(model, (x, y), preset, [{T_DAY}], 100, {options})
 print(json.dumps(dict(before=before, before_peak=before_peak, peak=hwm())))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
@@ -170,7 +177,9 @@ def main() -> None:
         fast = {
             "(a) 16 clean digital passes": lambda: clean_passes(model, x, y),
             "(a') 16 digital passes, crossbar's path": lambda: digital_passes_crossbar_path(xideal, x, y),
-            "(b) crossbar.evaluate": lambda: float(crossbar.evaluate(model, (x, y), preset, [T_DAY], N_CHIPS, batch_size=BATCH).mean()),
+            "(b) crossbar.evaluate": lambda: float(
+                crossbar.evaluate(model, (x, y), preset, [T_DAY], N_CHIPS, batch_size=BATCH).mean()
+            ),
             "(b) crossbar.evaluate, strategy=fold": lambda: float(
                 crossbar.evaluate(model, (x, y), preset, [T_DAY], N_CHIPS, batch_size=BATCH, strategy="fold").mean()
             ),

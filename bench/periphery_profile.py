@@ -92,7 +92,9 @@ def main() -> None:
     preset = crossbar.get_preset("pcm", **crossbar.AIHWKIT_PERIPHERY)
 
     def run():
-        return crossbar.evaluate(model, (x, y), preset, [mc_eval.T_DAY], args.chips, batch_size=mc_eval.BATCH, threads=1)
+        return crossbar.evaluate(
+            model, (x, y), preset, [mc_eval.T_DAY], args.chips, batch_size=mc_eval.BATCH, threads=1
+        )
 
     run()  # warm-up: compiled code, allocator
     best = None

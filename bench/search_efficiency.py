@@ -58,7 +58,8 @@ def main() -> None:
     rows = []
     start = time.perf_counter()
     for seed in range(args.first_seed, args.first_seed + args.seeds):
-        scenario, _ = load_scenario(args.scenario, [*args.overrides, f"seed={seed}", f"search.n_trials={args.random_trials}"])
+        overrides = [*args.overrides, f"seed={seed}", f"search.n_trials={args.random_trials}"]
+        scenario, _ = load_scenario(args.scenario, overrides)
         plain = scenario.plain()
         t0 = time.perf_counter()
         bo = best_of_search(plain, scenario, args.bo_trials)
@@ -67,20 +68,23 @@ def main() -> None:
         t2 = time.perf_counter()
         rows.append((seed, bo, rnd, t1 - t0, t2 - t1))
         print(f"seed {seed}: BayesFT best after {args.bo_trials} = {bo[-1]:.4f} ({t1 - t0:.0f} s); random best after "
-              f"{args.random_trials} = {rnd[-1]:.4f} (after {args.bo_trials}: {rnd[args.bo_trials - 1]:.4f}; {t2 - t1:.0f} s)",
+              f"{args.random_trials} = {rnd[-1]:.4f} (after {args.bo_trials}: {rnd[args.bo_trials - 1]:.4f}; "
+              f"{t2 - t1:.0f} s)",
               flush=True)
     bo_med = statistics.median(r[1][-1] for r in rows)
     rnd_med = statistics.median(r[2][-1] for r in rows)
     rnd_same = statistics.median(r[2][args.bo_trials - 1] for r in rows)
     wins = sum(r[1][-1] >= r[2][-1] for r in rows)
-    print(f"\n{scenario.name}, objective: {scenario.objective.aggregate} validation accuracy over {scenario.n_chips} chips "
-          f"at {', '.join(str(t) for t in scenario.t_inference)} s; {args.seeds} seeds, {time.perf_counter() - start:.0f} s")
+    print(f"\n{scenario.name}, objective: {scenario.objective.aggregate} validation accuracy over "
+          f"{scenario.n_chips} chips at {', '.join(str(t) for t in scenario.t_inference)} s; {args.seeds} seeds, "
+          f"{time.perf_counter() - start:.0f} s")
     print(f"  median best, BayesFT after {args.bo_trials} trials:   {bo_med:.4f}")
     print(f"  median best, random after {args.random_trials} trials:    {rnd_med:.4f}")
     print(f"  median best, random after {args.bo_trials} trials:    {rnd_same:.4f}")
     print(f"  BayesFT({args.bo_trials}) >= random({args.random_trials}) on {wins} of {args.seeds} seeds; target "
           f"(median at least as good): {'met' if bo_med >= rnd_med else 'NOT met'}")
-    print(f"  mean seconds per trial: {statistics.mean((r[3] + r[4]) / (args.bo_trials + args.random_trials) for r in rows):.1f}")
+    per_trial = statistics.mean((r[3] + r[4]) / (args.bo_trials + args.random_trials) for r in rows)
+    print(f"  mean seconds per trial: {per_trial:.1f}")
 
 
 if __name__ == "__main__":

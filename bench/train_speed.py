@@ -4,14 +4,14 @@
 
 Trains on scikit-learn's bundled digits (and, when ../shared/data/mnist-t10k exists,
 on that 10,000-image MNIST set split 68/12/20) with the default TrainConfig (Adam,
-lr 3e-3, cosine schedule, 30 epochs, batch 64), plain and hardware-aware, and prints
-the seconds per run and the test accuracy (mean and range over seeds).
+lr 3e-3, cosine schedule, 30 epochs, batch 64) and train's default thread count, plain
+and hardware-aware, and prints the seconds per run and the test accuracy (mean and range
+over seeds).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from pathlib import Path
 
@@ -42,8 +42,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=3, help="runs per row (seeds 0..N-1)")
     args = parser.parse_args()
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
-    print(f"{torch.get_num_threads()} threads, torch {torch.__version__}; mean over seeds 0..{args.seeds - 1}")
+    print(f"models.train's default threads (one for networks under {models.SMALL_NETWORK:,} parameters, else "
+          f"torch's {torch.get_num_threads()}), torch {torch.__version__}; mean over seeds 0..{args.seeds - 1}")
 
     default = models.TrainConfig()
     hwa = models.TrainConfig(hardware_aware={"preset": "lognormal"})

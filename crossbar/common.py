@@ -75,7 +75,9 @@ def check_weight(weight: Any, name: str = "weight") -> Tensor:
     if not isinstance(weight, Tensor):
         raise ValueError(f"{name} must be a torch.Tensor, got {type(weight).__name__}")
     if weight.dim() < 1 or weight.numel() == 0:
-        raise ValueError(f"{name} must be a non-empty tensor with at least 1 dimension, got shape {tuple(weight.shape)}")
+        raise ValueError(
+            f"{name} must be a non-empty tensor with at least 1 dimension, got shape {tuple(weight.shape)}"
+        )
     if not weight.is_floating_point():
         raise ValueError(f"{name} must be a floating-point tensor, got {weight.dtype}")
     bad = int((~torch.isfinite(weight.detach())).sum())

@@ -146,7 +146,8 @@ def _unit_vector(w):
     z = x * x
     s = ((float32(-1.9515295891e-4) * z + float32(8.3321608736e-3)) * z - float32(1.6666654611e-1)) * z * x + x
     c = (
-        ((float32(2.443315711809948e-5) * z - float32(1.388731625493765e-3)) * z + float32(4.166664568298827e-2)) * z * z
+        ((float32(2.443315711809948e-5) * z - float32(1.388731625493765e-3)) * z + float32(4.166664568298827e-2))
+        * z * z
         - float32(0.5) * z + float32(1.0)
     )
     # rotate (c, s) by q quarter turns, with bit operations so that the loop vectorises
@@ -225,7 +226,8 @@ def flat_numpy(t: Tensor) -> np.ndarray:
 
 
 def noisy_adc(
-    z: Tensor, stream: Optional[NoiseStream], std: float, rnd: bool, bound: float = float("inf"), first: int = 0, start: int = 0
+    z: Tensor, stream: Optional[NoiseStream], std: float, rnd: bool, bound: float = float("inf"), first: int = 0,
+    start: int = 0,
 ) -> int:
     """Add output noise to the products ``z`` in place and round them to ADC codes.
 
@@ -334,4 +336,6 @@ def row_codes(x: Tensor, in_unit: float, rnd: bool, bound: float, out: Tensor, u
     xs = x.detach().numpy()
     clip = bool(np.isfinite(bound))
     dtype = xs.dtype.type
-    _row_codes(xs, dtype(1.0), dtype(in_unit), bool(rnd), clip, dtype(bound if clip else 0.0), out.numpy(), unit.numpy())
+    _row_codes(
+        xs, dtype(1.0), dtype(in_unit), bool(rnd), clip, dtype(bound if clip else 0.0), out.numpy(), unit.numpy()
+    )

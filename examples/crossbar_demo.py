@@ -118,7 +118,9 @@ def main() -> None:
     for name in PRESETS:
         preset = crossbar.get_preset(name)
         times = [t for t in TIMES if preset.times is None or t in preset.times]
-        acc = crossbar.evaluate(model, (x_test, y_test), preset, times, args.chips, seed=args.seed, progress=not args.quiet)
+        acc = crossbar.evaluate(
+            model, (x_test, y_test), preset, times, args.chips, seed=args.seed, progress=not args.quiet
+        )
         results["time"][name] = [{"t_inference": t, **summarise(a)} for t, a in zip(times, acc)]
 
     chen = crossbar.FAULT_PROFILES["chen2015"]
@@ -127,7 +129,9 @@ def main() -> None:
         for scale in FAULT_SCALES:
             p0, p1 = scale * chen["p_sa0"], scale * chen["p_sa1"]
             preset = crossbar.get_preset(name, p_sa0=p0, p_sa1=p1)
-            acc = crossbar.evaluate(model, (x_test, y_test), preset, [DAY], args.chips, seed=args.seed, progress=not args.quiet)
+            acc = crossbar.evaluate(
+                model, (x_test, y_test), preset, [DAY], args.chips, seed=args.seed, progress=not args.quiet
+            )
             rows.append({"p_sa0": p0, "p_sa1": p1, **summarise(acc[0])})
         results["faults"][f"{name} + faults"] = rows
 

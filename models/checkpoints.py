@@ -41,7 +41,9 @@ def save_checkpoint(path: Union[str, os.PathLike], model: DropoutNet, **meta: An
     return path
 
 
-def load_checkpoint(path: Union[str, os.PathLike], device: "str | torch.device | None" = "cpu") -> tuple[DropoutNet, dict]:
+def load_checkpoint(
+    path: Union[str, os.PathLike], device: "str | torch.device | None" = "cpu"
+) -> tuple[DropoutNet, dict]:
     """``(model, meta)`` from :func:`save_checkpoint`; the model is in eval mode.
 
     Loads with ``weights_only=True``: a file holding anything but tensors and plain data

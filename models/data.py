@@ -224,15 +224,17 @@ def load_dataset(
     ``root``: the data folder (default ``$CROSSBAR_DATA`` or ``./data``; for ``idx``, the
     folder of IDX files). ``test_fraction``: share of all samples held out for test,
     for datasets without an official test split (``digits``, ``idx``).
-    ``val_fraction``: share of the remaining (training) samples held out for validation. ``max_train`` / ``max_val`` / ``max_test``:
-    keep only that many (a random, seeded subset) for faster experiments. ``verify``:
-    check CIFAR-10's md5 sums.
+    ``val_fraction``: share of the remaining (training) samples held out for validation.
+    ``max_train`` / ``max_val`` / ``max_test``: keep only that many (a random, seeded
+    subset) for faster experiments. ``verify``: check CIFAR-10's md5 sums.
     """
     check_dataset(name, root, download)
     dataset = DATASETS[name]
     val_fraction = _check_fraction("val_fraction", val_fraction)
     test_fraction = _check_fraction("test_fraction", test_fraction)
-    limits = {k: _check_limit(k, v) for k, v in (("max_train", max_train), ("max_val", max_val), ("max_test", max_test))}
+    limits = {
+        k: _check_limit(k, v) for k, v in (("max_train", max_train), ("max_val", max_val), ("max_test", max_test))
+    }
     check_seed(seed)
     folder = Path(root) if root is not None else default_root()
     if download and dataset.downloads:

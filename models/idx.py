@@ -90,7 +90,9 @@ def load_idx_folder(folder: Path) -> tuple[Tensor, Tensor, list[str]]:
     for images, labels in pairs:
         x, y = read_idx(images), read_idx(labels)
         if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
-            raise DatasetNotFound(f"{images.name} / {labels.name}: expected (N, H, W) images and N labels, got {x.shape} and {y.shape}")
+            raise DatasetNotFound(
+                f"{images.name} / {labels.name}: expected (N, H, W) images and N labels, got {x.shape} and {y.shape}"
+            )
         xs.append(x)
         ys.append(y)
     x = torch.from_numpy(np.concatenate(xs)).unsqueeze(1)

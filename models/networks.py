@@ -156,14 +156,18 @@ def _flat_size(module: nn.Module, in_shape: Sequence[int]) -> tuple[int, ...]:
 class MLP(DropoutNet):
     """Fully connected: ``depth`` hidden layers of ``width`` units, a slot after each."""
 
-    def __init__(self, in_shape, n_classes, depth: int = 2, width: int = 256, activation: str = "relu", norm: str = "none"):
+    def __init__(
+        self, in_shape, n_classes, depth: int = 2, width: int = 256, activation: str = "relu", norm: str = "none"
+    ):
         super().__init__()
         if depth < 1 or width < 1:
             raise ValueError(f"mlp: depth and width must be >= 1, got depth={depth}, width={width}")
         layers: list[nn.Module] = [nn.Flatten()]
         n_in = math.prod(in_shape)
         for i in range(depth):
-            layers += [nn.Linear(n_in, width), _norm(norm, width, False), _activation(activation), self._slot(f"fc{i + 1}")]
+            layers += [
+                nn.Linear(n_in, width), _norm(norm, width, False), _activation(activation), self._slot(f"fc{i + 1}")
+            ]
             n_in = width
         layers.append(nn.Linear(n_in, n_classes))
         self.net = nn.Sequential(*layers)
@@ -219,7 +223,9 @@ class VGG(DropoutNet):
     global average pool, and a 512-unit hidden layer. A slot after each stage and after
     the hidden layer. ``norm="batch"`` gives VGG-BN; ``width`` scales the channels."""
 
-    def __init__(self, in_shape, n_classes, depth: int = 11, activation: str = "relu", norm: str = "batch", width: float = 1.0):
+    def __init__(
+        self, in_shape, n_classes, depth: int = 11, activation: str = "relu", norm: str = "batch", width: float = 1.0
+    ):
         super().__init__()
         if depth not in _VGG_CONFIGS:
             raise ValueError(f"vgg: depth must be one of {', '.join(map(str, _VGG_CONFIGS))}, got {depth}")
@@ -275,7 +281,9 @@ class ResNet(DropoutNet):
     44, 56) with three stages of ``n`` basic blocks (16, 32, 64 channels, scaled by
     ``width``); a slot after each block."""
 
-    def __init__(self, in_shape, n_classes, depth: int = 20, activation: str = "relu", norm: str = "batch", width: float = 1.0):
+    def __init__(
+        self, in_shape, n_classes, depth: int = 20, activation: str = "relu", norm: str = "batch", width: float = 1.0
+    ):
         super().__init__()
         if depth < 8 or (depth - 2) % 6:
             raise ValueError(f"resnet: depth must be 6n + 2 (20, 32, 44, 56, ...), got {depth}")
@@ -284,14 +292,18 @@ class ResNet(DropoutNet):
         n = (depth - 2) // 6
         widths = [max(1, round(c * width)) for c in (16, 32, 64)]
         self.stem = nn.Sequential(
-            nn.Conv2d(in_shape[0], widths[0], 3, 1, 1, bias=norm == "none"), _norm(norm, widths[0], True), _activation(activation)
+            nn.Conv2d(in_shape[0], widths[0], 3, 1, 1, bias=norm == "none"),
+            _norm(norm, widths[0], True),
+            _activation(activation),
         )
         blocks: list[nn.Module] = []
         c_in = widths[0]
         for stage, c_out in enumerate(widths, start=1):
             for b in range(n):
                 stride = 2 if stage > 1 and b == 0 else 1
-                blocks.append(_BasicBlock(c_in, c_out, stride, norm, activation, self._slot(f"stage{stage}_block{b + 1}")))
+                blocks.append(
+                    _BasicBlock(c_in, c_out, stride, norm, activation, self._slot(f"stage{stage}_block{b + 1}"))
+                )
                 c_in = c_out
         self.blocks = nn.Sequential(*blocks)
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c_in, n_classes))

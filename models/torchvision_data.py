@@ -124,7 +124,8 @@ PRESENT: dict[str, Callable[[Path], bool]] = {
     "fashion_mnist": _mnist_present("FashionMNIST"),
     "cifar10": lambda root: all((root / "cifar-10-batches-py" / f).exists() for f in _CIFAR_FILES),
     "gtsrb": lambda root: (
-        (root / "gtsrb" / "GTSRB" / "Training").is_dir() and (root / "gtsrb" / "GTSRB" / "Final_Test" / "Images").is_dir()
+        (root / "gtsrb" / "GTSRB" / "Training").is_dir()
+        and (root / "gtsrb" / "GTSRB" / "Final_Test" / "Images").is_dir()
         and (root / "gtsrb" / "GT-final_test.csv").exists()
     ),
 }

@@ -27,16 +27,17 @@ import contextlib
 import math
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterator, Literal, Optional, Sequence, Union
+from typing import Annotated, Any, Iterator, Literal, Optional, Sequence, Union
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 from torch.func import functional_call
 from tqdm.auto import tqdm
 
 import crossbar
 from crossbar.common import Stream, check_int, check_seed, derive_seed
+from crossbar.durations import parse_duration
 
 from .data import Splits
 
@@ -54,7 +55,9 @@ class HardwareAware(BaseModel):
     preset: Union[str, dict[str, Any]] = Field(
         "lognormal", description="a preset name or a mapping (base: NAME plus overrides, or noise: PHYSICS ...)"
     )
-    t_inference: float = Field(86400.0, ge=0.0, description="seconds since programming whose weights are injected")
+    t_inference: Annotated[float, BeforeValidator(parse_duration)] = Field(
+        86400.0, ge=0.0, description="time since programming whose weights are injected: seconds or a duration ('1d')"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> "HardwareAware":
@@ -238,7 +241,8 @@ def train(
                     noisy = {}
                     for layer, (name, weight) in enumerate(_crossbar_weights(model)):
                         chip = crossbar.sample_weights(
-                            weight.detach(), preset, hwa.t_inference, 1, derive_seed(seed, Stream.HARDWARE_AWARE, layer, 0, step),
+                            weight.detach(), preset, hwa.t_inference, 1,
+                            derive_seed(seed, Stream.HARDWARE_AWARE, layer, 0, step),
                             compensate=True,
                         )[0]
                         noisy[name] = weight + (chip - weight).detach()  # straight-through gradient

@@ -32,7 +32,9 @@ def set_path(data: dict, dotted: str, value: Any) -> None:
         last = i == len(keys) - 1
         if isinstance(node, list):
             if not key.isdigit() or int(key) >= len(node):
-                raise ScenarioError(f"--set {dotted}: {'.'.join(keys[:i]) or 'value'} is a list; use an index 0..{len(node) - 1}")
+                raise ScenarioError(
+                    f"--set {dotted}: {'.'.join(keys[:i]) or 'value'} is a list; use an index 0..{len(node) - 1}"
+                )
             key = int(key)  # type: ignore[assignment]
             if last:
                 node[key] = value

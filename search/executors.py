@@ -63,7 +63,7 @@ def worker_setup() -> None:
     """Run once in every worker process, before its first trial.
 
     - Ctrl-C: a terminal sends it to every process of the foreground group, and each
-      worker would print its own KeyboardInterrupt traceback. A worker now just ends
+      worker would print its own KeyboardInterrupt traceback. A worker just ends
       (the signal's default action); the driver says how to resume.
     - tqdm's lock: by default a multiprocessing semaphore, which a worker ended that way
       leaks ("resource_tracker: There appear to be 1 leaked semaphore objects"). A
@@ -181,7 +181,8 @@ class Processes(_Futures):
         self.pool = self._new_pool()
         for spec in broken:
             if self.attempts[spec["id"]] > self.retries:
-                self.ready.append(failed_record(spec, f"a worker process died while running it ({self.attempts[spec['id']]} attempts)"))
+                reason = f"a worker process died while running it ({self.attempts[spec['id']]} attempts)"
+                self.ready.append(failed_record(spec, reason))
             else:
                 self.submit(spec)
 

@@ -98,7 +98,9 @@ class RunFolder:
                 try:
                     records.append(json.loads(text))
                 except json.JSONDecodeError:
-                    raise ScenarioError(f"{path}: line {len(records) + 1} is not JSON; the run folder is damaged") from None
+                    raise ScenarioError(
+                        f"{path}: line {len(records) + 1} is not JSON; the run folder is damaged"
+                    ) from None
             good_end += len(line)
         if repair and good_end < len(data):
             with open(path, "r+b") as f:
@@ -117,7 +119,9 @@ class RunFolder:
         os.replace(tmp, self.path / name)
 
 
-def environment(scenario: Scenario, device: str) -> dict:
+def environment(scenario: Scenario, device: str, argv: Optional[list[str]] = None) -> dict:
+    """Where and how a run was computed: versions, machine, device, seed, revision, command."""
+
     def version(pkg: str) -> Optional[str]:
         try:
             return metadata.version(pkg)
@@ -133,7 +137,7 @@ def environment(scenario: Scenario, device: str) -> dict:
 
     return {
         "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "argv": sys.argv,
+        "argv": list(argv) if argv is not None else sys.argv,
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
@@ -146,14 +150,15 @@ def environment(scenario: Scenario, device: str) -> dict:
     }
 
 
-def write_scenario_files(folder: RunFolder, raw: dict, scenario: Scenario, device: str) -> None:
+def write_scenario_files(folder: RunFolder, raw: dict, scenario: Scenario, device: str,
+                         argv: Optional[list[str]] = None) -> None:
     """scenario.yaml (as given), resolved.yaml (every default filled in) and
     environment.json. A resumed run keeps the first start's environment and adds its
     own under ``resumes``: where and how each part of the run was computed."""
     folder.path.mkdir(parents=True, exist_ok=True)
     (folder.path / "scenario.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     (folder.path / "resolved.yaml").write_text(yaml.safe_dump(scenario.plain(), sort_keys=False))
-    now = environment(scenario, device)
+    now = environment(scenario, device, argv)
     first = _first_environment(folder)
     if first is not None:
         first.setdefault("resumes", []).append(now)

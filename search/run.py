@@ -24,7 +24,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("scenario", type=Path, help="a scenario YAML file (see scenarios/)")
     parser.add_argument("--out", type=Path, help="run folder (default: the scenario's output, else runs/<name>)")
-    parser.add_argument("--resume", action="store_true", help="continue the run in the folder; finished trials are kept")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in the folder; finished trials are kept")
     parser.add_argument("--force", action="store_true", help="start over in a folder that already holds a run")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a scenario value, e.g. --set search.n_trials=10 (repeatable; YAML values)")
@@ -60,11 +61,13 @@ def plan_line(scenario, plan) -> str:
         return (f"study of {_count(len(scenario.variants), 'variant')} ({labels}) on {scenario.dataset.name}, "
                 f"{_count(scenario.report.n_chips, 'chip')} per test point")
     return (f"{scenario.model.name} on {scenario.dataset.name}, {_count(len(plan.slots), 'dropout slot')} "
-            f"({', '.join(plan.slots)}), {_count(scenario.n_chips, 'chip')} per trial, {_count(plan.n_trials, 'trial')}")
+            f"({', '.join(plan.slots)}), {_count(scenario.n_chips, 'chip')} per trial, "
+            f"{_count(plan.n_trials, 'trial')}")
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    args.argv = ["python", "-m", "search.run", *(sys.argv[1:] if argv is None else argv)]  # as run, for the record
     held: list = []  # the run folder, locked while this command writes it
     try:
         return _main(args, held)
@@ -123,7 +126,7 @@ def _main(args: argparse.Namespace, held: list) -> int:
     try:
         folder.path.mkdir(parents=True, exist_ok=True)
         folder.lock()
-        run_folder.write_scenario_files(folder, raw, scenario, device)
+        run_folder.write_scenario_files(folder, raw, scenario, device, args.argv)
         if new_report:
             run.forget_finals()
             print("report changed: the final networks are tested again at its times; the search trials stay")
@@ -135,8 +138,8 @@ def _main(args: argparse.Namespace, held: list) -> int:
         executor.close()
         print(f"error: cannot write the output folder {folder.path}: {e.strerror or e}", file=sys.stderr)
         return 2
-    print(f"{scenario.name}: {plan_line(scenario, run.plan)}, devices {', '.join(p['name'] for p in scenario.presets)}, "
-          f"device {device}; writing to {folder.path}")
+    print(f"{scenario.name}: {plan_line(scenario, run.plan)}, "
+          f"devices {', '.join(p['name'] for p in scenario.presets)}, device {device}; writing to {folder.path}")
     for note in scenario.notes():
         print(f"note: {note}")
     if executor.name != "sequential":

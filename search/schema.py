@@ -93,7 +93,9 @@ def full_preset(spec: PresetSpec) -> dict[str, Any]:
 
 class DatasetSpec(Strict):
     name: Annotated[str, _one_of("dataset", models.list_datasets)] = "digits"
-    root: Optional[str] = Field(None, description="data folder (default $CROSSBAR_DATA or ./data); for idx the IDX folder")
+    root: Optional[str] = Field(
+        None, description="data folder (default $CROSSBAR_DATA or ./data); for idx the IDX folder"
+    )
     download: bool = False
     val_fraction: float = Field(0.15, gt=0, lt=1)
     test_fraction: float = Field(0.2, gt=0, lt=1)
@@ -109,7 +111,9 @@ class ModelSpec(Strict):
 
 class Objective(Strict):
     aggregate: Literal["mean", "quantile"] = Field("mean", description="over chips: the mean, or a low quantile")
-    quantile: float = Field(0.1, gt=0, lt=1, description="with aggregate: quantile, e.g. 0.1 = the 10th-percentile chip")
+    quantile: float = Field(
+        0.1, gt=0, lt=1, description="with aggregate: quantile, e.g. 0.1 = the 10th-percentile chip"
+    )
     min_clean_accuracy: Optional[float] = Field(
         None, ge=0, le=1, description="a trial whose clean validation accuracy is below this scores 0"
     )
@@ -146,7 +150,9 @@ class HardwareAwareBaseline(Strict):
 
 class Baselines(Strict):
     erm: bool = Field(True, description="no dropout")
-    uniform: list[float] = Field([0.1, 0.2, 0.3, 0.5], description="one rate for every slot; the best on validation wins")
+    uniform: list[float] = Field(
+        [0.1, 0.2, 0.3, 0.5], description="one rate for every slot; the best on validation wins"
+    )
     random: bool = Field(True, description="random search with the same trial budget")
     hardware_aware: Union[bool, HardwareAwareBaseline] = Field(True, description="hardware-aware training, no dropout")
 
@@ -177,7 +183,9 @@ class Variant(Strict):
 class Execution(Strict):
     """Where trials run; the command line's --workers / --dask override these."""
 
-    workers: int = Field(1, ge=1, description="parallel trials: local processes, or LocalCluster workers with dask: local")
+    workers: int = Field(
+        1, ge=1, description="parallel trials: local processes, or LocalCluster workers with dask: local"
+    )
     dask: Optional[str] = Field(None, description="'local' (a LocalCluster) or a scheduler address tcp://HOST:PORT")
     threads_per_trial: int = Field(
         1, ge=1, description="torch threads of one trial, whatever runs it: results depend on it in the last bits"

@@ -77,8 +77,9 @@ def train_network(scenario: Scenario, spec: TrialSpec, *, device=None, progress:
     config = scenario.training
     if spec.get("hardware_aware"):
         config = config.model_copy(update={"hardware_aware": scenario.hardware_aware_config()})
-    return models.train(net, splits, config, seed=scenario.seed, device=trial_device(scenario, device), progress=progress,
-                        desc=f"train {spec.get('id', '')}".strip(), threads=scenario.execution.threads_per_trial)
+    return models.train(net, splits, config, seed=scenario.seed, device=trial_device(scenario, device),
+                        progress=progress, desc=f"train {spec.get('id', '')}".strip(),
+                        threads=scenario.execution.threads_per_trial)
 
 
 def aggregate(acc: np.ndarray, scenario: Scenario) -> float:
@@ -171,7 +172,10 @@ def run_trial(plain: dict, spec: TrialSpec, *, device: Optional[str] = None, pro
         return failed_record(spec, e.reason, time.perf_counter() - start)
     acc = np.array([row["chips"] for row in rows]).reshape(len(scenario.presets), len(scenario.t_inference), -1)
     objective = aggregate(acc, scenario)
-    feasible = scenario.objective.min_clean_accuracy is None or result.val_accuracy >= scenario.objective.min_clean_accuracy
+    feasible = (
+        scenario.objective.min_clean_accuracy is None
+        or result.val_accuracy >= scenario.objective.min_clean_accuracy
+    )
     for row in rows:
         row.pop("chips")
     return {

@@ -30,7 +30,9 @@ def test_lognormal_accuracy_falls_with_sigma(trained_mlp, digits_split):
     n_chips = 24
     means, ses = [], []
     for sigma in (0.0, 0.4, 0.8, 1.4):
-        acc = crossbar.evaluate(trained_mlp, (x, y), crossbar.get_preset("lognormal", sigma=sigma), [86400.0], n_chips, seed=1)
+        acc = crossbar.evaluate(
+            trained_mlp, (x, y), crossbar.get_preset("lognormal", sigma=sigma), [86400.0], n_chips, seed=1
+        )
         means.append(acc.mean())
         ses.append(acc.std(ddof=1) / math.sqrt(n_chips) if sigma > 0 else 0.0)
     for i in range(len(means) - 1):
@@ -57,7 +59,9 @@ def test_fold_loop_and_chunking_give_identical_accuracies(overrides):
     y[:10] = (y[:10] + 1) % 10
     preset = crossbar.get_preset("pcm", **overrides)
     runs = [
-        crossbar.evaluate(model, (x, y), preset, [1.0, 86400.0], 5, seed=2, strategy=strategy, chunk_size=chunk, batch_size=16)
+        crossbar.evaluate(
+            model, (x, y), preset, [1.0, 86400.0], 5, seed=2, strategy=strategy, chunk_size=chunk, batch_size=16
+        )
         for strategy, chunk in (("loop", None), ("fold", None), ("fold", 2), ("loop", 3))
     ]
     for other in runs[1:]:
@@ -190,10 +194,14 @@ def test_labels_beyond_the_models_outputs_are_refused():
 
 
 @pytest.mark.parametrize("strategy", ["loop", "fold"])
-@pytest.mark.parametrize("dtype, hint", [(torch.uint8, r"x.float\(\) / 255"), (torch.float64, r"x.to\(torch.float32\)")])
+@pytest.mark.parametrize(
+    "dtype, hint",
+    [(torch.uint8, r"x.float\(\) / 255"), (torch.float64, r"x.to\(torch.float32\)")],
+)
 def test_inputs_of_another_dtype_than_the_weights_get_a_line_saying_so(strategy, dtype, hint):
     data = (torch.zeros(3, 4, dtype=dtype), torch.zeros(3, dtype=torch.long))
-    with pytest.raises(ValueError, match=rf"data: inputs are {dtype} but the model's weights are torch.float32; .*{hint}"):
+    with pytest.raises(ValueError, match=rf"data: inputs are {dtype} but the model's weights are torch.float32; "
+                                         rf".*{hint}"):
         crossbar.evaluate(_CountingModel(), data, "pcm", [1.0], 2, strategy=strategy)
 
 
@@ -260,7 +268,8 @@ def test_weight_layers_left_digital_are_named_in_a_warning(recwarn):
     x, y = torch.randn(10, 1, 8), torch.randint(0, 4, (10,))
     model.eval()
     head = lambda net: nn.Sequential(net, _LastStep())  # noqa: E731
-    with pytest.warns(UserWarning, match=r"^crossbar.convert: layers 0.0 \(Conv1d\), 0.6 \(LSTM\) stay digital") as caught:
+    with pytest.warns(UserWarning, match=r"^crossbar.convert: layers 0.0 \(Conv1d\), 0.6 \(LSTM\) "
+                                         r"stay digital") as caught:
         crossbar.evaluate(head(model), (x, y), "pcm", [1.0], n_chips=2)
     assert caught[0].filename == __file__  # it points at the caller, not into crossbar or torch
     recwarn.clear()
@@ -307,5 +316,7 @@ def test_cuda_matches_shapes_and_ideal_exactness(trained_mlp, digits_split):
     _, (x, y) = digits_split
     acc = crossbar.evaluate(trained_mlp, (x, y), "ideal", [1.0], 4, device="cuda")
     assert np.all(acc == _digital_accuracy(trained_mlp, x, y))
-    noisy = crossbar.evaluate(trained_mlp, (x, y), crossbar.get_preset("pcm", **crossbar.AIHWKIT_PERIPHERY), [1.0, 86400.0], 8, device="cuda")
+    noisy = crossbar.evaluate(
+        trained_mlp, (x, y), crossbar.get_preset("pcm", **crossbar.AIHWKIT_PERIPHERY), [1.0, 86400.0], 8, device="cuda"
+    )
     assert noisy.shape == (2, 8) and np.all((noisy > 0) & (noisy <= 1))

@@ -36,7 +36,9 @@ def _torch_codes(x, recip, kernel, stride, dilation, rnd, bound):
     double=st.booleans(),
     seed=st.integers(0, 2**16),
 )
-def test_patch_codes_equal_torchs_multiply_round_and_clip(kernel, stride, dilation, extra, channels, rnd, clip, double, seed):
+def test_patch_codes_equal_torchs_multiply_round_and_clip(
+    kernel, stride, dilation, extra, channels, rnd, clip, double, seed
+):
     gen = torch.Generator().manual_seed(seed)
     dtype = torch.float64 if double else torch.float32
     size = [d * (k - 1) + 1 + e for k, d, e in zip(kernel, dilation, extra)]
@@ -61,7 +63,10 @@ def test_nan_inputs_stay_nan_through_the_clip():
 def test_inputs_that_are_not_contiguous_give_the_same_codes(layout):
     gen = torch.Generator().manual_seed(3)
     base = torch.randn(2, 3, 9, 9, generator=gen)
-    x = base.to(memory_format=torch.channels_last) if layout == "channels_last" else torch.randn(2, 3, 9, 12, generator=gen)[..., 1:10]
+    x = (
+        base.to(memory_format=torch.channels_last) if layout == "channels_last"
+        else torch.randn(2, 3, 9, 12, generator=gen)[..., 1:10]
+    )
     recip = torch.rand(2, 5, 5, generator=gen) * 20 + 1
     out = torch.empty(2, 3, 5, 5, 5, 5)
     patch_codes(x, recip, (5, 5), (1, 1), (1, 1), True, math.inf, out)

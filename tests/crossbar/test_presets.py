@@ -37,7 +37,10 @@ def test_overrides_reach_the_noise_model():
     assert crossbar.get_preset("lognormal", sigma=1.2).noise_model.sigma == 1.2
     cmo = crossbar.get_preset("reram_cmo")
     assert isinstance(cmo.noise_model.g_converter, SingleDeviceConductanceConverter)
-    assert crossbar.get_preset("reram_cmo", g_converter="single_pair").noise_model.g_converter.__class__.__name__ == "SinglePairConductanceConverter"
+    assert (
+        crossbar.get_preset("reram_cmo", g_converter="single_pair").noise_model.g_converter.__class__.__name__
+        == "SinglePairConductanceConverter"
+    )
 
 
 def test_fault_profile_from_the_literature_applies_to_any_preset():
@@ -73,8 +76,10 @@ def test_custom_presets_from_plain_mappings():
         (lambda: crossbar.get_preset("pcm", p_sa0=0.7, p_sa1=0.4), r"p_sa0 \+ p_sa1 = 1.1 exceeds 1"),
         (lambda: crossbar.get_preset("pcm", g_min=30.0), r"g_min \(30 uS\) must be smaller than g_max \(25 uS\)"),
         (lambda: crossbar.get_preset("pcm", g_max=-1.0), r"g_max.*greater than 0"),
-        (lambda: crossbar.get_preset("pcm", gmax=3.0), r"unknown parameter 'gmax' \(did you mean 'g_max'\?\); allowed: noise, g_max"),
-        (lambda: crossbar.get_preset("pcm", sigma=0.3), r"sigma does not apply to noise='pcm'; its parameters are: prog_noise_scale"),
+        (lambda: crossbar.get_preset("pcm", gmax=3.0), r"unknown parameter 'gmax' \(did you mean 'g_max'\?\); "
+         r"allowed: noise, g_max"),
+        (lambda: crossbar.get_preset("pcm", sigma=0.3), r"sigma does not apply to noise='pcm'; "
+         r"its parameters are: prog_noise_scale"),
         (lambda: crossbar.get_preset("pcm", faults="nope"), r"unknown fault profile 'nope'; known: chen2015"),
         (lambda: crossbar.get_preset("pcm", g_converter="dual_pair"), r"needs f_lst"),
         (lambda: crossbar.get_preset("pcm", inp_res=0.01), r"inp_res > 0 needs inp_bound > 0"),
@@ -111,7 +116,9 @@ def test_durations_are_times_as_scenarios_write_them():
     w = torch.randn(5, 4, generator=torch.Generator().manual_seed(0))
     for text, seconds in (("1d", 86400.0), ("1 day", 86400.0), ("30min", 1800.0), ("2 days", 2 * 86400.0)):
         assert crossbar.get_preset("pcm").check_time(text) == seconds
-        assert torch.equal(crossbar.sample_weights(w, "pcm", text, 2, seed=1), crossbar.sample_weights(w, "pcm", seconds, 2, seed=1))
+        assert torch.equal(
+            crossbar.sample_weights(w, "pcm", text, 2, seed=1), crossbar.sample_weights(w, "pcm", seconds, 2, seed=1)
+        )
 
 
 def test_cmo_at_zero_and_from_its_read_time_gives_finite_weights():

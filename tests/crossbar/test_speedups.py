@@ -113,7 +113,9 @@ def test_chip_threads_do_not_change_results(overrides):
 def test_threads_must_be_a_positive_integer():
     for bad in (0, -1, 1.5, True, "2"):
         with pytest.raises(ValueError, match="threads must be an integer >= 1 or None"):
-            crossbar.evaluate(_cnn(), (torch.zeros(2, 1, 8, 8), torch.zeros(2, dtype=torch.long)), "ideal", [1.0], 1, threads=bad)
+            crossbar.evaluate(
+                _cnn(), (torch.zeros(2, 1, 8, 8), torch.zeros(2, dtype=torch.long)), "ideal", [1.0], 1, threads=bad
+            )
 
 
 def test_new_threads_still_start_with_the_callers_thread_count():

@@ -130,7 +130,8 @@ def write_cifar(root, n_train_per_batch=20, n_test=30):
         with open(folder / name, "wb") as f:
             pickle.dump({"batch_label": name, "data": data, "labels": list(rng.integers(0, 10, n))}, f)
     with open(folder / "batches.meta", "wb") as f:
-        pickle.dump({"label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]}, f)
+        label_names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+        pickle.dump({"label_names": label_names}, f)
 
 
 def test_cifar10_reads_the_pickle_batches(tmp_path):

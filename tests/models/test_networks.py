@@ -7,7 +7,12 @@ import crossbar
 import models
 
 SHAPES = [(1, 8, 8), (1, 28, 28), (3, 32, 32)]  # digits, MNIST-like, CIFAR/GTSRB-like
-SMALL = {"vgg11": {"width": 0.125}, "vgg": {"width": 0.125, "depth": 13}, "resnet20": {"width": 0.5}, "resnet": {"depth": 8}}
+SMALL = {
+    "vgg11": {"width": 0.125},
+    "vgg": {"width": 0.125, "depth": 13},
+    "resnet20": {"width": 0.5},
+    "resnet": {"depth": 8},
+}
 EXPECTED_SLOTS = {
     "mlp": ["fc1", "fc2"],
     "lenet5": ["conv1", "conv2", "fc1", "fc2"],

@@ -14,8 +14,11 @@ def digits():
 
 
 def fit(splits, name="mlp", dropout=0.0, seed=0, **config):
-    net = models.build(name, splits.in_shape, splits.n_classes, dropout=dropout, seed=seed, depth=1, width=64) if name == "mlp" \
+    net = (
+        models.build(name, splits.in_shape, splits.n_classes, dropout=dropout, seed=seed, depth=1, width=64)
+        if name == "mlp"
         else models.build(name, splits.in_shape, splits.n_classes, dropout=dropout, seed=seed)
+    )
     return models.train(net, splits, models.TrainConfig(**{"epochs": 15, **config}), seed=seed)
 
 
@@ -94,7 +97,8 @@ def test_hardware_aware_injects_the_presets_noise(digits):
     assert noisy.ok and noisy.val_accuracy > 0.5  # chance is 0.1
     assert [h["loss"] for h in noisy.history] == [h["loss"] for h in again.history]
     # pcm (with drift compensation) and stuck-at faults go through the same path
-    faulty = fit(digits, epochs=2, hardware_aware={"preset": {"base": "pcm", "faults": "chen2015"}, "t_inference": 3600})
+    faulty = fit(digits, epochs=2,
+                 hardware_aware={"preset": {"base": "pcm", "faults": "chen2015"}, "t_inference": 3600})
     assert faulty.ok
 
 

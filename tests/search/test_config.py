@@ -3,11 +3,13 @@
 from pathlib import Path
 
 import pytest
+import yaml
 
 import crossbar
 import search.run
 from crossbar.durations import parse_duration, readable
 from search.config import ScenarioError, load_scenario
+from search.schema import Scenario
 
 SCENARIOS = sorted((Path(__file__).resolve().parents[2] / "scenarios").glob("*.yaml"))
 
@@ -41,10 +43,12 @@ def test_readable_round_trip():
 @pytest.mark.parametrize("change,expected", [
     ({"bogus": 1}, "scenario: bogus: unknown key; allowed here: name,"),
     ({"search": {"n_trials": 0}}, "search.n_trials: Input should be greater than or equal to 1 (got 0)"),
-    ({"search": {"n_trialz": 3}}, "search.n_trialz: unknown key (did you mean 'n_trials'?); allowed here: n_trials, n_initial, acq_func, bounds"),
+    ({"search": {"n_trialz": 3}}, "search.n_trialz: unknown key (did you mean 'n_trials'?); allowed here: "
+     "n_trials, n_initial, acq_func, bounds"),
     ({"search": {"bounds": [0.5, 0.2]}}, "search.bounds: must be [low, high] with 0 <= low < high < 1"),
     ({"search": {"n_trials": 2, "n_initial": 5}}, "search.n_initial (5) must not exceed search.n_trials (2)"),
-    ({"devices": ["nope"]}, "devices[0]: unknown preset 'nope'; valid presets: ideal, lognormal, pcm, reram_cmo, reram_wan2022"),
+    ({"devices": ["nope"]}, "devices[0]: unknown preset 'nope'; valid presets: ideal, lognormal, pcm, reram_cmo, "
+     "reram_wan2022"),
     ({"devices": [{"base": "pcm", "g_max": -1, "name": "x"}]}, "devices[0]: preset 'x': g_max"),
     ({"devices": [{"base": "pcm"}]}, "devices[0]: a custom preset needs a name"),
     ({"devices": ["pcm", "pcm"]}, "device names must be unique; repeated: pcm"),
@@ -53,16 +57,22 @@ def test_readable_round_trip():
     ({"devices": ["reram_wan2022"], "report": {"t_inference": ["1h", "1y"]}},
      "report.t_inference: preset 'reram_wan2022' defines none of these times"),
     ({"devices": ["reram_cmo"], "report": {"t_inference": [0, 1e-7, "1d"]}},
-     "report.t_inference: preset 'reram_cmo' is defined at t_inference = 0 s (programming only) and from its read time"),
+     "report.t_inference: preset 'reram_cmo' is defined at t_inference = 0 s (programming only) "
+     "and from its read time"),
     ({"t_inference": [86400, "1d"]}, "t_inference: each time once; listed more than once: 1d"),
-    ({"report": {"t_inference": ["1s", "1h", "60min"]}}, "report.t_inference: each time once; listed more than once: 1h"),
-    ({"t_inference": ["1 month"]}, "t_inference: '1 month' is not a duration; use seconds or a number with one of s, min, h, d, w, y"),
+    ({"report": {"t_inference": ["1s", "1h", "60min"]}}, "report.t_inference: each time once; "
+     "listed more than once: 1h"),
+    ({"t_inference": ["1 month"]}, "t_inference: '1 month' is not a duration; "
+     "use seconds or a number with one of s, min, h, d, w, y"),
     ({"training": {"epochs": "many"}}, "training.epochs: Input should be a valid integer"),
     ({"training": {"hardware_aware": {"preset": "nope"}}}, "training.hardware_aware: unknown preset 'nope'"),
-    ({"model": {"name": "resnet9"}}, "model.name: unknown model 'resnet9' (did you mean 'resnet'?); valid: lenet5, mlp"),
-    ({"model": {"name": "lenet5", "options": {"norm": "weird"}}}, "model.options: norm: unknown 'weird'; valid: none, batch, layer, group"),
+    ({"model": {"name": "resnet9"}}, "model.name: unknown model 'resnet9' (did you mean 'resnet'?); "
+     "valid: lenet5, mlp"),
+    ({"model": {"name": "lenet5", "options": {"norm": "weird"}}}, "model.options: norm: unknown 'weird'; "
+     "valid: none, batch, layer, group"),
     ({"dataset": {"name": "imagenet"}}, "dataset.name: unknown dataset 'imagenet'; valid: digits"),
-    ({"objective": {"aggregate": "median"}}, "objective.aggregate: Input should be 'mean' or 'quantile' (got 'median')"),
+    ({"objective": {"aggregate": "median"}}, "objective.aggregate: Input should be 'mean' or 'quantile' "
+     "(got 'median')"),
     ({"objective": {"quantile": 1.5}}, "objective.quantile: Input should be less than 1"),
     ({"mode": "study"}, "mode study needs variants"),
     ({"baselines": {"hardware_aware": {"preset": "reram_wan2022", "t_inference": "5h"}}},
@@ -71,7 +81,8 @@ def test_readable_round_trip():
     ({"n_chips": -4}, "n_chips: Input should be greater than or equal to 1 (got -4)"),
     ({"seed": "x"}, "seed: Input should be a valid integer"),
     ({"devices": [3]}, "devices[0]: Input should be a valid string or a valid dictionary (got 3)"),
-    ({"baselines": {"hardware_aware": {"t_inference": "x"}}}, "baselines.hardware_aware.t_inference: 'x' is not a duration"),
+    ({"baselines": {"hardware_aware": {"t_inference": "x"}}}, "baselines.hardware_aware.t_inference: "
+     "'x' is not a duration"),
 ])
 def test_each_mistake_is_one_clear_line(change, expected):
     with pytest.raises(ScenarioError) as err:
@@ -83,7 +94,8 @@ def test_each_mistake_is_one_clear_line(change, expected):
 
 def test_missing_dataset_is_caught_before_work(monkeypatch, tmp_path):
     monkeypatch.setenv("CROSSBAR_DATA", str(tmp_path / "empty"))
-    with pytest.raises(ScenarioError, match=r"dataset: dataset 'mnist' not found: expected train-images-idx3-ubyte.*empty/MNIST/raw"):
+    with pytest.raises(ScenarioError, match=r"dataset: dataset 'mnist' not found: "
+                                            r"expected train-images-idx3-ubyte.*empty/MNIST/raw"):
         load_scenario(data={"dataset": {"name": "mnist"}})
 
 
@@ -103,7 +115,8 @@ def test_one_name_is_short_for_the_full_form():
     assert short == full and short.model.name == "mlp" and [p.name for p in short.resolved_presets()] == ["pcm"]
     one, _ = load_scenario(data={"devices": {"name": "hot", "base": "pcm", "g_max": 30}})
     assert [p.name for p in one.resolved_presets()] == ["hot"]
-    with pytest.raises(ScenarioError, match=r"model.name: unknown model 'lenet' \(did you mean 'lenet5'\?\); valid: lenet5"):
+    with pytest.raises(ScenarioError, match=r"model.name: unknown model 'lenet' \(did you mean 'lenet5'\?\); "
+                                            r"valid: lenet5"):
         load_scenario(data={"model": "lenet"})
 
 
@@ -114,10 +127,12 @@ def test_set_overrides():
     assert scenario.search.n_trials == 7 and [p.name for p in scenario.resolved_presets()] == ["pcm", "ideal"]
     assert scenario.t_inference == [3600.0, 172800.0] and scenario.training.lr == 0.01
     # a bare name (a device, the model, the dataset) is short for {name: it}, so a --set can reach inside it
-    scenario, raw = load_scenario(data={"model": "lenet5", "dataset": "digits", "devices": ["ideal", "pcm"]}, overrides=[
-        "devices.0.p_sa0=0.05", "model.options.norm=batch", "dataset.max_train=100"])
+    scenario, raw = load_scenario(data={"model": "lenet5", "dataset": "digits", "devices": ["ideal", "pcm"]},
+                                  overrides=["devices.0.p_sa0=0.05", "model.options.norm=batch",
+                                             "dataset.max_train=100"])
     assert raw["devices"] == [{"name": "ideal", "p_sa0": 0.05}, "pcm"]
-    assert [(p.name, p.p_sa0) for p in scenario.resolved_presets()] == [("ideal (p_sa0=0.05)", 0.05), ("pcm", 0.0)]  # a changed preset is not labelled as the original
+    # a changed preset is not labelled as the original
+    assert [(p.name, p.p_sa0) for p in scenario.resolved_presets()] == [("ideal (p_sa0=0.05)", 0.05), ("pcm", 0.0)]
     assert scenario.model.options == {"norm": "batch"} and scenario.dataset.max_train == 100
     # devices: pcm (one device, not a list) is short for [pcm], also for --set devices.0...
     for one in ("pcm", {"name": "pcm"}):
@@ -128,19 +143,22 @@ def test_set_overrides():
                           ("seed.x=1", "seed is not a mapping"), ("=5", "--set =5: a key is empty"),
                           ("search..n_trials=3", "a key is empty"),
                           ("devices=[pcm", r"--set devices=\[pcm: the value is not valid YAML \(expected ','"),
-                          ("devices.0.name=pcmm", r"devices\[0\]: unknown preset 'pcmm' \(did you mean 'pcm'\?\); valid presets: ideal")):
+                          ("devices.0.name=pcmm",
+                           r"devices\[0\]: unknown preset 'pcmm' \(did you mean 'pcm'\?\); valid presets: ideal")):
         with pytest.raises(ScenarioError, match=expected):
             load_scenario(data={"seed": 1, "devices": ["pcm"]}, overrides=[bad])
 
 
-def test_the_readme_list_of_keys_is_a_valid_scenario(tmp_path):
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    block = readme.split("A scenario's keys")[1].split("```yaml\n")[1].split("```")[0]
-    path = tmp_path / "readme.yaml"
+def test_the_documented_list_of_keys_is_a_valid_scenario(tmp_path):
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "scenarios.md").read_text()
+    block = doc.split("## Every key")[1].split("```yaml\n")[1].split("```")[0]
+    path = tmp_path / "keys.yaml"
     assert "\nmode: search " in block
     path.write_text(block.replace("\nmode: search ", "\nmode: study ", 1))  # its variants are study mode's
     scenario, _ = load_scenario(path)
     assert [v.label for v in scenario.variants] == ["plain", "tanh, dropout 0.2", "LeNet-5", "hardware-aware"]
+    keys = set(yaml.safe_load(block))  # every key of the schema is shown
+    assert keys == {field.alias or name for name, field in Scenario.model_fields.items()}
 
 
 @pytest.mark.parametrize("path", SCENARIOS, ids=[p.stem for p in SCENARIOS])
@@ -169,7 +187,8 @@ def test_cli_bad_scenario_exits_2_and_writes_nothing(tmp_path, capsys):
     assert search.run.main([str(path), "--out", str(out)]) == 2
     assert "not valid YAML (line 2" in capsys.readouterr().err
     assert search.run.main([str(tmp_path / "missing.yaml")]) == 2  # a misspelt name: the folder's scenarios listed
-    assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'missing.yaml'}: no such scenario file; {tmp_path} holds bad.yaml"
+    assert capsys.readouterr().err.strip() == (f"error: {tmp_path / 'missing.yaml'}: no such scenario file; "
+                                               f"{tmp_path} holds bad.yaml")
     assert search.run.main([str(tmp_path / "nowhere" / "x.yaml")]) == 2
     assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'nowhere' / 'x.yaml'}: no such scenario file"
     assert search.run.main([str(tmp_path)]) == 2
@@ -181,7 +200,8 @@ def test_a_key_given_twice_is_refused_not_silently_the_last(tmp_path):
     # PyYAML's safe_load keeps the last value: an edited copy of a line would win unseen
     path = tmp_path / "twice.yaml"
     path.write_text("seed: 1\ntraining:\n  epochs: 5\n  lr: 0.01\n  epochs: 50\n")
-    with pytest.raises(ScenarioError, match=r"line 5, column 3\): key 'epochs' is given twice in one mapping \(lines 3 and 5\)"):
+    with pytest.raises(ScenarioError, match=r"line 5, column 3\): key 'epochs' is given twice in one mapping "
+                                            r"\(lines 3 and 5\)"):
         load_scenario(path)
     path.write_text("model: {name: mlp, options: {depth: 1, depth: 3}}\n")
     with pytest.raises(ScenarioError, match=r"key 'depth' is given twice in one mapping \(line 1\)"):

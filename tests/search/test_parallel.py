@@ -5,8 +5,8 @@ import json
 import os
 import signal
 import subprocess
-import sysconfig
 import sys
+import sysconfig
 import threading
 import time
 from pathlib import Path
@@ -41,7 +41,8 @@ def same_as_sequential(plain, records):
 
 @pytest.fixture
 def small(tiny):
-    return tiny(search={"n_trials": 4, "n_initial": 2}, baselines={"uniform": [0.2], "random": True, "hardware_aware": False})
+    return tiny(search={"n_trials": 4, "n_initial": 2},
+                baselines={"uniform": [0.2], "random": True, "hardware_aware": False})
 
 
 def test_dask_local_cluster_runs_the_search(small, tmp_path):
@@ -209,7 +210,8 @@ def test_an_existing_cluster_that_cannot_import_the_project_is_refused_before_an
 
 def test_an_existing_cluster_runs_the_same_trials(tiny, tmp_path, dask_cluster):
     address = dask_cluster(project_on_path=True)
-    path = tiny(search={"n_trials": 1, "n_initial": 1}, baselines={"uniform": [], "random": False, "hardware_aware": False})
+    path = tiny(search={"n_trials": 1, "n_initial": 1},
+                baselines={"uniform": [], "random": False, "hardware_aware": False})
     out = tmp_path / "run"
     assert search.run.main([str(path), "--out", str(out), "--quiet", "--dask", address]) == 0
     records = trials(out)

@@ -56,7 +56,9 @@ def test_tiny_search_end_to_end(finished, capsys):
                    "random-001", "random-002", "random-003", "random-004"]
     for r in records:
         assert r["status"] == "ok" and 0 <= r["objective"] <= 1 and len(r["rates"]) == 2
-        assert {(a["preset"], a["t_inference"]) for a in r["accuracy"]} == {("lognormal", 86400.0), ("cmo_faulty", 86400.0)}
+        assert {(a["preset"], a["t_inference"]) for a in r["accuracy"]} == {
+            ("lognormal", 86400.0), ("cmo_faulty", 86400.0)
+        }
         assert all(0 <= rate <= 0.8 for rate in r["rates"])
     results = json.loads((run / "results.json").read_text())
     assert set(results["best_dropout"]) == {"fc1", "fc2"}
@@ -72,7 +74,8 @@ def test_tiny_search_end_to_end(finished, capsys):
     logn = [r["mean"] for r in rows if r["method"] == "erm" and r["preset"] == "lognormal"]
     assert len(set(logn)) == 1
     env = json.loads((run / "environment.json").read_text())
-    assert env["seed"] == 3 and env["packages"]["aihwkit"] == "1.1.0" and env["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert (env["seed"] == 3 and env["packages"]["aihwkit"] == "1.1.0"
+            and env["device"] == ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
 def test_plots_redraw_from_the_files_alone(finished, tmp_path):
@@ -113,7 +116,8 @@ def test_a_run_not_yet_finished_gets_its_convergence_so_far(finished, tmp_path, 
     assert search.plot.main([str(partial)]) == 2
     assert "no results.json and no search trials yet" in capsys.readouterr().err and not list(partial.glob("*.png"))
     assert search.plot.main([str(partial / "typo")]) == 2
-    assert capsys.readouterr().err.strip() == f"error: {partial / 'typo'}: no such folder; give a run folder, e.g. runs/drift_1day"
+    assert capsys.readouterr().err.strip() == (f"error: {partial / 'typo'}: no such folder; "
+                                               "give a run folder, e.g. runs/drift_1day")
 
 
 def test_same_seed_same_trials(finished, tmp_path):
@@ -134,7 +138,9 @@ def test_a_finished_run_is_not_overwritten(finished, capsys):
     assert {p.name: p.read_bytes() for p in run.iterdir()} == before
     # resuming a finished run redoes nothing
     assert search.run.main([str(path), "--out", str(run), "--quiet", "--resume"]) == 0
-    assert [stable(r) for r in trials(run)] == [stable(json.loads(line)) for line in before["trials.jsonl"].decode().splitlines()]
+    assert [stable(r) for r in trials(run)] == [
+        stable(json.loads(line)) for line in before["trials.jsonl"].decode().splitlines()
+    ]
     # resuming with a changed scenario is refused
     assert search.run.main([str(path), "--out", str(run), "--quiet", "--resume", "--set", "n_chips=5"]) == 2
     assert "holds a run of a different scenario (changed: n_chips)" in capsys.readouterr().err
@@ -167,12 +173,14 @@ def test_resume_with_a_new_report_tests_the_finals_again(finished, tmp_path, cap
     again = (run / "results.json").read_text()
     assert search.run.main([str(path), "--out", str(run), "--quiet", "--resume", "--set", "n_chips=5",
                             "--set", "report.t_inference=[1s, 1d, 1y, 10y]"]) == 2
-    assert "(changed: n_chips); resume it with the scenario it started with (only report may change)" in capsys.readouterr().err
+    assert ("(changed: n_chips); resume it with the scenario it started with (only report may change)"
+            in capsys.readouterr().err)
     assert (run / "results.json").read_text() == again  # a refused resume touches nothing
 
 
 def test_min_clean_accuracy_scores_weak_networks_0_and_says_so(tiny, tmp_path, capsys):
-    path = tiny(search={"n_trials": 3, "n_initial": 2}, baselines={"uniform": [0.5], "random": True, "hardware_aware": False})
+    path = tiny(search={"n_trials": 3, "n_initial": 2},
+                baselines={"uniform": [0.5], "random": True, "hardware_aware": False})
     # out of reach: every trial scores 0, and the run says its "best" rates mean nothing
     assert search.run.main([str(path), "--out", str(tmp_path / "a"), "--quiet",
                             "--set", "objective.min_clean_accuracy=0.999"]) == 0
@@ -200,7 +208,9 @@ def test_force_starts_over(tiny, tmp_path):
                                                                   "hardware_aware": False})
     out = tmp_path / "run"
     assert search.run.main([str(path), "--out", str(out), "--quiet"]) == 0
-    (out / "trials.jsonl").write_text('{"id": "stale", "method": "erm", "rates": [0, 0], "status": "ok", "objective": 1}\n')
+    (out / "trials.jsonl").write_text(
+        '{"id": "stale", "method": "erm", "rates": [0, 0], "status": "ok", "objective": 1}\n'
+    )
     (out / "my_figure.png").write_bytes(b"the user's own")  # not a file the run writes
     (out / "convergence.png").write_bytes(b"stale")
     assert search.run.main([str(path), "--out", str(out), "--quiet", "--force"]) == 0
@@ -306,7 +316,8 @@ def test_an_output_folder_that_cannot_be_made_is_one_line(finished, tmp_path, ca
 def test_a_failing_trial_is_recorded_and_the_search_goes_on(tiny, tmp_path):
     # SGD at this learning rate diverges: every trial fails, the run still finishes
     path = tiny(training={"epochs": 2, "optimizer": "sgd", "lr": 1.0e6, "schedule": "constant"},
-                search={"n_trials": 2, "n_initial": 1}, baselines={"uniform": [], "random": False, "hardware_aware": False})
+                search={"n_trials": 2, "n_initial": 1},
+                baselines={"uniform": [], "random": False, "hardware_aware": False})
     out = tmp_path / "run"
     assert search.run.main([str(path), "--out", str(out), "--quiet"]) == 0
     records = trials(out)
@@ -376,7 +387,8 @@ def test_study_mode_compares_variants_without_a_search(tiny, tmp_path, capsys):
     assert search.run.main([str(path), "--out", str(out), "--quiet"]) == 0
     # its first line says what it runs: the variants, not the search mode's trials and slots
     first = capsys.readouterr().out.splitlines()[0]
-    assert first.startswith("tiny: study of 3 variants (plain, tanh, dropout, lenet5) on digits, 4 chips per test point")
+    assert first.startswith("tiny: study of 3 variants (plain, tanh, dropout, lenet5) on digits, "
+                            "4 chips per test point")
     assert not (out / "trials.jsonl").exists()  # no search trials
     results = json.loads((out / "results.json").read_text())
     assert list(results["methods"]) == labels and results["best_dropout"] is None
