@@ -14,11 +14,12 @@ the gradient passes straight through to the clean weight. It combines with dropo
 A run whose loss stops being finite ends at once with ``ok=False`` and the reason; it
 does not raise. Checkpoints are in :mod:`models.checkpoints`.
 
-Threads: a small network (under :data:`SMALL_NETWORK` parameters) trains on one CPU
-thread by default. Its steps are too short for torch's threads to pay much (LeNet-5 on
-the digits: 1.4x on an idle 2-core CPU), and on a busy machine they fight over the
-cores: there the demo's LeNet-5 took 3.6 s an epoch on torch's two threads, and the
-whole demo 8.5 s on one.
+Threads: a training step of little work (under :data:`SMALL_STEP` multiply-adds: a batch
+of 64 through LeNet-5 on 8x8 digits is 4 M) runs on one CPU thread by default. torch's
+threads gain nothing there on an idle 2-core CPU (1.8 s a run either way), and on a busy
+machine they fight over the cores: there the demo's LeNet-5 took 3.6 s an epoch on
+torch's two threads, and the whole demo 8.5 s on one. Larger steps keep torch's count
+(LeNet-5 on 28x28 MNIST, 27 M a step, trains 1.6x faster on two threads).
 """
 
 from __future__ import annotations
@@ -41,9 +42,9 @@ from crossbar.durations import parse_duration
 
 from .data import Splits
 
-#: Below this many parameters a training step is too short for torch's threads to pay
-#: off on a busy machine: training takes one thread (see :func:`train`'s ``threads``).
-SMALL_NETWORK = 100_000
+#: Multiply-adds of a training step's forward pass below which training takes one
+#: thread (see :func:`train`'s ``threads``).
+SMALL_STEP = 10_000_000
 
 
 
@@ -194,13 +195,13 @@ def train(
     dropout masks and hardware-aware noise all come from it, and the global RNG is
     left as it was. Build the model with ``models.build(..., seed=...)`` for
     deterministic initial weights. ``threads``: torch's CPU threads while training
-    (the caller's count is put back); default one for networks under
-    :data:`SMALL_NETWORK` parameters, else torch's own.
+    (the caller's count is put back); default one for steps under :data:`SMALL_STEP`
+    multiply-adds, else torch's own.
     """
     config = config or TrainConfig()
     check_seed(seed)
     if threads is not None:
-        check_int(threads, "threads", 1, " or None (one for small networks, else torch's)")
+        check_int(threads, "threads", 1, " or None (one for small steps, else torch's)")
     dev = crossbar.resolve_device(device)
     (x_train, y_train), val = _split_data(data)
     if len(y_train) == 0:
@@ -220,8 +221,8 @@ def train(
     ok, reason, epoch = True, None, 0
     step = 0
 
-    if threads is None and sum(p.numel() for p in model.parameters()) < SMALL_NETWORK:
-        threads = 1
+    if threads is None and dev.type == "cpu":
+        threads = 1 if config.batch_size * multiply_adds(model, x_train[:1].to(dev)) < SMALL_STEP else None
     forked = [dev] if dev.type == "cuda" else []
     with torch.random.fork_rng(devices=forked), _torch_threads(threads):
         torch.manual_seed(seed)  # dropout masks
@@ -286,6 +287,32 @@ def train(
         seconds=time.perf_counter() - start,
         history=history,
     )
+
+
+def multiply_adds(model: nn.Module, sample: Tensor) -> int:
+    """Multiply-adds of the ``nn.Linear`` and ``nn.Conv2d`` layers for one forward pass of
+    ``sample`` (a batch of one, on the model's device), counted with forward hooks."""
+    total = 0
+
+    def count(module, inputs, output):
+        nonlocal total
+        if isinstance(module, nn.Linear):
+            total += output.numel() * module.in_features
+        elif isinstance(module, nn.Conv2d):
+            kh, kw = module.kernel_size
+            total += output.numel() * module.in_channels // module.groups * kh * kw
+
+    hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    was = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(sample)
+    finally:
+        model.train(was)
+        for hook in hooks:
+            hook.remove()
+    return total
 
 
 @contextlib.contextmanager

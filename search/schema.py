@@ -147,6 +147,11 @@ class HardwareAwareBaseline(Strict):
     preset: Optional[PresetSpec] = Field(None, description="default: the first device")
     t_inference: Optional[Time] = Field(None, description="default: the first objective time")
 
+    @field_validator("preset")
+    @classmethod
+    def _full(cls, spec: Optional[PresetSpec]) -> Optional[dict[str, Any]]:
+        return None if spec is None else full_preset(spec)  # recorded with every parameter, like the devices
+
 
 class Baselines(Strict):
     erm: bool = Field(True, description="no dropout")

@@ -51,30 +51,40 @@ def test_the_dataset_table_knows_each_shape_without_loading(tmp_path):
 
 
 class _ThreadProbe(nn.Module):
-    """Records torch's thread count in each forward pass."""
+    """Records torch's thread count in each training step; ``n_in * 10`` multiply-adds a sample."""
 
-    def __init__(self, n_params: int):
+    def __init__(self, n_in: int):
         super().__init__()
-        self.fc = nn.Linear(n_params // 10, 10)
+        self.fc = nn.Linear(n_in, 10)
         self.seen: list[int] = []
 
     def forward(self, x):
-        self.seen.append(torch.get_num_threads())
-        return self.fc(x.flatten(1)[:, : self.fc.in_features])
+        if self.training:
+            self.seen.append(torch.get_num_threads())
+        return self.fc(x)
 
 
-@pytest.mark.parametrize("n_params, threads, expected", [
-    (2_000, None, 1),                       # small: one thread
-    (2_000, 2, 2),                          # asked for
-    (models.SMALL_NETWORK * 2, None, None),  # large: torch's own count
+def test_multiply_adds_counts_linear_and_convolution_layers():
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 5 * 5, 7))
+    assert models.multiply_adds(net, torch.zeros(1, 3, 5, 5)) == 4 * 5 * 5 * 3 * 3 * 3 + 100 * 7
+    lenet = models.build("lenet5", (1, 8, 8), 10)
+    assert 2e6 < 64 * models.multiply_adds(lenet, torch.zeros(1, 1, 8, 8)) < models.SMALL_STEP  # digits: one thread
+    lenet = models.build("lenet5", (1, 28, 28), 10)
+    assert 64 * models.multiply_adds(lenet, torch.zeros(1, 1, 28, 28)) > 2 * models.SMALL_STEP  # MNIST: torch's
+
+
+@pytest.mark.parametrize("n_in, threads, expected", [
+    (200, None, 1),                                # a small step: one thread
+    (200, 2, 2),                                   # asked for
+    (models.SMALL_STEP // (32 * 10) * 2, None, None),  # a large step (batch 32): torch's own count
 ])
-def test_small_networks_train_on_one_thread_and_the_callers_count_comes_back(n_params, threads, expected):
-    x = torch.randn(64, n_params // 10)
+def test_small_steps_train_on_one_thread_and_the_callers_count_comes_back(n_in, threads, expected):
+    x = torch.randn(64, n_in)
     y = torch.randint(0, 10, (64,))
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        net = _ThreadProbe(n_params)
+        net = _ThreadProbe(n_in)
         models.train(net, ((x, y), (x, y)), models.TrainConfig(epochs=1, batch_size=32), threads=threads)
         assert set(net.seen) == {expected or 2}
         assert torch.get_num_threads() == 2
