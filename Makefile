@@ -23,7 +23,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
-# All benchmarks, about 50 minutes on 2 cores; each script also runs on its own.
+# The CPU benchmarks, about 25 minutes on 2 cores; each script also runs on its own (docs/performance.md).
 bench: $(STAMP)
 	$(PY) bench/mc_eval.py
 	$(PY) bench/periphery_profile.py
@@ -36,8 +36,8 @@ venv: $(STAMP)
 
 # Rebuilt when the requirement files change or when .venv was made by another Python.
 # pip is idempotent, so an interrupted install simply runs again next time. The project
-# itself is installed without build isolation: its build needs only setuptools, which
-# the venv has, and no download.
+# itself is installed without build isolation: its build needs setuptools and wheel,
+# pinned in requirements-dev.txt, and no download.
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if v == (3, 11) else "Python 3.11 is required (aihwkit 1.1.0 wheels); found %d.%d at $(PYTHON). Set PYTHON=/path/to/python3.11." % v)'
 	@if [ -x $(PY) ] && $(PY) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then :; else \

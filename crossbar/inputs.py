@@ -15,7 +15,8 @@ here:
 
 The codes of an input tensor do not depend on the chip or the time, so a layer's
 :class:`CodeCache` keeps those of the last tensor it saw: the model's input reaches the
-first layer once per chip thread in loop mode, and once per inference time.
+first layer once per chip thread in loop mode (and, when the data is one batch, again
+at every inference time).
 """
 
 from __future__ import annotations
@@ -150,7 +151,6 @@ class PatchInputs:
                  cache: Optional[CodeCache] = None, shared: bool = False):
         self.x, self.n_x, self.geometry = x, n_x, geometry
         self.key, self.cache, self.shared = key, cache, shared
-        self._unfolded: Optional[Tensor] = None
         self.memo: dict = {}
 
     def vectors(self) -> Tensor:
@@ -174,9 +174,8 @@ class PatchInputs:
             return _cached(self, (i0, i1), lambda: self._patch_codes(periphery, None))
 
         def build():
-            if self._unfolded is None:
-                self._unfolded = self.vectors()  # one unfold for every slice; each turned into codes in place
-            return periphery.prepare_input(self._unfolded[:, :, i0:i1], dim=2, inplace=True)
+            unfolded = _cached(self, "unfolded", self.vectors)  # one unfold for every slice, each made codes in place
+            return periphery.prepare_input(unfolded[:, :, i0:i1], dim=2, inplace=True)
 
         return _cached(self, (i0, i1), build)
 

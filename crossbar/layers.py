@@ -1,7 +1,7 @@
 """Crossbar layers: ``nn.Linear`` and ``nn.Conv2d`` on tiles of devices, for many chips at once.
 
 Each layer holds the weights of all its chips as one ``(n_chips, ...)`` tensor:
-programmed once (:class:`crossbar.devices.ProgrammedArray`), then read at an inference
+programmed once (:class:`crossbar.arrays.ProgrammedArray`), then read at an inference
 time (:meth:`CrossbarLayer.drift`). With a perfect periphery a layer multiplies by the
 chips' effective weights directly; otherwise its inputs go through the periphery (DAC,
 tiles, output noise, ADC, bounds: :meth:`crossbar.periphery.Periphery.matmul`).

@@ -216,7 +216,7 @@ class Periphery:
 
         On a CPU the products come first and one compiled pass per chip (and block) adds
         the chip's noise from its stream, rounds and counts the codes beyond the bound
-        (:func:`crossbar.rng.noisy_adc`). A chip's draw is reserved whole before its
+        (:func:`crossbar.kernels.noisy_adc`). A chip's draw is reserved whole before its
         first block, and each block takes its own values of it, so the numbers do not
         depend on the blocks. On CUDA each chip's noise is drawn first from its
         generator and the products are accumulated onto it. ``CodeBlocks`` are consumed

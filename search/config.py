@@ -15,11 +15,13 @@ import yaml
 from pydantic import ValidationError
 
 import models
+from crossbar.durations import parse_duration, readable
 
 from .errors import ScenarioError, format_errors
 from .schema import Scenario, one_or_list
 
-__all__ = ["ScenarioError", "load_scenario", "read_yaml", "set_path"]
+# parse_duration and readable live in crossbar.durations; kept here for scripts that import them from here
+__all__ = ["ScenarioError", "load_scenario", "parse_duration", "read_yaml", "readable", "set_path"]
 
 
 def set_path(data: dict, dotted: str, value: Any) -> None:

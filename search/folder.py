@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import yaml
+from pydantic import ValidationError
 
 from .errors import ScenarioError
 from .schema import Scenario
@@ -186,6 +187,10 @@ def check_resumable(folder: RunFolder, scenario: Scenario) -> bool:
     if not path.exists():
         return False
     before, now = yaml.safe_load(path.read_text()) or {}, scenario.plain()
+    try:  # as this version resolves it: a folder written before devices were recorded in full stays resumable
+        before = Scenario.model_validate(before).plain()
+    except ValidationError:
+        pass  # not a scenario this version reads: compared as it is, and so refused
     for data in (before, now):  # where trials run may change; what they compute may not
         for key in VOLATILE:
             data.pop(key, None)

@@ -363,8 +363,10 @@ def plot_run(run_dir: Path) -> list[Path]:
     paths = []
     if results["results"]:
         paths.append(plot_accuracy_vs_time(results, run_dir))
-        if len(results["presets"]) > 1:  # one preset: accuracy_vs_time.png says it all
+        if len(results["presets"]) > 1:
             paths.append(plot_technologies(results, run_dir))
+        else:  # one preset: accuracy_vs_time.png says it all (and a side-by-side plot left from before would lie)
+            (run_dir / "technologies.png").unlink(missing_ok=True)
     if any(t["method"] in SEARCH_METHODS for t in trials):
         paths.append(plot_convergence(results, trials, run_dir))
     if any(m.shows_rates and m.id in results["methods"] for m in METHODS.values()) and results.get("mode") != "study":
