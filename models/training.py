@@ -17,8 +17,8 @@ does not raise. Checkpoints are in :mod:`models.checkpoints`.
 Threads: a training step of little work (under :data:`SMALL_STEP` multiply-adds: a batch
 of 64 through LeNet-5 on 8x8 digits is 4 M) runs on one CPU thread by default. torch's
 threads gain nothing there on an idle 2-core CPU (1.8 s a run either way), and on a busy
-machine they fight over the cores: there the demo's LeNet-5 took 3.6 s an epoch on
-torch's two threads, and the whole demo 8.5 s on one. Larger steps keep torch's count
+machine they fight over the cores: with two other busy processes on it, the demo's
+training took 21.9 s on two threads and 9.4 s on one. Larger steps keep torch's count
 (LeNet-5 on 28x28 MNIST, 27 M a step, trains 1.6x faster on two threads).
 """
 
