@@ -74,6 +74,9 @@ def check_weight(weight: Any, name: str = "weight") -> Tensor:
     """A non-empty, floating-point, finite tensor, or a ValueError naming ``name``."""
     if not isinstance(weight, Tensor):
         raise ValueError(f"{name} must be a torch.Tensor, got {type(weight).__name__}")
+    if weight.is_meta:
+        raise ValueError(f"{name} is on the meta device: it has a shape but no values; give the model its weights "
+                         "first (e.g. model.to_empty(device='cpu') and load_state_dict)")
     if weight.dim() < 1 or weight.numel() == 0:
         raise ValueError(
             f"{name} must be a non-empty tensor with at least 1 dimension, got shape {tuple(weight.shape)}"

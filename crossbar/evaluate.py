@@ -68,6 +68,10 @@ def _batches(data: Any, batch_size: int, device: torch.device) -> list[tuple[Ten
             )
         if len(y) and int(y.min()) < 0:
             raise ValueError(f"data: labels must be class indices >= 0, got {int(y.min())}")
+        if x.is_floating_point() or x.is_complex():
+            bad = int((~torch.isfinite(x)).sum())
+            if bad:  # every chip would score chance, and nothing would say why
+                raise ValueError(f"data: the inputs hold {bad} NaN or infinite value(s) of {x.numel()}")
     if not batches or sum(len(y) for _, y in batches) == 0:
         raise ValueError("data holds no samples")
     return [(x.to(device), y.to(device)) for x, y in batches]

@@ -64,7 +64,7 @@ AIHWKIT_PERIPHERY: dict[str, float] = {
 class _PresetBase(BaseModel):
     """The fields every preset has; the physics parameters are added from PHYSICS below."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: str = "custom"
     description: str = ""

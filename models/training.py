@@ -51,7 +51,7 @@ SMALL_STEP = 10_000_000
 class HardwareAware(BaseModel):
     """Weight noise of a crossbar preset injected during training."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     preset: Union[str, dict[str, Any]] = Field(
         "lognormal", description="a preset name or a mapping (base: NAME plus overrides, or noise: PHYSICS ...)"
@@ -73,9 +73,9 @@ class TrainConfig(BaseModel):
     """How to train. Every field has a default that trains the small networks on
     ``digits`` well in seconds."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    epochs: int = Field(30, ge=1, description="maximum number of passes over the training split")
+    epochs: int = Field(30, ge=1, le=10_000, description="maximum number of passes over the training split")
     batch_size: int = Field(64, ge=1)
     optimizer: Literal["adam", "sgd"] = "adam"
     lr: float = Field(3e-3, gt=0.0, description="learning rate (peak rate of the one-cycle schedule)")

@@ -8,6 +8,7 @@ safe loader that also refuses a key given twice in one mapping.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -96,7 +97,14 @@ def read_yaml(path: Union[str, Path]) -> dict:
         hint = f"; {path.parent} holds {', '.join(nearby)}" if nearby else ""
         raise ScenarioError(f"{path}: no such scenario file{hint}")
     try:
-        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # a SafeLoader
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ScenarioError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason}); "
+                            "save the scenario as UTF-8") from None
+    except OSError as e:
+        raise ScenarioError(f"{path}: cannot be read ({e.strerror or e})") from None
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
@@ -108,6 +116,43 @@ def read_yaml(path: Union[str, Path]) -> dict:
     if not isinstance(data, dict):
         raise ScenarioError(f"{path}: a scenario must be a mapping of keys to values, got {type(data).__name__}")
     return data
+
+
+#: More values than a scenario ever needs: what YAML aliases can expand to is refused
+#: before anything else looks at it (a few lines of anchors make billions of values).
+MAX_VALUES = 100_000
+
+
+def check_raw(data: Any, source: str) -> None:
+    """Refuse, in one line, raw scenario data that would expand beyond :data:`MAX_VALUES`
+    (YAML aliases repeat a node without copying it) and any number that is not finite,
+    wherever it stands (a preset's parameters, a network's options)."""
+    sizes: dict[int, int] = {}
+
+    def size(node: Any) -> int:  # values once expanded, each shared node counted once per use
+        if not isinstance(node, (dict, list)):
+            return 1
+        if id(node) not in sizes:
+            sizes[id(node)] = 0  # a node that contains itself (YAML allows it) counts once
+            children = node.values() if isinstance(node, dict) else node
+            sizes[id(node)] = 1 + sum(size(child) for child in children)
+        return sizes[id(node)]
+
+    if size(data) > MAX_VALUES:
+        raise ScenarioError(f"{source}: expands to more than {MAX_VALUES:,} values (YAML anchors and aliases "
+                            "repeated?); a scenario needs far fewer")
+
+    def finite(node: Any, where: str, seen: set) -> None:
+        if isinstance(node, float) and not math.isfinite(node):
+            raise ScenarioError(f"{source}: {where or 'value'}: {node} is not a finite number")
+        if isinstance(node, (dict, list)) and id(node) not in seen:
+            seen.add(id(node))
+            items = node.items() if isinstance(node, dict) else enumerate(node)
+            for key, child in items:
+                finite(child, f"{where}[{key}]" if isinstance(key, int) else (f"{where}.{key}" if where else str(key)),
+                       seen)
+
+    finite(data, "", set())
 
 
 def load_scenario(
@@ -136,6 +181,7 @@ def load_scenario(
                                     "e.g. --set 'devices=[pcm, reram_cmo]'") from None
             value = text  # a string YAML cannot read, e.g. one with ': ' inside
         set_path(raw, key.strip(), value)
+    check_raw(raw, source)
     try:
         scenario = Scenario.model_validate(raw)
     except ValidationError as e:

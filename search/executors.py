@@ -68,6 +68,7 @@ def worker_setup() -> None:
     - tqdm's lock: by default a multiprocessing semaphore, which a worker ended that way
       leaks ("resource_tracker: There appear to be 1 leaked semaphore objects"). A
       worker's trials run with their bars off, so a thread lock is enough.
+    - The driver's end: the worker ends with it (:func:`_exit_with_parent`).
     """
     import threading
 
@@ -75,6 +76,23 @@ def worker_setup() -> None:
 
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     tqdm.set_lock(threading.RLock())
+    _exit_with_parent()
+
+
+def _exit_with_parent(every: float = 0.5) -> None:
+    """End this worker within ``every`` seconds of its parent's end, however that ends:
+    a killed driver (SIGKILL, SIGTERM) cannot stop its pool, and an idle worker would
+    wait on the pool's queue for ever, holding its memory (and the resource tracker)."""
+    import threading
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:  # a child whose parent died is given another one
+            time.sleep(every)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 class Sequential:

@@ -13,12 +13,15 @@ import os
 import platform
 import subprocess
 import sys
+from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import yaml
 from pydantic import ValidationError
+
+from crossbar.common import error_text
 
 from .errors import ScenarioError
 from .schema import Scenario
@@ -29,10 +32,20 @@ except ImportError:  # pragma: no cover
     fcntl = None
 
 ROOT = Path(__file__).resolve().parents[1]
-RUN_FILES = ("scenario.yaml", "resolved.yaml", "environment.json", "trials.jsonl", "final.jsonl", "results.json")
+RUN_FILES = ("scenario.yaml", "resolved.yaml", "environment.json", "trials.jsonl", "final.jsonl", "results.json",
+             "trials.jsonl.damaged", "final.jsonl.damaged")
 PLOT_FILES = ("accuracy_vs_time.png", "technologies.png", "convergence.png", "dropout_rates.png")  # search.plot's
 # resolved-scenario keys that may change between a run and its resume
 VOLATILE = ("output", "device")
+
+
+@dataclass(frozen=True)
+class Damaged:
+    """A line of a run file that is not a record the run can use."""
+
+    line: int
+    problem: str
+    text: str
 
 
 class RunFolder:
@@ -50,7 +63,10 @@ class RunFolder:
         if fcntl is None or self._lock_fd is not None:
             return
         path = self.path / ".lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise ScenarioError(f"cannot write the output folder {self.path}: {e.strerror or e}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -60,8 +76,11 @@ class RunFolder:
                 f"{self.path} is being written by another search.run (process {holder}); "
                 "wait for it to finish, or use another --out"
             ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, str(os.getpid()).encode())
+        except OSError:
+            pass  # the holder's pid is only for the message a second run prints; the lock holds
         self._lock_fd = fd
 
     def unlock(self) -> None:
@@ -74,7 +93,10 @@ class RunFolder:
 
     def clear(self) -> None:
         for name in RUN_FILES + PLOT_FILES:  # only what a run writes: other files are the user's
-            (self.path / name).unlink(missing_ok=True)
+            try:
+                (self.path / name).unlink(missing_ok=True)
+            except OSError as e:
+                raise ScenarioError(f"cannot start over in {self.path}: {name}: {e.strerror or e}") from None
 
     def foreign_files(self) -> list[str]:
         """Names in the folder that a run does not write (hidden files aside)."""
@@ -83,41 +105,87 @@ class RunFolder:
         ours = set(RUN_FILES + PLOT_FILES)
         return sorted(p.name for p in self.path.iterdir() if p.name not in ours and not p.name.startswith("."))
 
-    def read_jsonl(self, name: str, repair: bool = False) -> list[dict]:
-        """Records of a JSON-lines file. A last line cut short (the process was killed
-        while writing it) is ignored, and with ``repair`` removed from the file."""
+    def read_records(
+        self, name: str, problem: Optional[Callable[[Any], Optional[str]]] = None, repair: bool = False,
+        unique: bool = False,
+    ) -> tuple[list[dict], list[Damaged]]:
+        """The records of a JSON-lines file, and the lines that are not records it can use.
+
+        A line is damaged when it is not JSON, when ``problem(record)`` says what is wrong
+        with it, or (``unique``) when it repeats an earlier record's id. A last line cut
+        short (the process was killed while writing it) is no record and no damage. With
+        ``repair`` the file keeps only its good lines (rewritten whole, atomically) and the
+        damaged ones are appended to ``<name>.damaged``, never simply dropped.
+        """
         path = self.path / name
         if not path.exists():
-            return []
-        data = path.read_bytes()
-        records, good_end = [], 0
-        for line in data.splitlines(keepends=True):
+            return [], []
+        try:
+            data = path.read_bytes()
+        except IsADirectoryError:
+            raise ScenarioError(f"{path} is a folder, not a file: the run folder is damaged; move it aside, "
+                                "or start the run in another folder (--out)") from None
+        except OSError as e:
+            raise ScenarioError(f"{path}: cannot be read ({e.strerror or e})") from None
+        records, damaged, kept, seen, end = [], [], [], set(), 0
+        for number, line in enumerate(data.splitlines(keepends=True), 1):
             if not line.endswith(b"\n"):
                 break
+            end += len(line)
             text = line.strip()
-            if text:
-                try:
-                    records.append(json.loads(text))
-                except json.JSONDecodeError:
-                    raise ScenarioError(
-                        f"{path}: line {len(records) + 1} is not JSON; the run folder is damaged"
-                    ) from None
-            good_end += len(line)
-        if repair and good_end < len(data):
-            with open(path, "r+b") as f:
-                f.truncate(good_end)
-        return records
+            if not text:
+                continue
+            try:
+                record = json.loads(text)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                why: Optional[str] = "not JSON"
+            else:
+                why = problem(record) if problem else None
+                if why is None and unique:
+                    why = f"a second record of {record['id']!r}" if record["id"] in seen else None
+                    seen.add(record["id"])
+            if why:
+                damaged.append(Damaged(number, why, text.decode("utf-8", errors="replace")))
+            else:
+                records.append(record)
+                kept.append(line)
+        if repair and damaged:
+            for entry in damaged:
+                self.append(f"{name}.damaged", {"file": name, **asdict(entry)})
+            self._replace(name, b"".join(kept))
+        elif repair and end < len(data):
+            try:
+                with open(path, "r+b") as f:
+                    f.truncate(end)
+            except OSError as e:
+                raise ScenarioError(f"cannot repair {path}: {e.strerror or e}") from None
+        return records, damaged
 
     def append(self, name: str, record: dict) -> None:
-        with open(self.path / name, "a") as f:
-            f.write(json.dumps(record) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        """Append one record and flush it to the disk (a cut line is repaired on resume)."""
+        try:
+            with open(self.path / name, "a") as f:
+                f.write(json.dumps(record) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:
+            raise ScenarioError(f"cannot write {self.path / name}: {e.strerror or e}") from None
 
     def write_json(self, name: str, data: Any) -> None:
+        """Write a JSON file whole: a temporary file renamed into place, removed on failure."""
+        self._replace(name, (json.dumps(data, indent=2) + "\n").encode())
+
+    def _replace(self, name: str, content: bytes) -> None:
         tmp = self.path / f".{name}.tmp"
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
-        os.replace(tmp, self.path / name)
+        try:
+            with open(tmp, "wb") as f:
+                f.write(content)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path / name)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            raise ScenarioError(f"cannot write {self.path / name}: {e.strerror or e}") from None
 
 
 def environment(scenario: Scenario, device: str, argv: Optional[list[str]] = None) -> dict:
@@ -179,18 +247,45 @@ def _first_environment(folder: RunFolder) -> Optional[dict]:
     return data if isinstance(data, dict) else None
 
 
-def check_resumable(folder: RunFolder, scenario: Scenario) -> bool:
-    """A resumed run must be the same experiment: compare with the stored resolved
-    scenario. Only ``report`` may change (the trials do not depend on it): returns
-    True when it did, and the final networks are then measured again."""
-    path = folder.path / "resolved.yaml"
+def _stored(folder: RunFolder, name: str) -> tuple[Optional[dict], str]:
+    """The scenario a run file records, as this version resolves it, or None and why not."""
+    path = folder.path / name
     if not path.exists():
+        return None, "is missing"
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = yaml.safe_load(text)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        return None, f"is damaged ({type(e).__name__})"
+    if data is None:
+        return None, "is empty (what a disk that filled up leaves)"
+    if not isinstance(data, dict):
+        return None, "is damaged (not a mapping)"
+    try:
+        return Scenario.model_validate(data).plain(), ""
+    except ValidationError as e:
+        return None, f"does not hold a valid scenario ({error_text(e.errors()[0])})"
+
+
+def check_resumable(folder: RunFolder, scenario: Scenario, log: Callable[[str], None] = print) -> bool:
+    """A resumed run must be the same experiment: compare with the scenario the run
+    recorded, resolved.yaml, or where that is missing or damaged, scenario.yaml (the
+    scenario as given, with its --set values). Only ``report`` may change (the trials do
+    not depend on it): returns True when it did, and the final networks are then
+    measured again. Without either record the trials cannot be trusted to fit: refused."""
+    if not folder.holds_run():
         return False
-    before, now = yaml.safe_load(path.read_text()) or {}, scenario.plain()
-    try:  # as this version resolves it: a folder written before devices were recorded in full stays resumable
-        before = Scenario.model_validate(before).plain()
-    except ValidationError:
-        pass  # not a scenario this version reads: compared as it is, and so refused
+    before, why = _stored(folder, "resolved.yaml")
+    if before is None:
+        before, why_given = _stored(folder, "scenario.yaml")
+        if before is None:
+            raise ScenarioError(
+                f"{folder.path} holds trials, but its resolved.yaml {why} and its scenario.yaml {why_given}, so "
+                "nothing tells which scenario they ran: put back either file, or leave this folder as it is and "
+                "run in another one (--out)"
+            )
+        log(f"{folder.path / 'resolved.yaml'} {why}: the scenario is checked against scenario.yaml instead")
+    now = scenario.plain()
     for data in (before, now):  # where trials run may change; what they compute may not
         for key in VOLATILE:
             data.pop(key, None)

@@ -312,11 +312,16 @@ def _dropout_rates_figure(results: dict):
 
 
 def _read_trials(run_dir: Path) -> list[dict]:
-    """The run's trials, read as search.run reads them on --resume: a last line cut short
-    by an interruption is left out, a bad line before it is a damaged folder (ScenarioError)."""
+    """The run's trials, checked as search.run checks them on --resume: a last line cut
+    short by an interruption is left out, and so is a damaged line (said in one line)."""
     from .folder import RunFolder
+    from .records import trial_problem
 
-    return RunFolder(run_dir).read_jsonl("trials.jsonl")
+    trials, damaged = RunFolder(run_dir).read_records("trials.jsonl", trial_problem)
+    for entry in damaged:  # search.run --resume sets them aside; a plot only leaves them out
+        print(f"warning: {run_dir / 'trials.jsonl'}: line {entry.line}: {entry.problem}; left out of the plots",
+              file=sys.stderr)
+    return trials
 
 
 def _results_so_far(run_dir: Path, trials: list[dict]) -> dict:
@@ -383,6 +388,9 @@ def main(argv=None) -> int:
         paths = plot_run(args.run_dir)
     except (FileNotFoundError, ValueError) as e:  # ScenarioError (a damaged trials.jsonl) is a ValueError
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a read-only or full disk
+        print(f"error: cannot write the plots into {args.run_dir}: {e.strerror or e}", file=sys.stderr)
         return 2
     except KeyError as e:
         print(f"error: {args.run_dir}: its files lack {e}; were they written by python -m search.run "

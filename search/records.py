@@ -8,6 +8,7 @@ they travel to any worker and into JSON as they are; these types say what they h
 
 from __future__ import annotations
 
+import math
 from typing import Any, Optional, TypedDict, Union
 
 Rates = Union[list[float], float, dict[str, float]]
@@ -56,3 +57,74 @@ class FinalRecord(TrialSpec, total=False):
     rows: list[AccuracyRow]  # per preset and report time, test chips
     seconds: float
     worker: str
+
+
+# ------------------------------------------------------------------ checks of records read back
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _rates_problem(rates: Any, n_slots: Optional[int]) -> Optional[str]:
+    values = rates if isinstance(rates, list) else list(rates.values()) if isinstance(rates, dict) else [rates]
+    if n_slots is not None and (not isinstance(rates, list) or len(rates) != n_slots):
+        return f"rates should be a list of {n_slots} dropout rates, not {rates!r:.60}"
+    if not all(_number(r) and 0 <= r < 1 for r in values):
+        return f"rates should be numbers in [0, 1), not {rates!r:.60}"
+    return None
+
+
+def _common_problem(record: Any) -> Optional[str]:
+    if not isinstance(record, dict):
+        return f"a {type(record).__name__}, not a record (a JSON object)"
+    for key in ("id", "method"):
+        if not isinstance(record.get(key), str) or not record[key]:
+            return f"no {key}" if key not in record else f"{key} should be a name, not {record[key]!r:.40}"
+    if record.get("status") not in ("ok", "failed"):
+        return f"status should be 'ok' or 'failed', not {record.get('status')!r:.40}"
+    return None
+
+
+def trial_problem(record: Any, n_slots: Optional[int] = None, ids: Optional[set] = None,
+                  bounds: Optional[tuple[float, float]] = None) -> Optional[str]:
+    """What is wrong with a record read back from ``trials.jsonl``, or None. With a
+    scenario's ``n_slots``, trial ``ids`` and search ``bounds`` (which the optimiser's
+    points must keep), a record must fit that scenario too."""
+    problem = _common_problem(record)
+    if problem:
+        return problem
+    if ids is not None and record["id"] not in ids:
+        return f"{record['id']!r} is not a trial of this scenario"
+    problem = _rates_problem(record.get("rates"), n_slots)
+    if problem:
+        return problem
+    if bounds is not None and record["method"] == "bayesft" and not all(
+            bounds[0] <= r <= bounds[1] for r in record["rates"]):
+        return f"rates {record['rates']!r:.60} lie outside the search bounds {list(bounds)}"
+    if record["status"] == "ok":
+        objective = record.get("objective")
+        if not _number(objective) or not 0 <= objective <= 1:
+            return f"objective should be a finite number in [0, 1], not {objective!r:.40}"
+    return None
+
+
+def final_problem(record: Any) -> Optional[str]:
+    """What is wrong with a record read back from ``final.jsonl``, or None."""
+    problem = _common_problem(record)
+    if problem:
+        return problem
+    problem = _rates_problem(record.get("rates"), None)
+    if problem:
+        return problem
+    if record["status"] == "ok":
+        rows = record.get("rows")
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            return "rows should be a list of test measurements"
+        for row in rows:
+            if not isinstance(row.get("preset"), str) or not all(
+                    _number(row.get(k)) for k in ("t_inference", "mean", "std", "p10", "p90")):
+                return f"a row should hold a preset, a time and finite accuracies, not {row!r:.60}"
+        if not _number(record.get("test_clean")):
+            return f"test_clean should be a finite number, not {record.get('test_clean')!r:.40}"
+    return None

@@ -6,13 +6,15 @@
 
 The run folder (default runs/<scenario name>, or --out) receives the scenario as given
 and as resolved, environment.json, trials.jsonl (one line per finished trial),
-final.jsonl, results.json and the plots. Exit codes: 0 done, 2 bad input (nothing run,
-nothing written), 130 interrupted (resume with --resume).
+final.jsonl, results.json and the plots. Exit codes: 0 done, 1 no results (every trial
+or final network failed; the reasons are counted), 2 bad input or a folder that cannot
+be written (nothing run, nothing lost), 130 interrupted (resume with --resume).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -65,7 +67,42 @@ def plan_line(scenario, plan) -> str:
             f"{_count(plan.n_trials, 'trial')}")
 
 
+class _Stdout:
+    """sys.stdout that outlives its reader: ``search.run ... | head -1`` closes the pipe
+    after one line, and the run must go on (its files are what matters), quietly."""
+
+    def __init__(self, stream):
+        self.stream, self.gone = stream, False
+
+    def write(self, text: str) -> int:
+        if not self.gone:
+            try:
+                return self.stream.write(text)
+            except BrokenPipeError:
+                self._gone()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.gone:
+            try:
+                self.stream.flush()
+            except BrokenPipeError:
+                self._gone()
+
+    def _gone(self) -> None:
+        self.gone = True
+        try:  # what Python's own exit would flush to the closed pipe goes nowhere instead
+            os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())
+        except (OSError, ValueError):
+            pass
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
 def main(argv=None) -> int:
+    if not isinstance(sys.stdout, _Stdout) and sys.stdout is not None:
+        sys.stdout = _Stdout(sys.stdout)
     args = parse_args(argv)
     args.argv = ["python", "-m", "search.run", *(sys.argv[1:] if argv is None else argv)]  # as run, for the record
     held: list = []  # the run folder, locked while this command writes it
@@ -104,6 +141,9 @@ def _main(args: argparse.Namespace, held: list) -> int:
         run_folder.prepare_folder(folder, args.resume, args.force)
         new_report = args.resume and run_folder.check_resumable(folder, scenario)
         run = Runner(scenario, folder, device=None, quiet=args.quiet)
+        if args.resume and folder.holds_run():
+            run.load_previous()
+            print(f"resuming {folder.path}: {len(run.done)} finished trial(s) kept")
     except ScenarioError as e:
         print(f"error: {e}".replace("\n", "\nerror: "), file=sys.stderr)
         return 2
@@ -119,10 +159,6 @@ def _main(args: argparse.Namespace, held: list) -> int:
     except (ConnectionError, OSError, TimeoutError, executors.ClusterError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    resuming = args.resume and folder.holds_run()
-    if resuming:
-        run.load_previous()
-        print(f"resuming {folder.path}: {len(run.done)} finished trial(s) kept")
     try:
         folder.path.mkdir(parents=True, exist_ok=True)
         folder.lock()
@@ -151,7 +187,16 @@ def _main(args: argparse.Namespace, held: list) -> int:
         print(f"\ninterrupted; finished trials are in {folder.path / 'trials.jsonl'}. "
               f"Continue with: {resume_command(args, folder.path)}", file=sys.stderr)
         return 130
-    paths = plot.plot_run(folder.path)
+    except ScenarioError as e:  # the folder stopped taking records: a full or read-only disk
+        print(f"\nerror: {e}; the finished trials are in {folder.path / 'trials.jsonl'}. "
+              f"Once it can be written, continue with: {resume_command(args, folder.path)}", file=sys.stderr)
+        return 2
+    try:
+        paths = plot.plot_run(folder.path)
+    except Exception as e:  # noqa: BLE001 - results.json is complete; a plot must not hide the table
+        paths = []
+        print(f"warning: the plots were not drawn ({type(e).__name__}: {e}); draw them later with "
+              f"python -m search.plot {shlex.quote(str(folder.path))}", file=sys.stderr)
     print()
     print(summary_table(results))
     if results["best_dropout"] is not None:
@@ -162,9 +207,23 @@ def _main(args: argparse.Namespace, held: list) -> int:
         print(note)
     if results["failed_trials"]:
         print(f"{results['failed_trials']} trial(s) failed; see 'reason' in trials.jsonl")
-    print(f"wrote {folder.path / 'results.json'} and {', '.join(p.name for p in paths)} "
+    print(f"wrote {folder.path / 'results.json'}{' and ' if paths else ''}{', '.join(p.name for p in paths)} "
           f"({results['seconds']:.0f} s)")
+    if not results["results"]:  # nothing was measured: not a success, whatever was written
+        print(f"error: no results: {failure_summary(run)}", file=sys.stderr)
+        return 1
     return 0
+
+
+def failure_summary(run) -> str:
+    """Why a run has no test numbers: its failed trials and final networks, by reason."""
+    failed = [r for r in [*run.done.values(), *run.finals.values()] if r.get("status") != "ok"]
+    counts: dict[str, int] = {}
+    for record in failed:
+        counts[str(record.get("reason"))] = counts.get(str(record.get("reason")), 0) + 1
+    reasons = "; ".join(f"{n} x {reason}" for reason, n in sorted(counts.items(), key=lambda kv: -kv[1])[:3])
+    total = len(run.done) + len(run.finals)
+    return f"{len(failed)} of {total} trials and final networks failed ({reasons or 'no reason recorded'})"
 
 
 if __name__ == "__main__":

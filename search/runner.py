@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from .executors import Executor
 from .folder import RunFolder
 from .plan import best_of_each_method, final_specs, loss_of, make_optimizer, make_plan
-from .records import FinalRecord, TrialRecord, TrialSpec
+from .records import FinalRecord, TrialRecord, TrialSpec, final_problem, trial_problem
 from .report import results
 from .schema import Scenario
 
@@ -61,10 +61,23 @@ class Runner:
             (self.folder.path / name).unlink(missing_ok=True)
 
     def load_previous(self) -> None:
-        for record in self.folder.read_jsonl("trials.jsonl", repair=True):
-            self.done[record["id"]] = record
-        for record in self.folder.read_jsonl("final.jsonl", repair=True):
-            self.finals[record["id"]] = record
+        """The records of an earlier start. Each is checked: a line that is not a record of
+        this scenario (damaged, edited, repeated) is moved to ``<file>.damaged`` and said,
+        and its trial or final network runs again."""
+        ids, slots = set(self.plan.ids), len(self.plan.slots)
+        trials, damaged = self.folder.read_records(
+            "trials.jsonl", lambda r: trial_problem(r, slots, ids, self.scenario.search.bounds), repair=True,
+            unique=True,
+        )
+        for entry in damaged:
+            self.log(f"{self.folder.path / 'trials.jsonl'}: line {entry.line}: {entry.problem}; "
+                     "moved to trials.jsonl.damaged, the trial runs again")
+        self.done = {record["id"]: record for record in trials}
+        finals, damaged = self.folder.read_records("final.jsonl", final_problem, repair=True)
+        for entry in damaged:
+            self.log(f"{self.folder.path / 'final.jsonl'}: line {entry.line}: {entry.problem}; "
+                     "moved to final.jsonl.damaged, the final network is tested again")
+        self.finals = {record["id"]: record for record in finals}
 
     def best_trials(self) -> dict[str, TrialRecord]:
         """The best trial of each method by its validation objective."""

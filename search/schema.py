@@ -32,20 +32,33 @@ from crossbar.common import did_you_mean, error_text
 from crossbar.durations import parse_duration, readable
 from crossbar.presets import builtin_preset
 
+#: Upper limits no real experiment reaches: a value beyond is a mistake (a unit, a typo).
+MAX_TIME = 1000 * 365 * 86400.0  # 1,000 years
+MAX_CHIPS = 100_000
+MAX_EPOCHS = 10_000
+MAX_TRIALS = 10_000
+
+
+def _time(value: Any) -> float:
+    seconds = parse_duration(value)
+    if seconds > MAX_TIME:
+        raise ValueError(f"{value!r} is more than 1,000 years; times are seconds since programming (or 1d, 1y, ...)")
+    return seconds
+
 
 def _times(values: Any) -> list[float]:
     if not isinstance(values, (list, tuple)):
         values = [values]
     if not values:
         raise ValueError("list at least one time")
-    times = [parse_duration(v) for v in values]
+    times = [_time(v) for v in values]
     repeated = sorted({t for t in times if times.count(t) > 1})
     if repeated:  # [86400, 1d]: one time counted twice in the objective, two columns of one time
         raise ValueError(f"each time once; listed more than once: {', '.join(readable(t) for t in repeated)}")
     return times
 
 
-Time = Annotated[float, BeforeValidator(parse_duration)]  # seconds, or a duration such as "1d"
+Time = Annotated[float, BeforeValidator(_time)]  # seconds, or a duration such as "1d"
 Times = Annotated[list[float], BeforeValidator(_times)]  # one time or a list of them
 PresetSpec = Union[str, dict[str, Any]]
 
@@ -61,7 +74,7 @@ def one_or_list(value: Any) -> Any:
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def _one_of(kind: str, valid: Callable[[], list[str]]) -> AfterValidator:
@@ -71,6 +84,17 @@ def _one_of(kind: str, valid: Callable[[], list[str]]) -> AfterValidator:
         return name
 
     return AfterValidator(check)
+
+
+_UNSAFE = re.compile(r'[\x00-\x1f/\\:*?"<>|]')
+
+
+def _safe_name(name: str) -> str:
+    """A scenario's name is the default run folder runs/<name>: one plain folder name."""
+    if not name.strip() or name.startswith(".") or _UNSAFE.search(name) or len(name) > 100:
+        raise ValueError(f"{name!r} cannot name a run folder (runs/<name>): use letters, digits, spaces and "
+                         "_ - + . ( ), not starting with '.', at most 100 characters; --out chooses any folder")
+    return name
 
 
 def full_preset(spec: PresetSpec) -> dict[str, Any]:
@@ -120,7 +144,9 @@ class Objective(Strict):
 
 
 class SearchSpec(Strict):
-    n_trials: int = Field(20, ge=1, description="trials of the Bayesian optimisation (and of random search)")
+    n_trials: int = Field(
+        20, ge=1, le=MAX_TRIALS, description="trials of the Bayesian optimisation (and of random search)"
+    )
     n_initial: int = Field(5, ge=1, description="random trials before the Gaussian process takes over")
     acq_func: Literal["gp_hedge", "EI", "PI", "LCB"] = "gp_hedge"
     bounds: tuple[float, float] = Field((0.0, 0.8), description="range of every dropout rate, within [0, 1)")
@@ -172,7 +198,7 @@ class Baselines(Strict):
 
 class Report(Strict):
     t_inference: Times = Field(default_factory=lambda: [1.0, 3600.0, 86400.0, 30 * 86400.0, 365 * 86400.0])
-    n_chips: int = Field(50, ge=1, description="chips per preset and time for the final test numbers")
+    n_chips: int = Field(50, ge=1, le=MAX_CHIPS, description="chips per preset and time for the final test numbers")
 
 
 class Variant(Strict):
@@ -189,11 +215,12 @@ class Execution(Strict):
     """Where trials run; the command line's --workers / --dask override these."""
 
     workers: int = Field(
-        1, ge=1, description="parallel trials: local processes, or LocalCluster workers with dask: local"
+        1, ge=1, le=1024, description="parallel trials: local processes, or LocalCluster workers with dask: local"
     )
     dask: Optional[str] = Field(None, description="'local' (a LocalCluster) or a scheduler address tcp://HOST:PORT")
     threads_per_trial: int = Field(
-        1, ge=1, description="torch threads of one trial, whatever runs it: results depend on it in the last bits"
+        1, ge=1, le=1024,
+        description="torch threads of one trial, whatever runs it: results depend on it in the last bits",
     )
 
     @field_validator("dask")
@@ -212,10 +239,10 @@ class Scenario(Strict):
     with every parameter (:func:`full_preset`); ``device`` is where torch runs.
     """
 
-    name: str = "scenario"
+    name: Annotated[str, AfterValidator(_safe_name)] = "scenario"
     description: str = ""
     mode: Literal["search", "study"] = "search"
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, lt=2**32, description="every random stream of the run comes from it")
     output: Optional[str] = Field(None, description="run folder (default runs/<name>)")
     device: str = Field("auto", description="auto (cuda if available), cpu, cuda or cuda:N")
     dataset: Annotated[DatasetSpec, BeforeValidator(_by_name)] = Field(default_factory=DatasetSpec)
@@ -225,10 +252,11 @@ class Scenario(Strict):
         ["reram_cmo"], min_length=1, alias="devices", validate_default=True, description="device presets"
     )
     t_inference: Times = Field([86400.0], description="times the objective is measured at")
-    n_chips: int = Field(20, ge=1, description="simulated chips per trial, preset and time")
-    batch_size: int = Field(512, ge=1, description="evaluation batch size")
+    n_chips: int = Field(20, ge=1, le=MAX_CHIPS, description="simulated chips per trial, preset and time")
+    batch_size: int = Field(512, ge=1, le=1_000_000, description="evaluation batch size")
     chunk_size: Optional[int] = Field(
-        None, ge=1, description="chips simulated at once (default: as many as fit in a quarter of free memory)"
+        None, ge=1, le=MAX_CHIPS,
+        description="chips simulated at once (default: as many as fit in a quarter of free memory)",
     )
     execution: Execution = Field(default_factory=Execution)
     objective: Objective = Field(default_factory=Objective)
