@@ -30,11 +30,11 @@ from .networks import (
     register,
     resolve_rates,
 )
-from .training import SMALL_STEP, HardwareAware, TrainConfig, TrainResult, accuracy, multiply_adds, train
+from .training import RAMP, SMALL_STEP, WARMUP, HardwareAware, TrainConfig, TrainResult, accuracy, multiply_adds, train
 
 __all__ = [
-    "ACTIVATIONS", "DATASETS", "MLP", "NORMS", "SMALL_STEP", "VGG", "Dataset", "DatasetNotFound", "DropoutNet",
-    "HardwareAware", "LeNet5", "ResNet", "Splits", "TrainConfig", "TrainResult", "accuracy", "build", "check_dataset",
-    "dataset_shape", "default_root", "list_datasets", "list_models", "load_checkpoint", "load_dataset", "multiply_adds",
-    "read_idx", "register", "resolve_rates", "save_checkpoint", "train", "write_idx",
+    "ACTIVATIONS", "DATASETS", "MLP", "NORMS", "RAMP", "SMALL_STEP", "VGG", "WARMUP", "Dataset", "DatasetNotFound",
+    "DropoutNet", "HardwareAware", "LeNet5", "ResNet", "Splits", "TrainConfig", "TrainResult", "accuracy", "build",
+    "check_dataset", "dataset_shape", "default_root", "list_datasets", "list_models", "load_checkpoint",
+    "load_dataset", "multiply_adds", "read_idx", "register", "resolve_rates", "save_checkpoint", "train", "write_idx"
 ]

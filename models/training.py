@@ -42,6 +42,10 @@ from crossbar.durations import parse_duration
 
 from .data import Splits
 
+#: Hardware-aware training's default schedule (see HardwareAware): the share of the
+#: epochs trained plainly first, and the share over which the noise then rises.
+WARMUP, RAMP = 0.5, 0.0
+
 #: Multiply-adds of a training step's forward pass below which training takes one
 #: thread (see :func:`train`'s ``threads``).
 SMALL_STEP = 10_000_000
@@ -49,7 +53,16 @@ SMALL_STEP = 10_000_000
 
 
 class HardwareAware(BaseModel):
-    """Weight noise of a crossbar preset injected during training."""
+    """Weight noise of a crossbar preset injected during training.
+
+    Each step, each crossbar weight ``w`` is replaced in the forward pass by
+    ``w + strength * (chip - w)``, ``chip`` being the weight a freshly drawn chip holds
+    at ``t_inference``; the gradient passes straight through to ``w``. The strength is
+    0 for the first ``warmup`` of the epochs (plain training: a network that already
+    classifies), then rises linearly to ``scale`` over the next ``ramp`` of them, and
+    stays there; the last epoch is always at full strength. The best epoch is chosen
+    among those at full strength.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
@@ -59,14 +72,31 @@ class HardwareAware(BaseModel):
     t_inference: Annotated[float, BeforeValidator(parse_duration)] = Field(
         86400.0, ge=0.0, description="time since programming whose weights are injected: seconds or a duration ('1d')"
     )
+    scale: float = Field(1.0, ge=0.0, le=10.0, description="the injected deviation times this: 0 plain, 1 the device's")
+    warmup: float = Field(WARMUP, ge=0.0, lt=1.0, description="share of the epochs trained plainly first")
+    ramp: float = Field(RAMP, ge=0.0, lt=1.0, description="share of the epochs over which the strength rises to scale")
 
     @model_validator(mode="after")
     def _check(self) -> "HardwareAware":
         self.resolved().check_time(self.t_inference)
+        if self.warmup + self.ramp >= 1.0:
+            raise ValueError(f"warmup + ramp ({self.warmup:g} + {self.ramp:g}) must leave epochs at full strength "
+                             "(below 1)")
         return self
 
     def resolved(self) -> crossbar.Preset:
         return crossbar.resolve_preset(self.preset)
+
+    def strength(self, epoch: int, epochs: int) -> float:
+        """The noise strength of ``epoch`` (from 1) of ``epochs``."""
+        done = (epoch - 1) / epochs
+        if epoch >= epochs:  # the last epoch is at full strength, however few there are
+            return self.scale
+        if done < self.warmup:
+            return 0.0
+        if self.ramp > 0 and done < self.warmup + self.ramp:
+            return self.scale * (done - self.warmup + 1 / epochs) / self.ramp
+        return self.scale
 
 
 class TrainConfig(BaseModel):
@@ -229,6 +259,7 @@ def train(
         bar = tqdm(range(1, config.epochs + 1), desc=desc, unit="epoch", disable=not progress, leave=False)
         for epoch in bar:
             model.train()
+            strength = hwa.strength(epoch, config.epochs) if hwa is not None else 0.0
             perm = torch.randperm(len(y_train), generator=order)
             total, count = 0.0, 0
             for i in range(0, len(y_train), config.batch_size):
@@ -236,7 +267,7 @@ def train(
                 if len(idx) < 2 and count:  # a batch of one breaks batch norm; it is dropped
                     continue
                 x, y = x_train[idx].to(dev), y_train[idx].to(dev)
-                if preset is None:
+                if preset is None or strength == 0:
                     out = model(x)
                 else:
                     noisy = {}
@@ -246,7 +277,8 @@ def train(
                             derive_seed(seed, Stream.HARDWARE_AWARE, layer, 0, step),
                             compensate=True,
                         )[0]
-                        noisy[name] = weight + (chip - weight).detach()  # straight-through gradient
+                        deviation = (chip - weight).detach()  # straight-through gradient
+                        noisy[name] = weight + (deviation if strength == 1 else strength * deviation)
                     out = functional_call(model, noisy, (x,))
                 loss = nn.functional.cross_entropy(out, y)
                 if not torch.isfinite(loss):
@@ -263,14 +295,17 @@ def train(
             if not ok:
                 break
             record = {"epoch": epoch, "loss": total / max(1, count), "lr": optimizer.param_groups[0]["lr"]}
+            if hwa is not None:
+                record["noise_strength"] = strength
             if val is not None:
                 record["val_accuracy"] = accuracy(model, val)
-                if record["val_accuracy"] > best_acc:
+                eligible = hwa is None or strength == hwa.scale  # a robust network: trained at full strength
+                if eligible and record["val_accuracy"] > best_acc:
                     best_acc, best_epoch = record["val_accuracy"], epoch
                     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             history.append(record)
             bar.set_postfix({k: round(v, 4) for k, v in record.items() if k in ("loss", "val_accuracy")})
-            if config.patience is not None and val is not None and epoch - best_epoch >= config.patience:
+            if config.patience is not None and val is not None and best_epoch and epoch - best_epoch >= config.patience:
                 break
         bar.close()
 
