@@ -23,14 +23,17 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
-# The CPU benchmarks, about 25 minutes on 2 cores; each script also runs on its own (docs/performance.md).
+# The CPU benchmarks, about an hour on 2 cores; each script also runs on its own (docs/performance.md,
+# docs/results.md).
 bench: $(STAMP)
 	$(PY) bench/mc_eval.py
 	$(PY) bench/periphery_profile.py
 	$(PY) bench/cnn_eval.py
 	$(PY) bench/train_speed.py
 	$(PY) bench/parallel_trials.py
+	$(PY) bench/hardware_aware.py
 	$(PY) bench/search_efficiency.py
+	$(PY) bench/methods_over_seeds.py
 
 venv: $(STAMP)
 

@@ -4,9 +4,11 @@
 
 For each seed, on the default scenario (same data split, training and validation chips
 for both methods): the best validation objective of skopt's Gaussian-process search
-after --bo-trials trials, and of random search (uniform in the same bounds) after
---random-trials. Target: the Bayesian search at least as good as random search in
-median over seeds. Trials run through search.trial.run_trial, as in a real run.
+after --bo-trials trials (which, as in a run, also learns from the baselines' trials
+that are points of its space; --set search.warm_start=false turns that off), and of
+random search (uniform in the same space) after --random-trials. Target: the Bayesian
+search at least as good as random search in median over seeds. Trials run through
+search.trial.run_trial, as in a real run.
 """
 
 from __future__ import annotations
@@ -18,18 +20,27 @@ from pathlib import Path
 
 from search.config import load_scenario
 from search.methods import METHODS, bayesft_id
-from search.plan import loss_of, make_optimizer
+from search.plan import loss_of, make_optimizer, make_plan, warm_points
+from search.space import spec_of
 from search.trial import run_trial
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def best_of_search(plain: dict, scenario, n_trials: int) -> list[float]:
-    optimizer = make_optimizer(scenario, len(scenario.slots()))
+    """The search's best validation objective after each of its trials; as in a run, it
+    first learns from the baselines' trials that are points of its space (search.warm_start)."""
+    plan = make_plan(scenario)
+    warm = warm_points(scenario, plan)
+    optimizer = make_optimizer(scenario, len(warm))
+    for trial_id, spec in plan.trials:
+        if trial_id in warm:
+            optimizer.tell(warm[trial_id], loss_of(run_trial(plain, spec)))
+    dims = scenario.dimensions()
     best, curve = 0.0, []
     for i in range(n_trials):
         x = [float(v) for v in optimizer.ask()]
-        record = run_trial(plain, {"id": bayesft_id(i + 1), "method": "bayesft", "rates": x})
+        record = run_trial(plain, {"id": bayesft_id(i + 1), "method": "bayesft", **spec_of(dims, x)})
         optimizer.tell(x, loss_of(record))
         best = max(best, -loss_of(record))
         curve.append(best)
@@ -51,6 +62,8 @@ def main() -> None:
     parser.add_argument("--bo-trials", type=int, default=15)
     parser.add_argument("--random-trials", type=int, default=30)
     parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument("--skip-random", action="store_true",
+                        help="the Bayesian search only (random search does not depend on its settings)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="scenario overrides, as for search.run (e.g. search.acq_func=EI)")
     args = parser.parse_args()
@@ -64,7 +77,8 @@ def main() -> None:
         t0 = time.perf_counter()
         bo = best_of_search(plain, scenario, args.bo_trials)
         t1 = time.perf_counter()
-        rnd = best_of_random(plain, scenario, args.random_trials)
+        rnd = [float("nan")] * args.random_trials if args.skip_random else best_of_random(plain, scenario,
+                                                                                          args.random_trials)
         t2 = time.perf_counter()
         rows.append((seed, bo, rnd, t1 - t0, t2 - t1))
         print(f"seed {seed}: BayesFT best after {args.bo_trials} = {bo[-1]:.4f} ({t1 - t0:.0f} s); random best after "

@@ -89,7 +89,14 @@ class RunFolder:
             self._lock_fd = None
 
     def holds_run(self) -> bool:
-        return any((self.path / name).exists() for name in ("trials.jsonl", "final.jsonl", "results.json"))
+        """It holds a run's records (its own, or a repeat's in a ``seed-<n>/`` sub-folder)."""
+        marks = ("trials.jsonl", "final.jsonl", "results.json")
+        return any((self.path / name).exists() for name in marks) or any(
+            RunFolder(sub).holds_run() for sub in self.repeats())
+
+    def repeats(self) -> list[Path]:
+        """The ``seed-<n>/`` sub-folders of a run repeated over seeds."""
+        return sorted(p for p in self.path.glob("seed-*") if p.is_dir()) if self.path.is_dir() else []
 
     def clear(self) -> None:
         for name in RUN_FILES + PLOT_FILES:  # only what a run writes: other files are the user's
@@ -97,13 +104,19 @@ class RunFolder:
                 (self.path / name).unlink(missing_ok=True)
             except OSError as e:
                 raise ScenarioError(f"cannot start over in {self.path}: {name}: {e.strerror or e}") from None
+        for sub in self.repeats():
+            RunFolder(sub).clear()
+            if not any(sub.iterdir()):
+                sub.rmdir()
 
     def foreign_files(self) -> list[str]:
         """Names in the folder that a run does not write (hidden files aside)."""
         if not self.path.is_dir():
             return []
         ours = set(RUN_FILES + PLOT_FILES)
-        return sorted(p.name for p in self.path.iterdir() if p.name not in ours and not p.name.startswith("."))
+        repeats = set(self.repeats())
+        return sorted(p.name for p in self.path.iterdir()
+                      if p.name not in ours and not p.name.startswith(".") and p not in repeats)
 
     def read_records(
         self, name: str, problem: Optional[Callable[[Any], Optional[str]]] = None, repair: bool = False,

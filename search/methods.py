@@ -15,6 +15,7 @@ from skopt.space import Real, Space
 
 from .records import TrialSpec
 from .schema import Scenario
+from .space import spec_of
 
 #: ``(id, spec)`` of each planned trial; a spec of None is the optimiser's next proposal.
 Planned = list[tuple[str, Optional[TrialSpec]]]
@@ -72,9 +73,9 @@ def _uniform(scenario: Scenario, slots: list[str]) -> Planned:
 def _random(scenario: Scenario, slots: list[str]) -> Planned:
     if not scenario.baselines.random:
         return []
-    lo, hi = scenario.search.bounds
-    points = Space([Real(lo, hi) for _ in slots]).rvs(scenario.search.n_trials, random_state=scenario.seed + 1)
-    return [(f"random-{i + 1:03d}", {"id": f"random-{i + 1:03d}", "method": "random", "rates": [float(v) for v in x]})
+    dims = scenario.dimensions()
+    points = Space([Real(d.low, d.high) for d in dims]).rvs(scenario.search.n_trials, random_state=scenario.seed + 1)
+    return [(f"random-{i + 1:03d}", {"id": f"random-{i + 1:03d}", "method": "random", **spec_of(dims, x)})
             for i, x in enumerate(points)]
 
 
@@ -89,7 +90,7 @@ def _hardware_aware(scenario: Scenario, slots: list[str]) -> Planned:
 METHODS: dict[str, Method] = {
     m.id: m
     for m in (
-        Method("bayesft", "BayesFT (dropout search)", "tab:red", _bayesft, order=1, search=True, shows_rates=True),
+        Method("bayesft", "BayesFT (Bayesian search)", "tab:red", _bayesft, order=1, search=True, shows_rates=True),
         Method("erm", "no dropout (ERM)", "tab:gray", _erm, reference="--"),
         Method("uniform", "best uniform dropout", "tab:blue", _uniform, shows_rates=True, reference=":"),
         Method("random", "random search", "tab:green", _random, order=2, search=True, shows_rates=True),

@@ -11,6 +11,7 @@ from skopt.space import Real
 from .methods import METHODS, Planned
 from .records import TrialRecord, TrialSpec
 from .schema import Scenario
+from .space import TRAINING, point_of
 
 
 @dataclass
@@ -42,13 +43,43 @@ def make_plan(scenario: Scenario) -> Plan:
     return plan
 
 
-def make_optimizer(scenario: Scenario, n_slots: int) -> Optimizer:
-    lo, hi = scenario.search.bounds
+def warm_points(scenario: Scenario, plan: Plan) -> dict[str, list[float]]:
+    """The baselines' trials that are points of the search space, by trial id (empty
+    without ``search.warm_start``): no dropout and each uniform rate (at ``hwa_scale`` 0),
+    and hardware-aware training (``hwa_scale`` 1, when the baseline's noise is the one
+    ``hwa_scale`` injects); those within the space's bounds. The optimiser learns from
+    them as from its own trials, besides its ``n_initial`` random ones: they are trained
+    anyway, and they tell it early where the space is poor."""
+    if not scenario.search.warm_start or scenario.mode == "study":
+        return {}
+    dims = scenario.dimensions()
+    names = [d.name for d in dims if not d.dropout]
+    hwa = scenario.hardware_aware_config()
+    hwa_is_a_point = "hwa_scale" in names and hwa is not None and hwa == scenario.trained_with(1.0)
+    points = {}
+    for trial_id, spec in plan.trials:
+        if spec is None or spec["method"] not in ("erm", "uniform", "hardware_aware"):
+            continue
+        if spec.get("hardware_aware") and not hwa_is_a_point:
+            continue
+        training = {name: 0.0 for name in names}
+        if spec.get("hardware_aware"):
+            training["hwa_scale"] = 1.0
+        point = point_of(dims, {**spec, **training})
+        if all(d.low <= v <= d.high for d, v in zip(dims, point)):
+            points[trial_id] = point
+    return points
+
+
+def make_optimizer(scenario: Scenario, n_warm: int = 0) -> Optimizer:
+    """The Bayesian optimiser over the scenario's search space; ``n_warm`` points of
+    :func:`warm_points` will be told besides its own ``n_initial`` random ones."""
     return Optimizer(
-        [Real(lo, hi) for _ in range(n_slots)],
+        [Real(d.low, d.high, name=d.name) for d in scenario.dimensions()],
         base_estimator="GP",
         acq_func=scenario.search.acq_func,
-        n_initial_points=scenario.search.n_initial,
+        n_initial_points=scenario.search.n_initial + n_warm,
+        acq_func_kwargs={"xi": scenario.search.xi, "kappa": scenario.search.kappa},
         initial_point_generator="random",
         random_state=scenario.seed,
     )
@@ -90,6 +121,7 @@ def final_specs(scenario: Scenario, trials: dict[str, TrialRecord]) -> tuple[lis
             spec: TrialSpec = {"id": f"final-{method}", "method": method, "rates": trial["rates"], "trial": trial["id"]}
             if trial.get("hardware_aware"):
                 spec["hardware_aware"] = True
+            spec.update({name: trial[name] for name in TRAINING if name in trial})
             specs.append(spec)
         elif any(r["method"] == method for r in trials.values()):
             failed.append(method)

@@ -9,7 +9,8 @@
   run of several presets only).
 - convergence.png: the search's best validation objective so far against random search,
   the baselines' objectives, the digital validation accuracy and chance.
-- dropout_rates.png: the dropout rate chosen for each layer.
+- dropout_rates.png: the point each method chose: the dropout rate of each layer, and
+  each training dimension of the space (hwa_scale) in a panel of its own.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import numpy as np
 from crossbar.durations import readable
 
 from .methods import METHODS, SEARCH_METHODS, color, label
+from .space import TRAINING
 
 
 def _plt():
@@ -60,8 +62,8 @@ def _same_numbers(results: dict) -> dict[str, str]:
     first: dict[tuple, str] = {}
     labels: dict[str, str] = {}
     for method in results["methods"]:
-        rows = sorted((r["preset"], r["t_inference"], r["mean"], r["p10"], r["p90"])
-                      for r in results["results"] if r["method"] == method)
+        rows = sorted((r["preset"], r["t_inference"], r["mean"], r.get("p10", r.get("ci_low")),
+                       r.get("p90", r.get("ci_high"))) for r in results["results"] if r["method"] == method)
         key = tuple(rows)
         if rows and key in first:
             labels[first[key]] += f" = {_label(results, method)}"
@@ -150,6 +152,8 @@ def _accuracy_vs_time_figure(results: dict):
     labels = _same_numbers(results)
     methods = list(labels)
     single = multi = False
+    over_seeds = results.get("band") == "ci"  # a summary over seeds: the band is the mean's interval
+    band_keys = ("ci_low", "ci_high") if over_seeds else ("p10", "p90")
     for ax, preset in zip(axes.flat, presets):
         times = sorted({r["t_inference"] for r in results["results"] if r["preset"] == preset})
         at = _log_position(times)
@@ -161,7 +165,7 @@ def _accuracy_vs_time_figure(results: dict):
                 continue
             t = np.array([at(r["t_inference"]) for r in data])
             mean = np.array([r["mean"] for r in data])
-            lo, hi = np.array([r["p10"] for r in data]), np.array([r["p90"] for r in data])
+            lo, hi = (np.array([r[k] for r in data]) for k in band_keys)
             color_ = color(method, list(results["methods"]).index(method))  # as in the other plots
             if len(t) == 1:
                 single = True
@@ -177,15 +181,19 @@ def _accuracy_vs_time_figure(results: dict):
         ax.set_title(preset)
         ax.grid(True, alpha=0.3)
         ax.set_ylabel("test accuracy")
-        _references(ax, results, "test_clean")
+        _references(ax, results, "test_clean_mean" if over_seeds else "test_clean")
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
     handles, labels = axes.flat[0].get_legend_handles_labels()
-    n_chips = results["results"][0]["n_chips"] if results["results"] else 0
     shown = {(True, False): "line = mean, band", (False, True): "point = mean, bar"}.get(
         (multi, single), "line or point = mean, band or bar")
-    fig.suptitle(f"{results['scenario']}: test accuracy against time since programming\n"
-                 f"{n_chips} chips per point: {shown} = 10th to 90th percentile chip")
+    if over_seeds:
+        n = len(results["seeds"])
+        what = f"{n} seeds per point: {shown} = {results['confidence']:.0%} interval of the mean over seeds"
+    else:
+        n_chips = results["results"][0]["n_chips"] if results["results"] else 0
+        what = f"{n_chips} chips per point: {shown} = 10th to 90th percentile chip"
+    fig.suptitle(f"{results['scenario']}: test accuracy against time since programming\n{what}")
     fig.legend(handles, labels, loc="outside lower center", ncol=_legend_columns(width, labels), frameon=False)
     return fig
 
@@ -275,14 +283,21 @@ def _convergence_figure(results: dict, trials: list[dict]):
 
 
 def plot_dropout_rates(results: dict, out: Path) -> Path:
-    return _save(_dropout_rates_figure(results), out / "dropout_rates.png")
+    return _save(_dropout_rates_figure(results), out / "dropout_rates.png", layout=False)
 
 
 def _dropout_rates_figure(results: dict):
+    """The point each method chose: its dropout rate per slot, against the search bounds,
+    and beside them each training dimension of the space (hwa_scale, ...) on its own axis."""
     plt = _plt()
     slots = results["slots"]
     shown = [m.id for m in METHODS.values() if m.shows_rates and m.id in results["methods"]]
-    fig, ax = plt.subplots(figsize=(max(5.5, 0.9 * len(slots) + 2), 4))
+    space = results.get("space") or {}
+    training = [name for name in TRAINING if name in space]
+    widths = [max(5.5, 0.9 * len(slots) + 2)] + [1.2 + 0.5 * len(shown)] * len(training)
+    fig, axes = plt.subplots(1, 1 + len(training), figsize=(sum(widths), 4.2), squeeze=False,
+                             gridspec_kw={"width_ratios": widths}, layout="constrained")
+    ax = axes[0, 0]
     width = 0.8 / max(1, len(shown))
     for i, method in enumerate(shown):
         rates = results["methods"][method]["rates"]
@@ -305,9 +320,23 @@ def _dropout_rates_figure(results: dict):
                 ax.axhline(bound, color="black", linestyle="--", linewidth=1)
         ax.annotate(f"search bounds: {bounds[0]:g} to {bounds[1]:g}", (0.0, bounds[1]),
                     xycoords=("axes fraction", "data"), xytext=(4, 3), textcoords="offset points", fontsize=8)
-    ax.set_title(f"{results['scenario']}: chosen dropout rate per layer")
     ax.grid(True, axis="y", alpha=0.3)
-    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=len(shown), frameon=False)
+    for ax_t, name in zip(axes[0, 1:], training):
+        lo, hi = space[name]
+        values = [results["methods"][m].get(name, 0.0) for m in shown]
+        ax_t.bar(np.arange(len(shown)), values, 0.7, color=[color(m, 0) for m in shown])
+        for xi, (method, value) in enumerate(zip(shown, values)):  # the value, and a bar of 0 made visible
+            ax_t.text(xi, value + 0.01 * hi, f"{value:.2f}", ha="center", va="bottom", fontsize=7,
+                      color=color(method, 0))
+        ax_t.set_xticks([])
+        ax_t.set_ylim(0, 1.15 * hi)
+        ax_t.axhline(hi, color="black", linestyle="--", linewidth=1)
+        ax_t.set_title(name, fontsize=10)
+        ax_t.set_xlabel(f"searched in [{lo:g}, {hi:g}]")
+        ax_t.grid(True, axis="y", alpha=0.3)
+    what = "point of the search space" if training else "dropout rate per layer"
+    fig.suptitle(f"{results['scenario']}: chosen {what}")
+    fig.legend(*ax.get_legend_handles_labels(), fontsize=8, loc="outside lower center", ncol=len(shown), frameon=False)
     return fig
 
 
@@ -366,6 +395,8 @@ def plot_run(run_dir: Path) -> list[Path]:
     except json.JSONDecodeError as e:
         raise ValueError(f"{results_path}: not valid JSON ({e}); the run folder is damaged") from None
     paths = []
+    if "seeds" in results:  # a summary over seeds: each seed's folder has the rest
+        return [plot_accuracy_vs_time(results, run_dir)] if results["results"] else []
     if results["results"]:
         paths.append(plot_accuracy_vs_time(results, run_dir))
         if len(results["presets"]) > 1:

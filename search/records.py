@@ -18,7 +18,8 @@ class TrialSpec(TypedDict, total=False):
     id: str  # unique in the run: erm, uniform-0.2, bayesft-001, random-003, final-bayesft, ...
     method: str  # a search.methods id, or a study variant's label
     rates: Rates  # one dropout rate per slot (a study variant may give one rate or a mapping)
-    hardware_aware: bool  # train with the scenario's hardware-aware noise
+    hardware_aware: bool  # train with the scenario's hardware-aware noise (the baseline's)
+    hwa_scale: float  # a search dimension: train with the objective's device noise at this strength
     model: dict[str, Any]  # study: changes to the scenario's network
     trial: str  # final: the id of the trial whose rates it trains again
     stage: str  # "final": a test measurement (run_final), else a search trial
@@ -87,10 +88,10 @@ def _common_problem(record: Any) -> Optional[str]:
 
 
 def trial_problem(record: Any, n_slots: Optional[int] = None, ids: Optional[set] = None,
-                  bounds: Optional[tuple[float, float]] = None) -> Optional[str]:
+                  dims: Optional[list] = None) -> Optional[str]:
     """What is wrong with a record read back from ``trials.jsonl``, or None. With a
-    scenario's ``n_slots``, trial ``ids`` and search ``bounds`` (which the optimiser's
-    points must keep), a record must fit that scenario too."""
+    scenario's ``n_slots``, trial ``ids`` and search space ``dims`` (which the search
+    trials' points must keep), a record must fit that scenario too."""
     problem = _common_problem(record)
     if problem:
         return problem
@@ -99,9 +100,12 @@ def trial_problem(record: Any, n_slots: Optional[int] = None, ids: Optional[set]
     problem = _rates_problem(record.get("rates"), n_slots)
     if problem:
         return problem
-    if bounds is not None and record["method"] == "bayesft" and not all(
-            bounds[0] <= r <= bounds[1] for r in record["rates"]):
-        return f"rates {record['rates']!r:.60} lie outside the search bounds {list(bounds)}"
+    if dims is not None and record["method"] in ("bayesft", "random"):
+        from .space import in_space
+
+        problem = in_space(dims, record)
+        if problem:
+            return problem
     if record["status"] == "ok":
         objective = record.get("objective")
         if not _number(objective) or not 0 <= objective <= 1:

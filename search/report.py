@@ -10,6 +10,7 @@ from .methods import label
 from .plan import best_of_each_method
 from .records import FinalRecord, TrialRecord
 from .schema import Scenario
+from .space import TRAINING, point_of
 
 
 def results(scenario: Scenario, slots: list[str], trials: dict[str, TrialRecord], finals: dict[str, FinalRecord],
@@ -30,6 +31,7 @@ def results(scenario: Scenario, slots: list[str], trials: dict[str, TrialRecord]
             "status": record["status"],
             "reason": record.get("reason"),
             "rates": rate_map,
+            **{name: record[name] for name in TRAINING if name in record},
             "hardware_aware": bool(record.get("hardware_aware")),
             "trial": record.get("trial"),
             "val_objective": val.get("objective"),
@@ -40,6 +42,7 @@ def results(scenario: Scenario, slots: list[str], trials: dict[str, TrialRecord]
             rows.append({"method": method, **row})
     done = list(trials.values())
     best = best_of_each_method(done).get("bayesft")
+    dims = scenario.dimensions() if scenario.mode == "search" else []
     _, n_classes = scenario.data_shape()
     return {
         "scenario": scenario.name,
@@ -48,7 +51,9 @@ def results(scenario: Scenario, slots: list[str], trials: dict[str, TrialRecord]
         "bounds": list(scenario.search.bounds),
         "n_classes": n_classes,
         "best_dropout": dict(zip(slots, best["rates"])) if best else None,
+        "best_point": ({d.name: v for d, v in zip(dims, point_of(dims, best))} if best else None),
         "best_objective": best["objective"] if best else None,
+        "space": {d.name: [d.low, d.high] for d in dims},
         "objective": scenario.objective.model_dump(),
         "objective_times": scenario.t_inference,
         "presets": [p["name"] for p in scenario.presets],

@@ -36,6 +36,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="run N trials at once in local processes (with --dask local: N LocalCluster workers)")
     parser.add_argument("--dask", metavar="ADDRESS",
                         help="run trials on Dask: 'local' starts a LocalCluster, tcp://HOST:PORT joins a scheduler")
+    parser.add_argument("--seeds", metavar="SEEDS",
+                        help="repeat the experiment once per seed (0-4, or 0,2,5), each in a sub-folder, and "
+                             "summarise over seeds with confidence intervals")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser.parse_args(argv)
 
@@ -46,7 +49,8 @@ def resume_command(args: argparse.Namespace, out: Path) -> str:
     parts = [str(args.scenario), "--out", str(out)]
     for item in args.overrides:
         parts += ["--set", item]
-    for flag, value in (("--device", args.device), ("--workers", args.workers), ("--dask", args.dask)):
+    for flag, value in (("--device", args.device), ("--workers", args.workers), ("--dask", args.dask),
+                        ("--seeds", args.seeds)):
         if value is not None:
             parts += [flag, str(value)]
     return "python -m search.run " + shlex.join(parts + ["--quiet"] * args.quiet + ["--resume"])
@@ -123,33 +127,53 @@ def _main(args: argparse.Namespace, held: list) -> int:
         print("error: --resume continues a run and --force starts over; choose one", file=sys.stderr)
         return 2
     overrides = list(args.overrides)
-    if args.device:
-        overrides.append(f"device={args.device}")
-    if args.workers is not None:
-        overrides.append(f"execution.workers={args.workers}")
-    if args.dask is not None:
-        overrides.append(f"execution.dask={args.dask}")
+    for flag, key in ((args.device, "device"), (args.workers, "execution.workers"), (args.dask, "execution.dask"),
+                      (args.seeds, "seeds")):
+        if flag is not None:
+            overrides.append(f"{key}={flag}")
     try:
         scenario, raw = load_scenario(args.scenario, overrides)
         if args.out is not None:
             scenario = scenario.model_copy(update={"output": str(args.out)})
         from . import folder as run_folder  # heavy imports (skopt) only once the scenario is valid
-        from .runner import Runner
 
         folder = run_folder.RunFolder(scenario.output_dir())
         held.append(folder)
         run_folder.prepare_folder(folder, args.resume, args.force)
         new_report = args.resume and run_folder.check_resumable(folder, scenario)
-        run = Runner(scenario, folder, device=None, quiet=args.quiet)
-        if args.resume and folder.holds_run():
-            run.load_previous()
-            print(f"resuming {folder.path}: {len(run.done)} finished trial(s) kept")
+        if scenario.seeds is not None:
+            return _repeats(args, scenario, raw, folder, held)
+        run = _runner(args, scenario, folder)
     except ScenarioError as e:
         print(f"error: {e}".replace("\n", "\nerror: "), file=sys.stderr)
         return 2
+    code, results = _execute(args, scenario, raw, folder, run, new_report)
+    if results is None:
+        return code
+    _report(scenario, run, results, folder, _plot(folder))
+    if not results["results"]:  # nothing was measured: not a success, whatever was written
+        print(f"error: no results: {failure_summary(run)}", file=sys.stderr)
+        return 1
+    return 0
 
-    from . import executors, plot
-    from .report import feasibility_note, summary_table
+
+def _runner(args: argparse.Namespace, scenario, folder):
+    """The runner of one run folder, with what an earlier start finished."""
+    from .runner import Runner
+
+    run = Runner(scenario, folder, device=None, quiet=args.quiet)
+    if args.resume and folder.holds_run():
+        run.load_previous()
+        print(f"resuming {folder.path}: {len(run.done)} finished trial(s) kept")
+    return run
+
+
+def _execute(args: argparse.Namespace, scenario, raw: dict, folder, run, new_report: bool, header: bool = True):
+    """Write the folder's scenario files and run its trials and final networks:
+    ``(exit code, results)``, results None when the run did not finish."""
+    from . import executors
+    from . import folder as run_folder
+    from .config import ScenarioError
     from .trial import trial_device
 
     device = str(trial_device(scenario))
@@ -158,7 +182,7 @@ def _main(args: argparse.Namespace, held: list) -> int:
         executor = executors.make_executor(run.plain, execution.workers, execution.dask, progress=not args.quiet)
     except (ConnectionError, OSError, TimeoutError, executors.ClusterError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return 2, None
     try:
         folder.path.mkdir(parents=True, exist_ok=True)
         folder.lock()
@@ -169,39 +193,52 @@ def _main(args: argparse.Namespace, held: list) -> int:
     except ScenarioError as e:  # another process made and locked the folder meanwhile
         executor.close()
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return 2, None
     except OSError as e:
         executor.close()
         print(f"error: cannot write the output folder {folder.path}: {e.strerror or e}", file=sys.stderr)
-        return 2
-    print(f"{scenario.name}: {plan_line(scenario, run.plan)}, "
-          f"devices {', '.join(p['name'] for p in scenario.presets)}, device {device}; writing to {folder.path}")
-    for note in scenario.notes():
-        print(f"note: {note}")
+        return 2, None
+    if header:
+        print(f"{scenario.name}: {plan_line(scenario, run.plan)}, "
+              f"devices {', '.join(p['name'] for p in scenario.presets)}, device {device}; writing to {folder.path}")
+        for note in scenario.notes():
+            print(f"note: {note}")
     if executor.name != "sequential":
         print(f"trials run on {executor.name}: {executor.capacity} at a time")
+    top = folder.path.parent if scenario.seed_of_repeat is not None else folder.path
     try:
-        results = run.run(executor)
+        return 0, run.run(executor)
     except KeyboardInterrupt:
         executor.close()
         print(f"\ninterrupted; finished trials are in {folder.path / 'trials.jsonl'}. "
-              f"Continue with: {resume_command(args, folder.path)}", file=sys.stderr)
-        return 130
+              f"Continue with: {resume_command(args, top)}", file=sys.stderr)
+        return 130, None
     except ScenarioError as e:  # the folder stopped taking records: a full or read-only disk
         print(f"\nerror: {e}; the finished trials are in {folder.path / 'trials.jsonl'}. "
-              f"Once it can be written, continue with: {resume_command(args, folder.path)}", file=sys.stderr)
-        return 2
+              f"Once it can be written, continue with: {resume_command(args, top)}", file=sys.stderr)
+        return 2, None
+
+
+def _plot(folder) -> list:
+    from . import plot
+
     try:
-        paths = plot.plot_run(folder.path)
+        return plot.plot_run(folder.path)
     except Exception as e:  # noqa: BLE001 - results.json is complete; a plot must not hide the table
-        paths = []
         print(f"warning: the plots were not drawn ({type(e).__name__}: {e}); draw them later with "
               f"python -m search.plot {shlex.quote(str(folder.path))}", file=sys.stderr)
+        return []
+
+
+def _report(scenario, run, results: dict, folder, paths: list) -> None:
+    from .report import feasibility_note, summary_table
+
     print()
     print(summary_table(results))
-    if results["best_dropout"] is not None:
-        rates = ", ".join(f"{k} {v:.2f}" for k, v in results["best_dropout"].items())
-        print(f"\nbest dropout rates (validation objective {results['best_objective']:.4f}): {rates}")
+    if results["best_point"] is not None:
+        point = ", ".join(f"{k} {v:.2f}" for k, v in results["best_point"].items())
+        what = "dropout rates" if results["best_point"].keys() == results["best_dropout"].keys() else "point"
+        print(f"\nbest {what} (validation objective {results['best_objective']:.4f}): {point}")
     note = feasibility_note(scenario, run.done.values())
     if note:
         print(note)
@@ -209,10 +246,73 @@ def _main(args: argparse.Namespace, held: list) -> int:
         print(f"{results['failed_trials']} trial(s) failed; see 'reason' in trials.jsonl")
     print(f"wrote {folder.path / 'results.json'}{' and ' if paths else ''}{', '.join(p.name for p in paths)} "
           f"({results['seconds']:.0f} s)")
-    if not results["results"]:  # nothing was measured: not a success, whatever was written
-        print(f"error: no results: {failure_summary(run)}", file=sys.stderr)
+
+
+def _repeats(args: argparse.Namespace, scenario, raw: dict, folder, held: list) -> int:
+    """The experiment once per seed, each in ``seed-<n>/``, then the summary over seeds."""
+    from . import folder as run_folder
+    from .config import ScenarioError
+    from .summary import paired_lines, summarise, summary_table
+    from .trial import trial_device
+
+    seeds = scenario.seeds
+    try:
+        folder.path.mkdir(parents=True, exist_ok=True)
+        folder.lock()
+        run_folder.write_scenario_files(folder, raw, scenario, str(trial_device(scenario)), args.argv)
+    except (ScenarioError, OSError) as e:
+        print(f"error: {e if isinstance(e, ScenarioError) else f'cannot write {folder.path}: {e.strerror or e}'}",
+              file=sys.stderr)
+        return 2
+    print(f"{scenario.name}: {len(seeds)} repeats (seeds {', '.join(map(str, seeds))}) of: "
+          f"{plan_line(scenario, None if scenario.mode == 'study' else _plan(scenario))}, devices "
+          f"{', '.join(p['name'] for p in scenario.presets)}; writing to {folder.path}")
+    for note in scenario.notes():
+        print(f"note: {note}")
+    per_seed = {}
+    for seed in seeds:
+        replicate = scenario.replicate(seed, folder.path)
+        sub = run_folder.RunFolder(replicate.output_dir())
+        held.append(sub)
+        try:
+            run_folder.prepare_folder(sub, args.resume, args.force)
+            new_report = args.resume and run_folder.check_resumable(sub, replicate)
+            run = _runner(args, replicate, sub)
+        except ScenarioError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        print(f"seed {seed}: {sub.path}")
+        code, results = _execute(args, replicate, {**raw, "seed": seed, "seeds": None}, sub, run, new_report,
+                                 header=False)
+        if results is None:
+            return code
+        _plot(sub)
+        per_seed[seed] = results
+    summary = summarise(per_seed)
+    try:
+        folder.write_json("results.json", summary)
+    except ScenarioError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    paths = _plot(folder)
+    print()
+    print(f"test accuracy over {len(seeds)} seeds: mean +- half-width of its {summary['confidence']:.0%} interval")
+    print(summary_table(summary))
+    lines = paired_lines(summary)
+    if lines:
+        print("\nthe search against each baseline, paired by seed (mean difference [95 % interval]):")
+        print("\n".join(lines))
+    print(f"wrote {folder.path / 'results.json'}{' and ' if paths else ''}{', '.join(p.name for p in paths)}")
+    if not summary["results"]:
+        print("error: no results: no seed produced test numbers", file=sys.stderr)
         return 1
     return 0
+
+
+def _plan(scenario):
+    from .plan import make_plan
+
+    return make_plan(scenario)
 
 
 def failure_summary(run) -> str:

@@ -17,10 +17,11 @@ from tqdm.auto import tqdm
 
 from .executors import Executor
 from .folder import RunFolder
-from .plan import best_of_each_method, final_specs, loss_of, make_optimizer, make_plan
+from .plan import best_of_each_method, final_specs, loss_of, make_optimizer, make_plan, warm_points
 from .records import FinalRecord, TrialRecord, TrialSpec, final_problem, trial_problem
 from .report import results
 from .schema import Scenario
+from .space import Dimension, point_of, spec_of
 
 
 def schedule(executor: Executor, queue: list, take: Callable[[object], Optional[TrialSpec]],
@@ -64,10 +65,9 @@ class Runner:
         """The records of an earlier start. Each is checked: a line that is not a record of
         this scenario (damaged, edited, repeated) is moved to ``<file>.damaged`` and said,
         and its trial or final network runs again."""
-        ids, slots = set(self.plan.ids), len(self.plan.slots)
+        ids, slots, dims = set(self.plan.ids), len(self.plan.slots), self.scenario.dimensions()
         trials, damaged = self.folder.read_records(
-            "trials.jsonl", lambda r: trial_problem(r, slots, ids, self.scenario.search.bounds), repair=True,
-            unique=True,
+            "trials.jsonl", lambda r: trial_problem(r, slots, ids, dims), repair=True, unique=True,
         )
         for entry in damaged:
             self.log(f"{self.folder.path / 'trials.jsonl'}: line {entry.line}: {entry.problem}; "
@@ -111,20 +111,28 @@ class Runner:
     def _trials(self, executor: Executor) -> None:
         resumed = sum(1 for trial_id in self.plan.ids if trial_id in self.done)
         bar = tqdm(total=self.plan.n_trials, initial=resumed, desc="trials", unit="trial", disable=self.quiet)
-        optimizer = make_optimizer(self.scenario, len(self.plan.slots))
-        in_flight: dict[str, list[float]] = {}  # bayesft trials running: id -> rates
+        warm = warm_points(self.scenario, self.plan)  # baselines the optimiser learns from, as they finish
+        optimizer = make_optimizer(self.scenario, len(warm))
+        dims = self.scenario.dimensions()
+        in_flight: dict[str, list[float]] = {}  # bayesft trials running: id -> point
 
         def take(item) -> Optional[TrialSpec]:
             trial_id, spec = item
             if spec is None:  # the optimiser's next proposal
-                return self._propose(optimizer, trial_id, in_flight)
-            return None if trial_id in self.done else spec
+                return self._propose(optimizer, dims, trial_id, in_flight)
+            if trial_id in self.done:  # resumed: learnt where a fresh run learnt it
+                if trial_id in warm:
+                    optimizer.tell(warm[trial_id], loss_of(self.done[trial_id]))
+                return None
+            return spec
 
         def finished(record: TrialRecord) -> None:
             self._record(record, bar)
             if record["method"] == "bayesft":
                 in_flight.pop(record["id"], None)
-                optimizer.tell(record["rates"], loss_of(record))
+                optimizer.tell(point_of(dims, record), loss_of(record))
+            elif record["id"] in warm:
+                optimizer.tell(warm[record["id"]], loss_of(record))
 
         try:
             schedule(executor, list(self.plan.trials), take, finished)
@@ -141,7 +149,8 @@ class Runner:
         if record["status"] != "ok":
             tqdm.write(f"trial {record['id']} failed: {record['reason']}")
 
-    def _propose(self, optimizer: Optimizer, trial_id: str, in_flight: dict[str, list[float]]) -> Optional[TrialSpec]:
+    def _propose(self, optimizer: Optimizer, dims: list[Dimension], trial_id: str,
+                 in_flight: dict[str, list[float]]) -> Optional[TrialSpec]:
         if in_flight:
             lie = min(optimizer.yi) if optimizer.yi else 0.0
             liar = optimizer.copy(random_state=optimizer.rng.randint(0, 2**31 - 1))
@@ -151,10 +160,10 @@ class Runner:
             x = [float(v) for v in optimizer.ask()]
         previous = self.done.get(trial_id)
         if previous is not None:  # resumed: what was run is what the optimiser learns from
-            optimizer.tell(previous["rates"], loss_of(previous))
+            optimizer.tell(point_of(dims, previous), loss_of(previous))
             return None
         in_flight[trial_id] = x
-        return {"id": trial_id, "method": "bayesft", "rates": x}
+        return {"id": trial_id, "method": "bayesft", **spec_of(dims, x)}
 
     # -- the final networks
 

@@ -32,6 +32,9 @@ from crossbar.common import did_you_mean, error_text
 from crossbar.durations import parse_duration, readable
 from crossbar.presets import builtin_preset
 
+from .space import Dimension, check_space, dimensions
+from .summary import parse_seeds
+
 #: Upper limits no real experiment reaches: a value beyond is a mistake (a unit, a typo).
 MAX_TIME = 1000 * 365 * 86400.0  # 1,000 years
 MAX_CHIPS = 100_000
@@ -97,6 +100,10 @@ def _safe_name(name: str) -> str:
     return name
 
 
+def _seeds(value: Any) -> Any:
+    return None if value is None else parse_seeds(value)
+
+
 def full_preset(spec: PresetSpec) -> dict[str, Any]:
     """A device as a run records it: every parameter (:meth:`crossbar.Preset.full_spec`).
 
@@ -149,7 +156,16 @@ class SearchSpec(Strict):
     )
     n_initial: int = Field(5, ge=1, description="random trials before the Gaussian process takes over")
     acq_func: Literal["gp_hedge", "EI", "PI", "LCB"] = "gp_hedge"
+    xi: float = Field(0.01, ge=0.0, le=1.0, description="EI and PI: the improvement sought over the best (exploration)")
+    kappa: float = Field(1.96, ge=0.0, le=100.0, description="LCB: standard deviations of optimism (exploration)")
     bounds: tuple[float, float] = Field((0.0, 0.8), description="range of every dropout rate, within [0, 1)")
+    warm_start: bool = Field(
+        True, description="the optimiser also learns from the baselines' trials that are points of the space"
+    )
+    space: dict[str, tuple[float, float]] = Field(
+        default_factory=dict,
+        description="more dimensions: a slot's own dropout range, or training settings (hwa_scale: [0, 1.5])",
+    )
 
     _capped: bool = PrivateAttr(False)
 
@@ -172,6 +188,9 @@ class SearchSpec(Strict):
 class HardwareAwareBaseline(Strict):
     preset: Optional[PresetSpec] = Field(None, description="default: the first device")
     t_inference: Optional[Time] = Field(None, description="default: the first objective time")
+    scale: float = Field(1.0, ge=0.0, le=10.0, description="noise strength: 1 the device's own")
+    warmup: float = Field(models.WARMUP, ge=0.0, lt=1.0, description="share of the epochs trained plainly first")
+    ramp: float = Field(models.RAMP, ge=0.0, lt=1.0, description="share of the epochs over which the noise rises")
 
     @field_validator("preset")
     @classmethod
@@ -243,6 +262,9 @@ class Scenario(Strict):
     description: str = ""
     mode: Literal["search", "study"] = "search"
     seed: int = Field(0, ge=0, lt=2**32, description="every random stream of the run comes from it")
+    seeds: Annotated[Optional[list[int]], BeforeValidator(_seeds)] = Field(
+        None, description="repeat the experiment once per seed (0-4, [0, 2, 5]), each in runs/<name>/seed-<n>"
+    )
     output: Optional[str] = Field(None, description="run folder (default runs/<name>)")
     device: str = Field("auto", description="auto (cuda if available), cpu, cuda or cuda:N")
     dataset: Annotated[DatasetSpec, BeforeValidator(_by_name)] = Field(default_factory=DatasetSpec)
@@ -264,6 +286,8 @@ class Scenario(Strict):
     baselines: Baselines = Field(default_factory=Baselines)
     variants: list[Variant] = Field(default_factory=list, description="study mode: the networks to compare")
     report: Report = Field(default_factory=Report)
+
+    _repeat: Optional[int] = PrivateAttr(None)
 
     @field_validator("device")
     @classmethod
@@ -325,6 +349,9 @@ class Scenario(Strict):
                 models.build(name, in_shape, n_classes, dropout=dropout, **options)
             except (ValueError, TypeError) as e:
                 raise ValueError(f"{where}: {e}") from None
+        problem = check_space(self.search.space, self.slots())  # the network builds: its slots are known
+        if problem:
+            raise ValueError(f"search.space: {problem}")
         return self
 
     # --- derived values -------------------------------------------------------------
@@ -348,9 +375,32 @@ class Scenario(Strict):
         preset = spec.preset if spec.preset is not None else self.presets[0]
         t = spec.t_inference if spec.t_inference is not None else self.t_inference[0]
         try:
-            return models.HardwareAware(preset=preset, t_inference=t)
+            return models.HardwareAware(preset=preset, t_inference=t, scale=spec.scale, warmup=spec.warmup,
+                                        ramp=spec.ramp)
         except ValidationError as e:
             raise ValueError(f"baselines.hardware_aware: {error_text(e.errors()[0])}") from None
+
+    def dimensions(self) -> list[Dimension]:
+        """The search space: one dimension per dropout slot, then the training ones."""
+        return dimensions(self.slots(), self.search.bounds, self.search.space)
+
+    def trained_with(self, hwa_scale: float) -> Optional[models.HardwareAware]:
+        """Hardware-aware noise of strength ``hwa_scale`` (a search dimension): the first
+        device's, at the first objective time; None for 0 (plain training)."""
+        if hwa_scale == 0:
+            return None
+        return models.HardwareAware(preset=self.presets[0], t_inference=self.t_inference[0], scale=hwa_scale)
+
+    def replicate(self, seed: int, top: Path) -> "Scenario":
+        """One repeat of a scenario with ``seeds``: this seed, in ``top/seed-<seed>``."""
+        copy = self.model_copy(update={"seed": seed, "seeds": None, "output": str(Path(top) / f"seed-{seed}")})
+        copy._repeat = seed
+        return copy
+
+    @property
+    def seed_of_repeat(self) -> Optional[int]:
+        """The seed of a repeat made by :meth:`replicate`, else None."""
+        return self._repeat
 
     def network(self, change: Optional[dict] = None) -> tuple[str, dict]:
         """``(name, options)`` of the network to build: the scenario's model with a

@@ -77,6 +77,8 @@ def train_network(scenario: Scenario, spec: TrialSpec, *, device=None, progress:
     config = scenario.training
     if spec.get("hardware_aware"):
         config = config.model_copy(update={"hardware_aware": scenario.hardware_aware_config()})
+    elif spec.get("hwa_scale"):  # a point of a search space with the noise strength as a dimension
+        config = config.model_copy(update={"hardware_aware": scenario.trained_with(spec["hwa_scale"])})
     return models.train(net, splits, config, seed=scenario.seed, device=trial_device(scenario, device),
                         progress=progress, desc=f"train {spec.get('id', '')}".strip(),
                         threads=scenario.execution.threads_per_trial)
@@ -125,6 +127,20 @@ def error_reason(e: BaseException, limit: int = 300) -> str:
     return f"{type(e).__name__}: {text}"
 
 
+#: A trained network whose clean validation accuracy is at most this many times chance
+#: (1 / classes) did not learn: its trial fails rather than scoring as a network.
+CHANCE_FACTOR = 1.5
+
+
+def _check_learnt(scenario: Scenario, result: models.TrainResult) -> None:
+    if result.val_accuracy is None:
+        return
+    n_classes = scenario.data_shape()[1]
+    if result.val_accuracy <= CHANCE_FACTOR / n_classes:
+        raise TrialFailed(f"training did not learn: clean validation accuracy {result.val_accuracy:.3f}, chance "
+                          f"{1 / n_classes:.3f} ({n_classes} classes)")
+
+
 def _train_and_measure(plain: dict, spec: TrialSpec, split: str, device,
                        progress: bool) -> tuple[Scenario, models.TrainResult, list[AccuracyRow], float]:
     """Train with ``spec``, then measure on ``split`` ("val": the objective's times and
@@ -140,6 +156,7 @@ def _train_and_measure(plain: dict, spec: TrialSpec, split: str, device,
         result = train_network(scenario, spec, device=device, progress=progress)
         if not result.ok:
             raise TrialFailed(result.reason or "training failed")
+        _check_learnt(scenario, result)
         trained = time.perf_counter() - start
         splits = splits_of(scenario)
         if split == "val":

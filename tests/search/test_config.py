@@ -44,7 +44,7 @@ def test_readable_round_trip():
     ({"bogus": 1}, "scenario: bogus: unknown key; allowed here: name,"),
     ({"search": {"n_trials": 0}}, "search.n_trials: Input should be greater than or equal to 1 (got 0)"),
     ({"search": {"n_trialz": 3}}, "search.n_trialz: unknown key (did you mean 'n_trials'?); allowed here: "
-     "n_trials, n_initial, acq_func, bounds"),
+     "n_trials, n_initial, acq_func, xi, kappa, bounds, warm_start, space"),
     ({"search": {"bounds": [0.5, 0.2]}}, "search.bounds: must be [low, high] with 0 <= low < high < 1"),
     ({"search": {"n_trials": 2, "n_initial": 5}}, "search.n_initial (5) must not exceed search.n_trials (2)"),
     ({"devices": ["nope"]}, "devices[0]: unknown preset 'nope'; valid presets: ideal, lognormal, pcm, reram_cmo, "

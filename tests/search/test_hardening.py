@@ -163,7 +163,7 @@ def _drop_id(rows):
     (_edit(0, objective=math.nan), "objective should be"),
     (lambda rs: rs.__setitem__(0, re.sub(r'"objective": [0-9.e-]+', '"objective": 1e309', rs[0])), "not inf"),
     (_edit(1, rates=[0.1]), "rates should be a list of 2"),
-    (_edit(1, rates=[0.1, 0.95]), "outside the search bounds"),
+    (_edit(1, rates=[0.1, 0.95]), "outside the search space"),
     (lambda rs: rs.insert(2, rs[1]), "a second record of 'bayesft-001'"),
     (lambda rs: rs.insert(0, json.dumps({**json.loads(rs[0]), "id": "stale"})), "'stale' is not a trial of this"),
 ])
@@ -301,7 +301,7 @@ def test_a_plot_that_fails_hides_neither_the_table_nor_the_results(tiny, tmp_pat
     out = tmp_path / "run"
     assert search.run.main([str(tiny(**SMALL)), "--out", str(out), "--quiet"]) == 0
     captured = capsys.readouterr()
-    assert "BayesFT (dropout search)" in captured.out and (out / "results.json").is_file()
+    assert "BayesFT (Bayesian search)" in captured.out and (out / "results.json").is_file()
     assert "warning: the plots were not drawn (OSError: [Errno 30] Read-only file system)" in captured.err
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from search import plot
 
-LABELS = {"bayesft": "BayesFT (dropout search)", "erm": "no dropout (ERM)", "uniform": "best uniform dropout",
+LABELS = {"bayesft": "BayesFT (Bayesian search)", "erm": "no dropout (ERM)", "uniform": "best uniform dropout",
           "random": "random search", "hardware_aware": "hardware-aware training"}
 
 
@@ -83,7 +83,7 @@ def test_methods_with_the_same_numbers_share_one_line_and_one_legend_entry():
                             and r["t_inference"] == row["t_inference"]))
     fig = plot._accuracy_vs_time_figure(res)
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
-    assert labels == ["BayesFT (dropout search) = no dropout (ERM)", *list(LABELS.values())[2:]]
+    assert labels == ["BayesFT (Bayesian search) = no dropout (ERM)", *list(LABELS.values())[2:]]
     assert len([line for line in fig.axes[0].get_lines() if line.get_marker() == "o"]) == len(LABELS) - 1
     plt.close(fig)
     # the same numbers on one preset only are two networks: both drawn
