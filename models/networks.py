@@ -23,6 +23,8 @@ from torch import Tensor, nn
 
 from crossbar.common import check_seed
 
+from .ecoc import EcocHead, code_book
+
 ACTIVATIONS = {
     "relu": nn.ReLU,
     "tanh": nn.Tanh,
@@ -86,6 +88,28 @@ class DropoutNet(nn.Module):
         for name, rate in resolve_rates(rates, self.dropout_slots).items():
             self._slots[name].p = rate
         return self
+
+    def loss(self, out: Tensor, y: Tensor) -> Tensor:
+        """The training loss of the network's output: cross-entropy over the classes."""
+        return nn.functional.cross_entropy(out, y)
+
+
+class EcocNet(DropoutNet):
+    """A network whose last layer outputs code bits, and the digital decoder after it
+    (``head: ecoc``, see :mod:`models.ecoc`): its output is one score per class, its
+    dropout slots are the network's."""
+
+    def __init__(self, body: DropoutNet, book: Tensor) -> None:
+        super().__init__()
+        self.body = body
+        self._slots = body._slots
+        self.head = EcocHead(book)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.body(x))
+
+    def loss(self, out: Tensor, y: Tensor) -> Tensor:
+        return self.head.loss(out, y)
 
 
 def resolve_rates(rates: Rates, slots: Sequence[str]) -> dict[str, float]:
@@ -312,6 +336,12 @@ class ResNet(DropoutNet):
         return self.head(self.blocks(self.stem(x)))
 
 
+#: The output heads every network takes (``head`` option): one score per class, or
+#: error-correcting output codes (FTNA) with ``code_bits`` bits (:mod:`models.ecoc`).
+HEADS = ("softmax", "ecoc")
+HEAD_OPTIONS = ("head", "code_bits")
+
+
 def list_models() -> list[str]:
     """Names accepted by :func:`build`."""
     return sorted(_NETWORKS)
@@ -325,7 +355,9 @@ def build(
     ``dropout``: one rate for every slot, a list (one per slot) or a mapping slot -> rate.
     ``seed``: the initial weights come from this seed (the global RNG is left as it was);
     ``None`` draws them from the global RNG, as torch does.
-    ``options``: see each network (activation, norm, depth, width).
+    ``options``: see each network (activation, norm, depth, width); every network also
+    takes ``head`` ("softmax", or "ecoc": error-correcting output codes, FTNA) and, with
+    ``head="ecoc"``, ``code_bits`` (default :func:`models.ecoc.default_bits`).
 
     The result's ``spec`` (plain data) rebuilds the same architecture:
     ``build(**net.spec)``; checkpoints store it.
@@ -333,21 +365,36 @@ def build(
     if name not in _NETWORKS:
         raise ValueError(f"unknown model {name!r}; valid models: {', '.join(list_models())}")
     network = _NETWORKS[name]
-    unknown = [k for k in options if k not in network.options]
+    valid = (*network.options, *HEAD_OPTIONS)
+    unknown = [k for k in options if k not in valid]
     if unknown:
-        raise ValueError(f"{name}: unknown option(s) {', '.join(unknown)}; valid: {', '.join(network.options)}")
+        raise ValueError(f"{name}: unknown option(s) {', '.join(unknown)}; valid: {', '.join(valid)}")
+    head, bits = options.pop("head", "softmax"), options.pop("code_bits", None)
+    if head not in HEADS:
+        raise ValueError(f"{name}: head: unknown {head!r}; valid: {', '.join(HEADS)}")
+    if bits is not None and head != "ecoc":
+        raise ValueError(f"{name}: code_bits is an option of head: ecoc")
     in_shape = tuple(int(d) for d in in_shape)
     if len(in_shape) != 3 or min(in_shape) < 1:
         raise ValueError(f"in_shape must be (channels, height, width) with positive sizes, got {in_shape}")
     if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 2:
         raise ValueError(f"n_classes must be an integer >= 2, got {n_classes!r}")
+    book = code_book(n_classes, bits) if head == "ecoc" else None
+
+    def make() -> DropoutNet:
+        if book is None:
+            return network.make(in_shape, n_classes, **options)
+        return EcocNet(network.make(in_shape, book.shape[1], **options), book)
+
     if seed is None:
-        net = network.make(in_shape, n_classes, **options)
+        net = make()
     else:
         check_seed(seed)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            net = network.make(in_shape, n_classes, **options)
+            net = make()
     net.set_dropout(dropout)
     net.spec = {"name": name, "in_shape": list(in_shape), "n_classes": n_classes, **options}
+    if book is not None:
+        net.spec.update(head="ecoc", code_bits=book.shape[1])
     return net

@@ -280,7 +280,7 @@ def train(
                         deviation = (chip - weight).detach()  # straight-through gradient
                         noisy[name] = weight + (deviation if strength == 1 else strength * deviation)
                     out = functional_call(model, noisy, (x,))
-                loss = nn.functional.cross_entropy(out, y)
+                loss = model.loss(out, y) if hasattr(model, "loss") else nn.functional.cross_entropy(out, y)
                 if not torch.isfinite(loss):
                     ok, reason = False, f"loss became {loss.item()} in epoch {epoch}, step {step + 1} (diverged)"
                     break

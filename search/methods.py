@@ -87,6 +87,13 @@ def _hardware_aware(scenario: Scenario, slots: list[str]) -> Planned:
     return [("hardware_aware", spec)]
 
 
+def _ecoc(scenario: Scenario, slots: list[str]) -> Planned:
+    if not scenario.baselines.ecoc:
+        return []
+    spec: TrialSpec = {"id": "ecoc", "method": "ecoc", "rates": [0.0] * len(slots), "model": {"head": "ecoc"}}
+    return [("ecoc", spec)]
+
+
 METHODS: dict[str, Method] = {
     m.id: m
     for m in (
@@ -95,6 +102,7 @@ METHODS: dict[str, Method] = {
         Method("uniform", "best uniform dropout", "tab:blue", _uniform, shows_rates=True, reference=":"),
         Method("random", "random search", "tab:green", _random, order=2, search=True, shows_rates=True),
         Method("hardware_aware", "hardware-aware training", "tab:purple", _hardware_aware, reference="--"),
+        Method("ecoc", "ECOC output codes (FTNA)", "tab:orange", _ecoc, reference="-."),
     )
 }
 

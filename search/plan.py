@@ -121,6 +121,8 @@ def final_specs(scenario: Scenario, trials: dict[str, TrialRecord]) -> tuple[lis
             spec: TrialSpec = {"id": f"final-{method}", "method": method, "rates": trial["rates"], "trial": trial["id"]}
             if trial.get("hardware_aware"):
                 spec["hardware_aware"] = True
+            if trial.get("model"):  # a baseline of another network option (ECOC's head)
+                spec["model"] = trial["model"]
             spec.update({name: trial[name] for name in TRAINING if name in trial})
             specs.append(spec)
         elif any(r["method"] == method for r in trials.values()):

@@ -9,6 +9,8 @@
   run of several presets only).
 - convergence.png: the search's best validation objective so far against random search,
   the baselines' objectives, the digital validation accuracy and chance.
+- sweep_<parameter>.png: test accuracy against a device parameter (report.sweep), one
+  panel per preset, one line per method.
 - dropout_rates.png: the point each method chose: the dropout rate of each layer, and
   each training dimension of the space (hwa_scale) in a panel of its own.
 """
@@ -26,6 +28,7 @@ import numpy as np
 from crossbar.durations import readable
 
 from .methods import METHODS, SEARCH_METHODS, color, label
+from .report import sweep_groups
 from .space import TRAINING
 
 
@@ -239,6 +242,55 @@ def _technologies_figure(results: dict):
     return fig
 
 
+def plot_sweep(results: dict, out: Path) -> Path:
+    parameter = results["sweep"][0]["parameter"]
+    return _save(_sweep_figure(results), out / f"sweep_{parameter}.png", layout=False)
+
+
+def _sweep_figure(results: dict):
+    """Test accuracy against the swept device parameter at the objective's time, one
+    panel per preset, one line per method (band: 10th-90th percentile chip, or the
+    interval over seeds for a summary)."""
+    plt = _plt()
+    rows = results["sweep"]
+    parameter = rows[0]["parameter"]
+    groups = sweep_groups(results)
+    presets = [group[0] for group in groups]
+    width = max(7.5, 5.2 * len(presets))
+    fig, axes = plt.subplots(1, len(presets), figsize=(width, 4.6), squeeze=False, sharey=True, layout="constrained")
+    low, high = ("ci_low", "ci_high") if results.get("band") == "ci" else ("p10", "p90")
+    for ax, preset, group in zip(axes[0], presets, groups):
+        t = _sweep_time(results, preset)
+        for index, method in enumerate(results["methods"]):
+            mine = sorted((r for r in rows if r["method"] == method and r["preset"] == preset
+                           and r["t_inference"] == t), key=lambda r: r["value"])
+            if not mine:
+                continue
+            x = [r["value"] for r in mine]
+            colour = color(method, index)
+            ax.plot(x, [r["mean"] for r in mine], marker="o", markersize=3, color=colour,
+                    label=_label(results, method))
+            ax.fill_between(x, [r[low] for r in mine], [r[high] for r in mine], color=colour, alpha=0.15, linewidth=0)
+        _references(ax, results, "test_clean")
+        same = f" (the same device once {parameter} is set)" if len(group) > 1 else ""
+        ax.set_title(f"{', '.join(group)}{same}; t = {readable(t)}", fontsize=10)
+        ax.set_xlabel(parameter)
+        ax.grid(True, alpha=0.3)
+    axes[0, 0].set_ylabel("test accuracy")
+    band = "95% interval of the mean over seeds" if low == "ci_low" else "10th-90th percentile chip"
+    fig.suptitle(f"{results['scenario']}: test accuracy against {parameter}\nline = mean, band = {band}")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=9, loc="outside lower center",
+               ncol=_legend_columns(width, labels, 9), frameon=False)
+    return fig
+
+
+def _sweep_time(results: dict, preset: str) -> float:
+    times = sorted({r["t_inference"] for r in results["sweep"] if r["preset"] == preset})
+    wanted = [t for t in results.get("objective_times", []) if t in times]
+    return wanted[0] if wanted else times[0]
+
+
 def plot_convergence(results: dict, trials: list[dict], out: Path) -> Path:
     return _save(_convergence_figure(results, trials), out / "convergence.png", layout=False)
 
@@ -395,8 +447,10 @@ def plot_run(run_dir: Path) -> list[Path]:
     except json.JSONDecodeError as e:
         raise ValueError(f"{results_path}: not valid JSON ({e}); the run folder is damaged") from None
     paths = []
+    if results.get("sweep"):
+        paths.append(plot_sweep(results, run_dir))
     if "seeds" in results:  # a summary over seeds: each seed's folder has the rest
-        return [plot_accuracy_vs_time(results, run_dir)] if results["results"] else []
+        return paths + ([plot_accuracy_vs_time(results, run_dir)] if results["results"] else [])
     if results["results"]:
         paths.append(plot_accuracy_vs_time(results, run_dir))
         if len(results["presets"]) > 1:

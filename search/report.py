@@ -17,9 +17,10 @@ def results(scenario: Scenario, slots: list[str], trials: dict[str, TrialRecord]
             order: list[str], seconds: float) -> dict:
     """The content of ``results.json``: the search's best rates, each method's final
     network (rates, validation objective, clean test accuracy) and its test accuracy
-    per preset and time (rows ``{method, preset, t_inference, mean, std, n_chips, p10, p90}``)."""
+    per preset and time (rows ``{method, preset, t_inference, mean, std, n_chips, p10, p90}``);
+    with ``report.sweep``, ``sweep`` rows carry the ``parameter`` and its ``value`` too."""
     methods: dict[str, dict] = {}
-    rows = []
+    rows, sweep = [], []
     for final_id in order:
         record = finals[final_id]
         method = record["method"]
@@ -39,7 +40,7 @@ def results(scenario: Scenario, slots: list[str], trials: dict[str, TrialRecord]
             "test_clean": record.get("test_clean"),
         }
         for row in record.get("rows", []):
-            rows.append({"method": method, **row})
+            (sweep if "parameter" in row else rows).append({"method": method, **row})
     done = list(trials.values())
     best = best_of_each_method(done).get("bayesft")
     dims = scenario.dimensions() if scenario.mode == "search" else []
@@ -60,6 +61,7 @@ def results(scenario: Scenario, slots: list[str], trials: dict[str, TrialRecord]
         "devices": scenario.presets,
         "methods": methods,
         "results": rows,
+        "sweep": sweep,
         "n_trials": len(done),
         "failed_trials": sum(1 for t in done if t.get("status") != "ok"),
         "infeasible_trials": len(below_floor(done)),
@@ -103,3 +105,41 @@ def summary_table(results: dict) -> str:
             lines.append(f"{preset:{width}s} {info['label'][:28]:28s} {clean:>6s}"
                          + "".join(f"{cells.get(t, '-'):>14s}" for t in times))
     return "\n".join(lines)
+
+
+def sweep_table(results: dict, time: Optional[float] = None) -> str:
+    """Test accuracy against the swept parameter's values (mean over chips; over seeds
+    for a summary), per preset and method, at ``time`` (default: the first objective time
+    the sweep measured)."""
+    rows = results.get("sweep") or []
+    if not rows:
+        return ""
+    parameter = rows[0]["parameter"]
+    times = sorted({r["t_inference"] for r in rows})
+    wanted = [t for t in results.get("objective_times", []) if t in times]
+    t = time if time is not None else (wanted[0] if wanted else times[0])
+    values = sorted({r["value"] for r in rows})
+    groups = sweep_groups(results)
+    width = max([16, *(len(", ".join(g)) for g in groups)])
+    lines = [f"test accuracy against {parameter} at {readable(t)}:",
+             f"{'preset':{width}s} {'method':28s}" + "".join(f"{v:>8.3g}" for v in values)]
+    for group in groups:
+        for method, info in results["methods"].items():
+            cells = {r["value"]: f"{r['mean']:.3f}" for r in rows
+                     if r["method"] == method and r["preset"] == group[0] and r["t_inference"] == t}
+            if cells:
+                lines.append(f"{', '.join(group):{width}s} {info['label'][:28]:28s}"
+                             + "".join(f"{cells.get(v, '-'):>8s}" for v in values))
+    return "\n".join(lines)
+
+
+def sweep_groups(results: dict) -> list[list[str]]:
+    """The presets of a sweep, those with the same numbers at every value together (two
+    devices that differ only in the swept parameter become the same device)."""
+    groups: dict[tuple, list[str]] = {}
+    for preset in results["presets"]:
+        mine = sorted((r["method"], r["t_inference"], r["value"], r["mean"]) for r in results.get("sweep") or []
+                      if r["preset"] == preset)
+        if mine:
+            groups.setdefault(tuple(mine), []).append(preset)
+    return list(groups.values())

@@ -231,10 +231,13 @@ def _plot(folder) -> list:
 
 
 def _report(scenario, run, results: dict, folder, paths: list) -> None:
-    from .report import feasibility_note, summary_table
+    from .report import feasibility_note, summary_table, sweep_table
 
     print()
     print(summary_table(results))
+    if results.get("sweep"):
+        print()
+        print(sweep_table(results))
     if results["best_point"] is not None:
         point = ", ".join(f"{k} {v:.2f}" for k, v in results["best_point"].items())
         what = "dropout rates" if results["best_point"].keys() == results["best_dropout"].keys() else "point"
@@ -298,6 +301,11 @@ def _repeats(args: argparse.Namespace, scenario, raw: dict, folder, held: list) 
     print()
     print(f"test accuracy over {len(seeds)} seeds: mean +- half-width of its {summary['confidence']:.0%} interval")
     print(summary_table(summary))
+    if summary["sweep"]:
+        from .report import sweep_table
+
+        print()
+        print(sweep_table(summary))
     lines = paired_lines(summary)
     if lines:
         print("\nthe search against each baseline, paired by seed (mean difference [95 % interval]):")

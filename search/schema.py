@@ -10,9 +10,10 @@ Times are seconds since programming; in YAML they may also be readable durations
 
 from __future__ import annotations
 
+import itertools
 import re
 from pathlib import Path
-from typing import Annotated, Any, Callable, Literal, Optional, Union
+from typing import Annotated, Any, Callable, Literal, Mapping, Optional, Union
 
 from pydantic import (
     AfterValidator,
@@ -205,6 +206,7 @@ class Baselines(Strict):
     )
     random: bool = Field(True, description="random search with the same trial budget")
     hardware_aware: Union[bool, HardwareAwareBaseline] = Field(True, description="hardware-aware training, no dropout")
+    ecoc: bool = Field(False, description="error-correcting output codes (FTNA, the network's head: ecoc), no dropout")
 
     @field_validator("uniform")
     @classmethod
@@ -215,9 +217,37 @@ class Baselines(Strict):
         return rates
 
 
+MAX_SWEEP = 1000  # values of one sweep
+
+
+def _sweep_values(value: Any) -> Any:
+    """``[0, 0.5, 1]`` or ``{start: 0, stop: 1.5, num: 16}`` (both ends included)."""
+    if isinstance(value, Mapping):
+        unknown = set(value) - {"start", "stop", "num"}
+        if unknown or not {"start", "stop", "num"} <= set(value):
+            raise ValueError("a list of values, or {start, stop, num} (both ends included)")
+        num = value["num"]
+        if isinstance(num, bool) or not isinstance(num, int) or not 1 <= num <= MAX_SWEEP:
+            raise ValueError(f"num must be an integer in [1, {MAX_SWEEP}], got {num!r}")
+        start, stop = float(value["start"]), float(value["stop"])
+        return [start + (stop - start) * i / (num - 1) for i in range(num)] if num > 1 else [start]
+    if isinstance(value, (list, tuple)) and not 1 <= len(value) <= MAX_SWEEP:
+        raise ValueError(f"between 1 and {MAX_SWEEP} values, got {len(value)}")
+    return value
+
+
+class Sweep(Strict):
+    parameter: str = Field(description="a numeric parameter of every device: sigma, p_sa0, g_max, drift_scale, ...")
+    values: Annotated[list[float], BeforeValidator(_sweep_values)] = Field(
+        description="the values: a list, or {start, stop, num}"
+    )
+
+
 class Report(Strict):
     t_inference: Times = Field(default_factory=lambda: [1.0, 3600.0, 86400.0, 30 * 86400.0, 365 * 86400.0])
     n_chips: int = Field(50, ge=1, le=MAX_CHIPS, description="chips per preset and time for the final test numbers")
+    sweep: Optional[Sweep] = Field(None, description="each final network also measured at each value of a "
+                                                     "device parameter")
 
 
 class Variant(Strict):
@@ -349,6 +379,7 @@ class Scenario(Strict):
                 models.build(name, in_shape, n_classes, dropout=dropout, **options)
             except (ValueError, TypeError) as e:
                 raise ValueError(f"{where}: {e}") from None
+        self._check_sweep()
         problem = check_space(self.search.space, self.slots())  # the network builds: its slots are known
         if problem:
             raise ValueError(f"search.space: {problem}")
@@ -379,6 +410,30 @@ class Scenario(Strict):
                                         ramp=spec.ramp)
         except ValidationError as e:
             raise ValueError(f"baselines.hardware_aware: {error_text(e.errors()[0])}") from None
+
+    def _check_sweep(self) -> None:
+        sweep = self.report.sweep
+        if sweep is None:
+            return
+        for spec in self.presets:
+            numeric = [k for k, v in spec.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+            if sweep.parameter not in numeric:
+                raise ValueError(f"report.sweep: device {spec['name']!r} has no numeric parameter "
+                                 f"{sweep.parameter!r}{did_you_mean(sweep.parameter, numeric)}; its numeric "
+                                 f"parameters: {', '.join(numeric)}")
+        for spec, value in itertools.product(self.presets, sweep.values):
+            try:
+                crossbar.make_preset({**spec, sweep.parameter: value})
+            except (ValueError, TypeError, ValidationError) as e:
+                text = error_text(e.errors()[0]) if isinstance(e, ValidationError) else str(e)
+                raise ValueError(f"report.sweep: device {spec['name']!r} with {sweep.parameter} = {value:g}: "
+                                 f"{text}") from None
+
+    def swept_presets(self, spec: dict) -> list[tuple[float, crossbar.Preset]]:
+        """``(value, preset)`` for each value of ``report.sweep``: the device ``spec``
+        with its parameter set to the value (named as the device)."""
+        sweep = self.report.sweep
+        return [(value, crossbar.make_preset({**spec, sweep.parameter: value})) for value in sweep.values]
 
     def dimensions(self) -> list[Dimension]:
         """The search space: one dimension per dropout slot, then the training ones."""

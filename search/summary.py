@@ -79,6 +79,16 @@ def summarise(per_seed: dict[int, dict], search: str = "bayesft") -> dict:
         mean, low, high = interval([by_seed[s] for s in seeds if s in by_seed])
         rows.append({"method": method, "preset": preset, "t_inference": t, "mean": mean, "ci_low": low,
                      "ci_high": high, "n_seeds": len(by_seed), "per_seed": [by_seed.get(s) for s in seeds]})
+    sweep_cells: dict[tuple, dict[int, float]] = {}
+    for seed in seeds:
+        for row in per_seed[seed].get("sweep") or []:
+            key = (row["method"], row["preset"], row["t_inference"], row["parameter"], row["value"])
+            sweep_cells.setdefault(key, {})[seed] = row["mean"]
+    sweep = []
+    for (method, preset, t, parameter, value), by_seed in sweep_cells.items():
+        mean, low, high = interval([by_seed[s] for s in seeds if s in by_seed])
+        sweep.append({"method": method, "preset": preset, "t_inference": t, "parameter": parameter, "value": value,
+                      "mean": mean, "ci_low": low, "ci_high": high, "n_seeds": len(by_seed)})
     paired = []
     for (method, preset, t), by_seed in cells.items():
         if method == search or (search, preset, t) not in cells:
@@ -105,7 +115,7 @@ def summarise(per_seed: dict[int, dict], search: str = "bayesft") -> dict:
     return {
         "scenario": first["scenario"], "mode": first["mode"], "seeds": seeds, "presets": first["presets"],
         "objective_times": first["objective_times"], "objective": first["objective"],
-        "n_classes": first.get("n_classes"), "methods": methods, "results": rows, "paired": paired,
+        "n_classes": first.get("n_classes"), "methods": methods, "results": rows, "sweep": sweep, "paired": paired,
         "confidence": CONFIDENCE, "band": "ci",
     }
 

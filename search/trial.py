@@ -95,9 +95,9 @@ def aggregate(acc: np.ndarray, scenario: Scenario) -> float:
 
 
 def _measure(scenario: Scenario, model, data, split: str, times_of, n_chips: int, device,
-             progress: bool) -> list[AccuracyRow]:
+             progress: bool, presets=None) -> list[AccuracyRow]:
     rows = []
-    for preset in scenario.resolved_presets():
+    for preset in presets if presets is not None else scenario.resolved_presets():
         times = times_of(preset)
         acc = crossbar.evaluate(
             model, data, preset, times, n_chips, seed=chip_seed(scenario, split), batch_size=scenario.batch_size,
@@ -165,6 +165,7 @@ def _train_and_measure(plain: dict, spec: TrialSpec, split: str, device,
         else:
             rows = _measure(scenario, result.model, splits.test, "test", scenario.report_times,
                             scenario.report.n_chips, device, progress)
+            rows += _sweep(scenario, result.model, splits.test, device, progress)
     except TrialFailed:
         raise
     except Exception as e:  # noqa: BLE001 - a trial's failure must not end the search
@@ -172,6 +173,29 @@ def _train_and_measure(plain: dict, spec: TrialSpec, split: str, device,
     finally:
         torch.set_num_threads(threads)
     return scenario, result, rows, trained
+
+
+def _sweep(scenario: Scenario, model, data, device, progress: bool) -> list[AccuracyRow]:
+    """The test rows of ``report.sweep``: each device with its parameter at each value, at
+    the report times, on the same chips as the other rows; each row says its parameter
+    and value."""
+    sweep = scenario.report.sweep
+    if sweep is None:
+        return []
+    rows, measured = [], {}
+    for spec in scenario.presets:
+        for value, preset in scenario.swept_presets(spec):
+            # devices that differ only in the swept parameter (sigma 1.0 and 1.5) are the same device at each
+            # value, on the same chips: measured once
+            same = json.dumps({**{k: v for k, v in spec.items() if k != "name"}, sweep.parameter: value},
+                              sort_keys=True, default=str)
+            if same not in measured:
+                measured[same] = _measure(scenario, model, data, "test", scenario.report_times,
+                                          scenario.report.n_chips, device, progress, presets=[preset])
+            for row in measured[same]:
+                rows.append({**{k: v for k, v in row.items() if k != "chips"}, "preset": spec["name"],
+                             "parameter": sweep.parameter, "value": value})
+    return rows
 
 
 def run_trial(plain: dict, spec: TrialSpec, *, device: Optional[str] = None, progress: bool = False) -> TrialRecord:

@@ -1,0 +1,78 @@
+"""report.sweep: every method's final network measured at each value of a device
+parameter, in results.json, the printed table, sweep_<parameter>.png and the summary
+over seeds."""
+
+import json
+
+import pytest
+
+import search.run
+from search.config import ScenarioError, load_scenario
+from search.summary import summarise
+
+
+@pytest.mark.parametrize("values, expected", [
+    ([0, 0.01, 0.1], [0.0, 0.01, 0.1]),
+    ({"start": 0, "stop": 0.2, "num": 5}, [0.0, 0.05, 0.1, 0.15, 0.2]),
+    ({"start": 0.3, "stop": 0.3, "num": 1}, [0.3]),
+])
+def test_the_values_as_a_list_or_a_range(tiny, values, expected):
+    scenario, _ = load_scenario(tiny(report={"sweep": {"parameter": "p_sa0", "values": values}}))
+    assert scenario.report.sweep.values == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("sweep, message", [
+    ({"parameter": "sigma", "values": [0, 1]}, "report.sweep: device 'cmo_faulty' has no numeric parameter 'sigma'; "
+                                                "its numeric parameters: g_max, g_min, p_sa0, p_sa1,"),
+    ({"parameter": "gmax", "values": [10]}, "has no numeric parameter 'gmax' (did you mean 'g_max'?)"),
+    ({"parameter": "p_sa0", "values": [-0.1]}, "report.sweep: device 'lognormal' with p_sa0 = -0.1: "),
+    ({"parameter": "p_sa0", "values": {"start": 0, "num": 3}}, "report.sweep.values: a list of values, or "
+                                                                "{start, stop, num}"),
+    ({"parameter": "p_sa0", "values": []}, "report.sweep.values: between 1 and 1000 values, got 0"),
+])
+def test_a_parameter_a_device_lacks_or_a_value_it_cannot_take_is_one_line(tiny, sweep, message):
+    with pytest.raises(ScenarioError) as err:
+        load_scenario(tiny(report={"sweep": sweep, "t_inference": ["1d"]}))
+    assert message in str(err.value) and "\n" not in str(err.value), str(err.value)
+
+
+def test_every_method_is_measured_at_every_value_on_the_same_chips(tiny, tmp_path, capsys):
+    path = tiny(search={"n_trials": 2, "n_initial": 1},
+                baselines={"uniform": [], "random": False, "hardware_aware": False},
+                report={"t_inference": ["1s", "1d"], "n_chips": 6,
+                        "sweep": {"parameter": "p_sa0", "values": [0.0, 0.02, 0.6]}})
+    out = tmp_path / "run"
+    assert search.run.main([str(path), "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "test accuracy against p_sa0 at 1d:" in printed
+    results = json.loads((out / "results.json").read_text())
+    sweep = results["sweep"]
+    keys = {"method", "preset", "t_inference", "parameter", "value", "mean", "std", "n_chips", "p10", "p90"}
+    assert all(keys <= set(r) for r in sweep) and len(sweep) == 2 * 2 * 2 * 3  # methods, presets, times, values
+    assert {r["parameter"] for r in sweep} == {"p_sa0"} and all(r["n_chips"] == 6 for r in sweep)
+    assert all("parameter" not in r for r in results["results"])  # today's rows keep their form
+
+    def at(method, preset, value, t=86400.0):
+        return next(r for r in sweep if (r["method"], r["preset"], r["value"], r["t_inference"]) ==
+                    (method, preset, value, t))
+
+    for row in results["results"]:  # cmo_faulty's own p_sa0 is 0.02: the same chips, the same numbers
+        if row["preset"] == "cmo_faulty":
+            assert at(row["method"], "cmo_faulty", 0.02, row["t_inference"])["mean"] == row["mean"]
+    for method in ("erm", "bayesft"):  # most devices stuck at g_min: far less accurate
+        assert at(method, "lognormal", 0.6)["mean"] < at(method, "lognormal", 0.0)["mean"] - 0.2
+    assert (out / "sweep_p_sa0.png").is_file()
+
+
+def test_the_summary_over_seeds_gives_each_values_interval():
+    def run(seed, accuracy):
+        return {"scenario": "s", "mode": "search", "presets": ["pcm"], "objective_times": [1.0], "objective": {},
+                "methods": {"erm": {"label": "no dropout", "status": "ok", "test_clean": 0.9}},
+                "results": [{"method": "erm", "preset": "pcm", "t_inference": 1.0, "mean": accuracy}],
+                "sweep": [{"method": "erm", "preset": "pcm", "t_inference": 1.0, "parameter": "g_max", "value": v,
+                           "mean": accuracy - v / 100} for v in (10.0, 20.0)]}
+
+    summary = summarise({0: run(0, 0.8), 1: run(1, 0.9), 2: run(2, 0.7)})
+    row = next(r for r in summary["sweep"] if r["value"] == 20.0)
+    assert row["mean"] == pytest.approx(0.6) and row["n_seeds"] == 3 and row["parameter"] == "g_max"
+    assert row["ci_high"] - row["mean"] == pytest.approx(4.302653 * 0.1 / 3 ** 0.5, rel=1e-5)  # t(0.975, 2) s / sqrt(n)
