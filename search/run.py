@@ -242,6 +242,11 @@ def _report(scenario, run, results: dict, folder, paths: list) -> None:
         point = ", ".join(f"{k} {v:.2f}" for k, v in results["best_point"].items())
         what = "dropout rates" if results["best_point"].keys() == results["best_dropout"].keys() else "point"
         print(f"\nbest {what} (validation objective {results['best_objective']:.4f}): {point}")
+    if scenario.findings:
+        from .summary import finding_lines, judge
+
+        print("\nthe study's findings from one seed (no interval: run with --seeds 0-4 for verdicts):")
+        print("\n".join(finding_lines(judge({scenario.seed: results}, scenario.findings, scenario.t_inference))))
     note = feasibility_note(scenario, run.done.values())
     if note:
         print(note)
@@ -255,7 +260,7 @@ def _repeats(args: argparse.Namespace, scenario, raw: dict, folder, held: list) 
     """The experiment once per seed, each in ``seed-<n>/``, then the summary over seeds."""
     from . import folder as run_folder
     from .config import ScenarioError
-    from .summary import paired_lines, summarise, summary_table
+    from .summary import finding_lines, judge, paired_lines, summarise, summary_table
     from .trial import trial_device
 
     seeds = scenario.seeds
@@ -292,6 +297,8 @@ def _repeats(args: argparse.Namespace, scenario, raw: dict, folder, held: list) 
         _plot(sub)
         per_seed[seed] = results
     summary = summarise(per_seed)
+    if scenario.findings:
+        summary["findings"] = judge(per_seed, scenario.findings, scenario.t_inference)
     try:
         folder.write_json("results.json", summary)
     except ScenarioError as e:
@@ -308,8 +315,12 @@ def _repeats(args: argparse.Namespace, scenario, raw: dict, folder, held: list) 
         print(sweep_table(summary))
     lines = paired_lines(summary)
     if lines:
-        print("\nthe search against each baseline, paired by seed (mean difference [95 % interval]):")
+        what = "each variant against the first" if scenario.mode == "study" else "the search against each baseline"
+        print(f"\n{what}, paired by seed (mean difference [95 % interval]):")
         print("\n".join(lines))
+    if scenario.findings:
+        print("\nthe study's findings, from the paired differences over seeds:")
+        print("\n".join(finding_lines(summary["findings"])))
     print(f"wrote {folder.path / 'results.json'}{' and ' if paths else ''}{', '.join(p.name for p in paths)}")
     if not summary["results"]:
         print("error: no results: no seed produced test numbers", file=sys.stderr)

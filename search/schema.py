@@ -260,6 +260,16 @@ class Variant(Strict):
     hardware_aware: bool = False
 
 
+class Finding(Strict):
+    """A claim a study tests: each of ``variants`` against ``baseline`` (default: the
+    first variant), paired by seed, at the objective's first time on each device."""
+
+    claim: str = Field(description="what the claim says, e.g. 'dropout improves robustness'")
+    variants: list[str] = Field(min_length=1, description="labels of the variants the claim is about")
+    expect: Literal["higher", "lower", "same"] = Field(description="their accuracy against the baseline's")
+    baseline: Optional[str] = Field(None, description="the label compared with (default: the first variant)")
+
+
 class Execution(Strict):
     """Where trials run; the command line's --workers / --dask override these."""
 
@@ -315,6 +325,8 @@ class Scenario(Strict):
     search: SearchSpec = Field(default_factory=SearchSpec)
     baselines: Baselines = Field(default_factory=Baselines)
     variants: list[Variant] = Field(default_factory=list, description="study mode: the networks to compare")
+    findings: list[Finding] = Field(default_factory=list, description="study mode: claims the report says "
+                                                                      "agrees, disagrees or not significant of")
     report: Report = Field(default_factory=Report)
 
     _repeat: Optional[int] = PrivateAttr(None)
@@ -371,6 +383,13 @@ class Scenario(Strict):
         labels = [v.label for v in self.variants]
         if len(set(labels)) != len(labels):
             raise ValueError("variants: every label must be unique")
+        if self.findings and self.mode != "study":
+            raise ValueError("findings are for mode: study (they compare its variants)")
+        for i, finding in enumerate(self.findings):
+            for name in [*finding.variants, *([finding.baseline] if finding.baseline else [])]:
+                if name not in labels:
+                    raise ValueError(f"findings[{i}]: no variant {name!r}{did_you_mean(name, labels)}; the variants: "
+                                     f"{', '.join(labels)}")
         in_shape, n_classes = self.data_shape()
         for where, (name, options), dropout in [("model.options", self.network(), None)] + [
             (f"variants[{i}]", self.network(v.model), v.dropout) for i, v in enumerate(self.variants)

@@ -89,19 +89,14 @@ def summarise(per_seed: dict[int, dict], search: str = "bayesft") -> dict:
         mean, low, high = interval([by_seed[s] for s in seeds if s in by_seed])
         sweep.append({"method": method, "preset": preset, "t_inference": t, "parameter": parameter, "value": value,
                       "mean": mean, "ci_low": low, "ci_high": high, "n_seeds": len(by_seed)})
-    paired = []
-    for (method, preset, t), by_seed in cells.items():
-        if method == search or (search, preset, t) not in cells:
-            continue
-        ours = cells[(search, preset, t)]
-        common = [s for s in seeds if s in ours and s in by_seed]
-        if not common:
-            continue
-        diffs = [ours[s] - by_seed[s] for s in common]
-        mean, low, high = interval(diffs)
-        paired.append({"method": search, "baseline": method, "preset": preset, "t_inference": t, "mean_diff": mean,
-                       "ci_low": low, "ci_high": high, "wins": sum(d > 0 for d in diffs),
-                       "ties": sum(d == 0 for d in diffs), "n_seeds": len(common)})
+    if first["mode"] == "study":  # each variant against the first (the baseline variant)
+        reference = next(iter(first["methods"]), None)
+        paired = [p for method in first["methods"] if method != reference
+                  for p in _pairs(cells, seeds, method, reference)]
+    else:
+        paired = [p for (method, _, _) in dict.fromkeys(cells) if method != search
+                  for p in _pairs(cells, seeds, search, method)]
+    paired = list({(p["method"], p["baseline"], p["preset"], p["t_inference"]): p for p in paired}.values())
     methods = {}
     for seed in seeds:
         for method, info in per_seed[seed]["methods"].items():
@@ -120,6 +115,81 @@ def summarise(per_seed: dict[int, dict], search: str = "bayesft") -> dict:
     }
 
 
+def _pairs(cells: dict, seeds: list[int], method: str, baseline: str) -> list[dict]:
+    """``method`` minus ``baseline`` paired by seed, per preset and time: the mean
+    difference, its 95 % interval, and on how many seeds ``method`` was ahead."""
+    rows = []
+    for (m, preset, t), theirs in cells.items():
+        if m != baseline or (method, preset, t) not in cells:
+            continue
+        ours = cells[(method, preset, t)]
+        common = [s for s in seeds if s in ours and s in theirs]
+        if not common:
+            continue
+        diffs = [ours[s] - theirs[s] for s in common]
+        mean, low, high = interval(diffs)
+        rows.append({"method": method, "baseline": baseline, "preset": preset, "t_inference": t, "mean_diff": mean,
+                     "ci_low": low, "ci_high": high, "wins": sum(d > 0 for d in diffs),
+                     "ties": sum(d == 0 for d in diffs), "n_seeds": len(common)})
+    return rows
+
+
+def verdict(low: float, high: float, expect: str, n_seeds: int) -> str:
+    """What a paired difference's 95 % interval says of a claim that the accuracy is
+    ``expect`` ("higher", "lower" or "same") than the baseline's."""
+    if n_seeds < 2:
+        return "not significant"  # one seed: no interval
+    if expect == "same":
+        return "agrees" if low <= 0 <= high else "disagrees"
+    above, below = low > 0, high < 0
+    if expect == "higher":
+        return "agrees" if above else "disagrees" if below else "not significant"
+    return "agrees" if below else "disagrees" if above else "not significant"
+
+
+def judge(per_seed: dict[int, dict], findings: list, times: Iterable[float]) -> list[dict]:
+    """Each finding of a study (:class:`search.schema.Finding`) judged from the seeds'
+    results: per variant and device at the objective's first time, the paired
+    difference to the baseline variant with its interval and verdict; the finding
+    agrees when every comparison does, disagrees when any does, else not significant."""
+    seeds = sorted(per_seed)
+    cells: dict[tuple, dict[int, float]] = {}
+    for seed in seeds:
+        for row in per_seed[seed]["results"]:
+            cells.setdefault((row["method"], row["preset"], row["t_inference"]), {})[seed] = row["mean"]
+    first = per_seed[seeds[0]]
+    reference = next(iter(first["methods"]), None)
+    t = next(iter(times))
+    judged = []
+    for finding in findings:
+        baseline = finding.baseline or reference
+        comparisons = []
+        for variant in finding.variants:
+            for pair in _pairs(cells, seeds, variant, baseline):
+                if pair["t_inference"] == t:
+                    pair["verdict"] = verdict(pair["ci_low"], pair["ci_high"], finding.expect, pair["n_seeds"])
+                    comparisons.append(pair)
+        verdicts = {c["verdict"] for c in comparisons}
+        overall = ("agrees" if verdicts == {"agrees"} else "disagrees" if "disagrees" in verdicts
+                   else "not significant")
+        judged.append({"claim": finding.claim, "expect": finding.expect, "baseline": baseline, "verdict": overall,
+                       "t_inference": t, "comparisons": comparisons})
+    return judged
+
+
+def finding_lines(judged: list[dict]) -> list[str]:
+    """The judged findings as text: the verdict, then each comparison's numbers."""
+    lines = []
+    for finding in judged:
+        lines.append(f"{finding['verdict']}: {finding['claim']} (against {finding['baseline']}, "
+                     f"at {readable(finding['t_inference'])})")
+        for c in finding["comparisons"]:
+            spread = (f" [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}] over {c['n_seeds']} seeds" if c["n_seeds"] > 1
+                      else " (one seed)")
+            lines.append(f"    {c['preset']}: {c['method']}: {c['mean_diff']:+.3f}{spread}, {c['verdict']}")
+    return lines
+
+
 def summary_table(summary: dict) -> str:
     """Mean test accuracy over seeds, +- the half-width of its 95 % interval."""
     times = sorted({r["t_inference"] for r in summary["results"]})
@@ -136,14 +206,16 @@ def summary_table(summary: dict) -> str:
 
 
 def paired_lines(summary: dict, times: Optional[Iterable[float]] = None) -> list[str]:
-    """One line per baseline: the search's paired difference at the objective's times."""
+    """One line per baseline: the search's paired difference at the objective's times (a
+    study's: each variant's against the first variant)."""
     wanted = set(times if times is not None else summary["objective_times"])
     lines = []
     for row in summary["paired"]:
         if row["t_inference"] not in wanted:
             continue
         name = summary["methods"].get(row["baseline"], {}).get("label", row["baseline"])
-        lines.append(f"{row['preset']}, {readable(row['t_inference'])}: BayesFT - {name}: "
+        ours = "BayesFT" if row["method"] == "bayesft" else row["method"]
+        lines.append(f"{row['preset']}, {readable(row['t_inference'])}: {ours} - {name}: "
                      f"{row['mean_diff']:+.3f} [{row['ci_low']:+.3f}, {row['ci_high']:+.3f}], "
                      f"wins {row['wins']} of {row['n_seeds']}")
     return lines

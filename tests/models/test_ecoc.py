@@ -98,3 +98,12 @@ def test_an_ecoc_network_learns_and_its_decoder_stays_digital_on_the_chips():
                               seed=0)
     assert 0.1 < noisy.mean() < digital
 
+
+
+def test_an_ecoc_lenet_is_within_three_points_of_the_softmax_one():
+    splits = models.load_dataset("digits", seed=0)
+    clean = {}
+    for head in ("softmax", "ecoc"):
+        net = models.build("lenet5", splits.in_shape, splits.n_classes, head=head, seed=0)
+        clean[head] = models.accuracy(models.train(net, splits, models.TrainConfig(), seed=0).model, splits.test)
+    assert clean["ecoc"] >= clean["softmax"] - 0.03, clean

@@ -76,3 +76,22 @@ def test_the_summary_over_seeds_gives_each_values_interval():
     row = next(r for r in summary["sweep"] if r["value"] == 20.0)
     assert row["mean"] == pytest.approx(0.6) and row["n_seeds"] == 3 and row["parameter"] == "g_max"
     assert row["ci_high"] - row["mean"] == pytest.approx(4.302653 * 0.1 / 3 ** 0.5, rel=1e-5)  # t(0.975, 2) s / sqrt(n)
+
+
+def test_a_sweep_row_is_a_plain_evaluation_with_the_parameter_set(tiny):
+    import crossbar
+    import models
+    from search.trial import _sweep, chip_seed, splits_of
+
+    scenario, _ = load_scenario(tiny(report={"t_inference": ["1d"], "n_chips": 5,
+                                             "sweep": {"parameter": "g_max", "values": [20.0, 60.0]}}))
+    splits = splits_of(scenario)
+    net = models.build("mlp", splits.in_shape, splits.n_classes, depth=2, width=32, seed=0)
+    rows = _sweep(scenario, net, splits.test, "cpu", False)
+    for row in rows:
+        spec = next(p for p in scenario.presets if p["name"] == row["preset"])
+        preset = crossbar.make_preset({**spec, "g_max": row["value"]})
+        chips = crossbar.evaluate(net, splits.test, preset, [86400.0], 5, seed=chip_seed(scenario, "test"),
+                                  batch_size=scenario.batch_size)
+        assert row["mean"] == pytest.approx(float(chips.mean()), abs=1e-12)
+    assert len(rows) == 2 * 2 and len({r["mean"] for r in rows}) > 1
