@@ -271,7 +271,7 @@ def _sweep_figure(results: dict):
             ax.plot(x, [r["mean"] for r in mine], marker="o", markersize=3, color=colour,
                     label=_label(results, method))
             ax.fill_between(x, [r[low] for r in mine], [r[high] for r in mine], color=colour, alpha=0.15, linewidth=0)
-        _references(ax, results, "test_clean")
+        _references(ax, results, "test_clean_mean" if "seeds" in results else "test_clean")
         same = f" (the same device once {parameter} is set)" if len(group) > 1 else ""
         ax.set_title(f"{', '.join(group)}{same}; t = {readable(t)}", fontsize=10)
         ax.set_xlabel(parameter)

@@ -64,7 +64,7 @@ def test_every_method_is_measured_at_every_value_on_the_same_chips(tiny, tmp_pat
     assert (out / "sweep_p_sa0.png").is_file()
 
 
-def test_the_summary_over_seeds_gives_each_values_interval():
+def test_the_summary_over_seeds_gives_each_values_interval(tmp_path):
     def run(seed, accuracy):
         return {"scenario": "s", "mode": "search", "presets": ["pcm"], "objective_times": [1.0], "objective": {},
                 "methods": {"erm": {"label": "no dropout", "status": "ok", "test_clean": 0.9}},
@@ -73,6 +73,9 @@ def test_the_summary_over_seeds_gives_each_values_interval():
                            "mean": accuracy - v / 100} for v in (10.0, 20.0)]}
 
     summary = summarise({0: run(0, 0.8), 1: run(1, 0.9), 2: run(2, 0.7)})
+    from search.plot import plot_sweep
+
+    assert plot_sweep({**summary, "n_classes": 10}, tmp_path).name == "sweep_g_max.png"  # a summary's plot draws
     row = next(r for r in summary["sweep"] if r["value"] == 20.0)
     assert row["mean"] == pytest.approx(0.6) and row["n_seeds"] == 3 and row["parameter"] == "g_max"
     assert row["ci_high"] - row["mean"] == pytest.approx(4.302653 * 0.1 / 3 ** 0.5, rel=1e-5)  # t(0.975, 2) s / sqrt(n)
