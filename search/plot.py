@@ -28,7 +28,7 @@ import numpy as np
 from crossbar.durations import readable
 
 from .methods import METHODS, SEARCH_METHODS, color, label
-from .report import sweep_groups
+from .report import sweep_groups, sweep_time
 from .space import TRAINING
 
 
@@ -58,6 +58,21 @@ def _label(results: dict, method: str) -> str:
     return results["methods"][method].get("label", method)
 
 
+def _over_seeds(results: dict) -> bool:
+    """A summary over seeds (search.summary): its band is the mean's interval over seeds,
+    its clean accuracy the mean over seeds."""
+    return results.get("band") == "ci"
+
+
+def _band(results: dict) -> tuple[str, str]:
+    """The keys of a row's band: the 10th and 90th percentile chip, or the interval over seeds."""
+    return ("ci_low", "ci_high") if _over_seeds(results) else ("p10", "p90")
+
+
+def _clean_key(results: dict) -> str:
+    return "test_clean_mean" if _over_seeds(results) else "test_clean"
+
+
 def _same_numbers(results: dict) -> dict[str, str]:
     """Methods with identical test numbers everywhere (BayesFT settling on no dropout
     trains the ERM network again) would draw one line exactly over another: the methods
@@ -65,8 +80,9 @@ def _same_numbers(results: dict) -> dict[str, str]:
     first: dict[tuple, str] = {}
     labels: dict[str, str] = {}
     for method in results["methods"]:
-        rows = sorted((r["preset"], r["t_inference"], r["mean"], r.get("p10", r.get("ci_low")),
-                       r.get("p90", r.get("ci_high"))) for r in results["results"] if r["method"] == method)
+        low, high = _band(results)
+        rows = sorted((r["preset"], r["t_inference"], r["mean"], r[low], r[high])
+                      for r in results["results"] if r["method"] == method)
         key = tuple(rows)
         if rows and key in first:
             labels[first[key]] += f" = {_label(results, method)}"
@@ -155,8 +171,7 @@ def _accuracy_vs_time_figure(results: dict):
     labels = _same_numbers(results)
     methods = list(labels)
     single = multi = False
-    over_seeds = results.get("band") == "ci"  # a summary over seeds: the band is the mean's interval
-    band_keys = ("ci_low", "ci_high") if over_seeds else ("p10", "p90")
+    over_seeds, band_keys = _over_seeds(results), _band(results)
     for ax, preset in zip(axes.flat, presets):
         times = sorted({r["t_inference"] for r in results["results"] if r["preset"] == preset})
         at = _log_position(times)
@@ -184,7 +199,7 @@ def _accuracy_vs_time_figure(results: dict):
         ax.set_title(preset)
         ax.grid(True, alpha=0.3)
         ax.set_ylabel("test accuracy")
-        _references(ax, results, "test_clean_mean" if over_seeds else "test_clean")
+        _references(ax, results, _clean_key(results))
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
     handles, labels = axes.flat[0].get_legend_handles_labels()
@@ -258,9 +273,9 @@ def _sweep_figure(results: dict):
     presets = [group[0] for group in groups]
     width = max(7.5, 5.2 * len(presets))
     fig, axes = plt.subplots(1, len(presets), figsize=(width, 4.6), squeeze=False, sharey=True, layout="constrained")
-    low, high = ("ci_low", "ci_high") if results.get("band") == "ci" else ("p10", "p90")
+    low, high = _band(results)
     for ax, preset, group in zip(axes[0], presets, groups):
-        t = _sweep_time(results, preset)
+        t = sweep_time(results, preset)
         for index, method in enumerate(results["methods"]):
             mine = sorted((r for r in rows if r["method"] == method and r["preset"] == preset
                            and r["t_inference"] == t), key=lambda r: r["value"])
@@ -271,24 +286,18 @@ def _sweep_figure(results: dict):
             ax.plot(x, [r["mean"] for r in mine], marker="o", markersize=3, color=colour,
                     label=_label(results, method))
             ax.fill_between(x, [r[low] for r in mine], [r[high] for r in mine], color=colour, alpha=0.15, linewidth=0)
-        _references(ax, results, "test_clean_mean" if "seeds" in results else "test_clean")
+        _references(ax, results, _clean_key(results))
         same = f" (the same device once {parameter} is set)" if len(group) > 1 else ""
         ax.set_title(f"{', '.join(group)}{same}; t = {readable(t)}", fontsize=10)
         ax.set_xlabel(parameter)
         ax.grid(True, alpha=0.3)
     axes[0, 0].set_ylabel("test accuracy")
-    band = "95% interval of the mean over seeds" if low == "ci_low" else "10th-90th percentile chip"
+    band = "95% interval of the mean over seeds" if _over_seeds(results) else "10th-90th percentile chip"
     fig.suptitle(f"{results['scenario']}: test accuracy against {parameter}\nline = mean, band = {band}")
     handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, labels, fontsize=9, loc="outside lower center",
                ncol=_legend_columns(width, labels, 9), frameon=False)
     return fig
-
-
-def _sweep_time(results: dict, preset: str) -> float:
-    times = sorted({r["t_inference"] for r in results["sweep"] if r["preset"] == preset})
-    wanted = [t for t in results.get("objective_times", []) if t in times]
-    return wanted[0] if wanted else times[0]
 
 
 def plot_convergence(results: dict, trials: list[dict], out: Path) -> Path:

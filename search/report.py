@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 from crossbar.durations import readable
 
@@ -92,19 +92,34 @@ def feasibility_note(scenario: Scenario, trials: Iterable[TrialRecord]) -> Optio
 
 def summary_table(results: dict) -> str:
     """Test accuracy (mean +- std over chips) per preset, method and time, as text."""
+    return accuracy_table(results, lambda r: f"{r['mean']:.3f}+-{r['std']:.3f}", "test_clean", failed=True)
+
+
+def accuracy_table(results: dict, cell: Callable[[dict], str], clean: str, failed: bool = False) -> str:
+    """The text table of ``results`` rows: per preset and method, the clean accuracy
+    (``methods[...][clean]``) and ``cell(row)`` at each time; with ``failed``, a method
+    that failed says so instead."""
     times = sorted({r["t_inference"] for r in results["results"]})
     width = max([16, *(len(p) for p in results["presets"])])
     lines = [f"{'preset':{width}s} {'method':28s} {'clean':>6s}" + "".join(f"{readable(t):>14s}" for t in times)]
     for preset in results["presets"]:
         for method, info in results["methods"].items():
-            cells = {r["t_inference"]: f"{r['mean']:.3f}+-{r['std']:.3f}" for r in results["results"]
+            cells = {r["t_inference"]: cell(r) for r in results["results"]
                      if r["method"] == method and r["preset"] == preset}
-            clean = f"{info['test_clean']:.3f}" if info.get("test_clean") is not None else "-"
-            if info["status"] != "ok":
-                clean, cells = "failed", {}
-            lines.append(f"{preset:{width}s} {info['label'][:28]:28s} {clean:>6s}"
+            text = f"{info[clean]:.3f}" if info.get(clean) is not None else "-"
+            if failed and info["status"] != "ok":
+                text, cells = "failed", {}
+            lines.append(f"{preset:{width}s} {info['label'][:28]:28s} {text:>6s}"
                          + "".join(f"{cells.get(t, '-'):>14s}" for t in times))
     return "\n".join(lines)
+
+
+def sweep_time(results: dict, preset: Optional[str] = None) -> float:
+    """The time a sweep is shown at: the first objective time it measured (of
+    ``preset``'s rows), else its first time."""
+    times = sorted({r["t_inference"] for r in results["sweep"] if preset is None or r["preset"] == preset})
+    wanted = [t for t in results.get("objective_times", []) if t in times]
+    return wanted[0] if wanted else times[0]
 
 
 def sweep_table(results: dict, time: Optional[float] = None) -> str:
@@ -115,9 +130,7 @@ def sweep_table(results: dict, time: Optional[float] = None) -> str:
     if not rows:
         return ""
     parameter = rows[0]["parameter"]
-    times = sorted({r["t_inference"] for r in rows})
-    wanted = [t for t in results.get("objective_times", []) if t in times]
-    t = time if time is not None else (wanted[0] if wanted else times[0])
+    t = time if time is not None else sweep_time(results)
     values = sorted({r["value"] for r in rows})
     groups = sweep_groups(results)
     width = max([16, *(len(", ".join(g)) for g in groups)])

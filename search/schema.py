@@ -448,12 +448,6 @@ class Scenario(Strict):
                 raise ValueError(f"report.sweep: device {spec['name']!r} with {sweep.parameter} = {value:g}: "
                                  f"{text}") from None
 
-    def swept_presets(self, spec: dict) -> list[tuple[float, crossbar.Preset]]:
-        """``(value, preset)`` for each value of ``report.sweep``: the device ``spec``
-        with its parameter set to the value (named as the device)."""
-        sweep = self.report.sweep
-        return [(value, crossbar.make_preset({**spec, sweep.parameter: value})) for value in sweep.values]
-
     def dimensions(self) -> list[Dimension]:
         """The search space: one dimension per dropout slot, then the training ones."""
         return dimensions(self.slots(), self.search.bounds, self.search.space)

@@ -70,33 +70,17 @@ def summarise(per_seed: dict[int, dict], search: str = "bayesft") -> dict:
 
     seeds = sorted(per_seed)
     first = per_seed[seeds[0]]
-    cells: dict[tuple, dict[int, float]] = {}
-    for seed in seeds:
-        for row in per_seed[seed]["results"]:
-            cells.setdefault((row["method"], row["preset"], row["t_inference"]), {})[seed] = row["mean"]
-    rows = []
-    for (method, preset, t), by_seed in cells.items():
-        mean, low, high = interval([by_seed[s] for s in seeds if s in by_seed])
-        rows.append({"method": method, "preset": preset, "t_inference": t, "mean": mean, "ci_low": low,
-                     "ci_high": high, "n_seeds": len(by_seed), "per_seed": [by_seed.get(s) for s in seeds]})
-    sweep_cells: dict[tuple, dict[int, float]] = {}
-    for seed in seeds:
-        for row in per_seed[seed].get("sweep") or []:
-            key = (row["method"], row["preset"], row["t_inference"], row["parameter"], row["value"])
-            sweep_cells.setdefault(key, {})[seed] = row["mean"]
-    sweep = []
-    for (method, preset, t, parameter, value), by_seed in sweep_cells.items():
-        mean, low, high = interval([by_seed[s] for s in seeds if s in by_seed])
-        sweep.append({"method": method, "preset": preset, "t_inference": t, "parameter": parameter, "value": value,
-                      "mean": mean, "ci_low": low, "ci_high": high, "n_seeds": len(by_seed)})
+    cells = _by_seed(per_seed, "results", ROW_KEYS)
+    rows = [{**row, "per_seed": [cells[key].get(s) for s in seeds]}
+            for key, row in zip(cells, _over_seeds(cells, seeds, ROW_KEYS))]
+    sweep = _over_seeds(_by_seed(per_seed, "sweep", SWEEP_KEYS), seeds, SWEEP_KEYS)
     if first["mode"] == "study":  # each variant against the first (the baseline variant)
         reference = next(iter(first["methods"]), None)
         paired = [p for method in first["methods"] if method != reference
                   for p in _pairs(cells, seeds, method, reference)]
     else:
-        paired = [p for (method, _, _) in dict.fromkeys(cells) if method != search
+        paired = [p for method in dict.fromkeys(m for m, _, _ in cells) if method != search
                   for p in _pairs(cells, seeds, search, method)]
-    paired = list({(p["method"], p["baseline"], p["preset"], p["t_inference"]): p for p in paired}.values())
     methods = {}
     for seed in seeds:
         for method, info in per_seed[seed]["methods"].items():
@@ -113,6 +97,30 @@ def summarise(per_seed: dict[int, dict], search: str = "bayesft") -> dict:
         "n_classes": first.get("n_classes"), "methods": methods, "results": rows, "sweep": sweep, "paired": paired,
         "confidence": CONFIDENCE, "band": "ci",
     }
+
+
+#: What identifies a row of ``results`` and of ``sweep`` in a seed's results.json.
+ROW_KEYS = ("method", "preset", "t_inference")
+SWEEP_KEYS = (*ROW_KEYS, "parameter", "value")
+
+
+def _by_seed(per_seed: dict[int, dict], part: str, keys: Sequence[str]) -> dict[tuple, dict[int, float]]:
+    """The rows of ``part`` ("results" or "sweep") of each seed's results: for each key
+    (``keys``' values), each seed's mean accuracy."""
+    cells: dict[tuple, dict[int, float]] = {}
+    for seed in sorted(per_seed):
+        for row in per_seed[seed].get(part) or []:
+            cells.setdefault(tuple(row[k] for k in keys), {})[seed] = row["mean"]
+    return cells
+
+
+def _over_seeds(cells: dict[tuple, dict[int, float]], seeds: list[int], keys: Sequence[str]) -> list[dict]:
+    """One row per key: the mean over the seeds that have it, and its 95 % interval."""
+    rows = []
+    for key, by_seed in cells.items():
+        mean, low, high = interval([by_seed[s] for s in seeds if s in by_seed])
+        rows.append({**dict(zip(keys, key)), "mean": mean, "ci_low": low, "ci_high": high, "n_seeds": len(by_seed)})
+    return rows
 
 
 def _pairs(cells: dict, seeds: list[int], method: str, baseline: str) -> list[dict]:
@@ -153,10 +161,7 @@ def judge(per_seed: dict[int, dict], findings: list, times: Iterable[float]) -> 
     difference to the baseline variant with its interval and verdict; the finding
     agrees when every comparison does, disagrees when any does, else not significant."""
     seeds = sorted(per_seed)
-    cells: dict[tuple, dict[int, float]] = {}
-    for seed in seeds:
-        for row in per_seed[seed]["results"]:
-            cells.setdefault((row["method"], row["preset"], row["t_inference"]), {})[seed] = row["mean"]
+    cells = _by_seed(per_seed, "results", ROW_KEYS)
     first = per_seed[seeds[0]]
     reference = next(iter(first["methods"]), None)
     t = next(iter(times))
@@ -192,17 +197,10 @@ def finding_lines(judged: list[dict]) -> list[str]:
 
 def summary_table(summary: dict) -> str:
     """Mean test accuracy over seeds, +- the half-width of its 95 % interval."""
-    times = sorted({r["t_inference"] for r in summary["results"]})
-    width = max([16, *(len(p) for p in summary["presets"])])
-    lines = [f"{'preset':{width}s} {'method':28s} {'clean':>6s}" + "".join(f"{readable(t):>14s}" for t in times)]
-    for preset in summary["presets"]:
-        for method, info in summary["methods"].items():
-            cells = {r["t_inference"]: f"{r['mean']:.3f}+-{(r['ci_high'] - r['ci_low']) / 2:.3f}"
-                     for r in summary["results"] if r["method"] == method and r["preset"] == preset}
-            clean = f"{info['test_clean_mean']:.3f}" if info.get("test_clean_mean") is not None else "-"
-            lines.append(f"{preset:{width}s} {info['label'][:28]:28s} {clean:>6s}"
-                         + "".join(f"{cells.get(t, '-'):>14s}" for t in times))
-    return "\n".join(lines)
+    from .report import accuracy_table  # the report imports the schema, which imports parse_seeds from here
+
+    return accuracy_table(summary, lambda r: f"{r['mean']:.3f}+-{(r['ci_high'] - r['ci_low']) / 2:.3f}",
+                          "test_clean_mean")
 
 
 def paired_lines(summary: dict, times: Optional[Iterable[float]] = None) -> list[str]:

@@ -184,12 +184,13 @@ def _sweep(scenario: Scenario, model, data, device, progress: bool) -> list[Accu
         return []
     rows, measured = [], {}
     for spec in scenario.presets:
-        for value, preset in scenario.swept_presets(spec):
+        for value in sweep.values:
             # devices that differ only in the swept parameter (sigma 1.0 and 1.5) are the same device at each
             # value, on the same chips: measured once
             same = json.dumps({**{k: v for k, v in spec.items() if k != "name"}, sweep.parameter: value},
                               sort_keys=True, default=str)
             if same not in measured:
+                preset = crossbar.make_preset({**spec, sweep.parameter: value})
                 measured[same] = _measure(scenario, model, data, "test", scenario.report_times,
                                           scenario.report.n_chips, device, progress, presets=[preset])
             for row in measured[same]:
