@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RUN_FILES = ("scenario.yaml", "resolved.yaml", "environment.json", "trials.jsonl", "final.jsonl", "results.json",
              "trials.jsonl.damaged", "final.jsonl.damaged")
 PLOT_FILES = ("accuracy_vs_time.png", "technologies.png", "convergence.png", "dropout_rates.png")  # search.plot's
+SWEEP_PLOTS = "sweep_*.png"  # search.plot's too: one per swept parameter (report.sweep)
 # resolved-scenario keys that may change between a run and its resume
 VOLATILE = ("output", "device")
 
@@ -98,8 +99,12 @@ class RunFolder:
         """The ``seed-<n>/`` sub-folders of a run repeated over seeds."""
         return sorted(p for p in self.path.glob("seed-*") if p.is_dir()) if self.path.is_dir() else []
 
+    def sweep_plots(self) -> list[Path]:
+        return sorted(self.path.glob(SWEEP_PLOTS)) if self.path.is_dir() else []
+
     def clear(self) -> None:
-        for name in RUN_FILES + PLOT_FILES:  # only what a run writes: other files are the user's
+        names = RUN_FILES + PLOT_FILES + tuple(p.name for p in self.sweep_plots())
+        for name in names:  # only what a run writes: other files are the user's
             try:
                 (self.path / name).unlink(missing_ok=True)
             except OSError as e:
@@ -113,7 +118,7 @@ class RunFolder:
         """Names in the folder that a run does not write (hidden files aside)."""
         if not self.path.is_dir():
             return []
-        ours = set(RUN_FILES + PLOT_FILES)
+        ours = set(RUN_FILES + PLOT_FILES) | {p.name for p in self.sweep_plots()}
         repeats = set(self.repeats())
         return sorted(p.name for p in self.path.iterdir()
                       if p.name not in ours and not p.name.startswith(".") and p not in repeats)

@@ -458,6 +458,7 @@ def plot_run(run_dir: Path) -> list[Path]:
     paths = []
     if results.get("sweep"):
         paths.append(plot_sweep(results, run_dir))
+    _remove_stale_sweeps(run_dir, paths)
     if "seeds" in results:  # a summary over seeds: each seed's folder has the rest
         return paths + ([plot_accuracy_vs_time(results, run_dir)] if results["results"] else [])
     if results["results"]:
@@ -471,6 +472,15 @@ def plot_run(run_dir: Path) -> list[Path]:
     if any(m.shows_rates and m.id in results["methods"] for m in METHODS.values()) and results.get("mode") != "study":
         paths.append(plot_dropout_rates(results, run_dir))
     return paths
+
+
+def _remove_stale_sweeps(run_dir: Path, drawn: list[Path]) -> None:
+    """A sweep plot of a parameter the run no longer sweeps would lie: removed."""
+    from .folder import RunFolder
+
+    for path in RunFolder(run_dir).sweep_plots():
+        if path not in drawn:
+            path.unlink(missing_ok=True)
 
 
 def main(argv=None) -> int:

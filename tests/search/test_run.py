@@ -213,7 +213,9 @@ def test_force_starts_over(tiny, tmp_path):
     )
     (out / "my_figure.png").write_bytes(b"the user's own")  # not a file the run writes
     (out / "convergence.png").write_bytes(b"stale")
+    (out / "sweep_g_max.png").write_bytes(b"stale")  # a run's sweep plot, of a sweep this run no longer has
     assert search.run.main([str(path), "--out", str(out), "--quiet", "--force"]) == 0
+    assert not (out / "sweep_g_max.png").exists()
     assert [r["id"] for r in trials(out)] == ["erm", "bayesft-001"]
     assert (out / "my_figure.png").read_bytes() == b"the user's own"
     assert (out / "convergence.png").read_bytes() != b"stale"

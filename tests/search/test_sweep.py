@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+import search.plot
 import search.run
 from search.config import ScenarioError, load_scenario
 from search.summary import summarise
@@ -62,6 +63,9 @@ def test_every_method_is_measured_at_every_value_on_the_same_chips(tiny, tmp_pat
     for method in ("erm", "bayesft"):  # most devices stuck at g_min: far less accurate
         assert at(method, "lognormal", 0.6)["mean"] < at(method, "lognormal", 0.0)["mean"] - 0.2
     assert (out / "sweep_p_sa0.png").is_file()
+    (out / "sweep_sigma.png").write_bytes(b"stale")  # from before the sweep was changed: redrawing removes it
+    assert search.plot.main([str(out)]) == 0
+    assert (out / "sweep_p_sa0.png").is_file() and not (out / "sweep_sigma.png").exists()
 
 
 def test_the_summary_over_seeds_gives_each_values_interval(tmp_path):
