@@ -19,9 +19,11 @@ layer, chip); the caller's global RNG state is left as it was.
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Callable, Iterator, Optional, Sequence
 
 import torch
+import torch.nn.functional as F
 from aihwkit.inference.compensation.drift import GlobalDriftCompensation
 from aihwkit.inference.converter.conductance import SingleDeviceConductanceConverter
 from torch import Tensor
@@ -102,7 +104,11 @@ class ProgrammedArray:
         g_programmed: ``(n_chips, D, out, in)`` conductances right after programming,
             stuck devices included.
         stuck: ``(n_chips, D, out, in)`` int8 codes (0 ok, 1 stuck at g_min, 2 stuck at
-            g_max), or None without faults.
+            g_max), or None without faults: independent cells (``p_sa0``, ``p_sa1``),
+            then clusters, bit lines (columns) and word lines (rows) of each tile, each
+            overriding the one before where they meet.
+        g_range: ``(g_min, g_max)``, each ``(n_chips, D, out, in)``: every device's own
+            conductance range under device-to-device variation; None without it.
         tiles: ``(o0, o1, i0, i1)`` block of each tile.
         tile_abs_max: largest target |weight| of each tile (its conductance scale).
     """
@@ -146,21 +152,28 @@ class ProgrammedArray:
             self.tile_abs_max.append(float(block.abs().max()))
         assert g_target is not None
         # The converters' arithmetic can overshoot the range by an ulp; devices cannot.
-        g_target = g_target.clamp_(self.converter.g_min, self.converter.g_max).to(preset.dtype)
+        g_target = g_target.clamp_(self.converter.g_min, self.converter.g_max)
+        if preset.levels is not None:
+            g_target = round_to_levels(g_target, preset.levels, self.converter.g_min, self.converter.g_max)
+        g_target = g_target.to(preset.dtype)
         self.g_target = g_target
         self.n_devices = g_target.shape[0]
 
+        self.g_range = self._sample_ranges()
+        # Under variation each chip's devices map the nominal targets onto their own range.
+        self._chip_target = None if self.g_range is None else self._map_to_ranges(g_target)
         self.g_programmed = g_target.new_empty((self.n_chips, *g_target.shape))
         self._drift_params: Optional[Tensor] = None
         self._drift_is_target = False
         with private_rng(self.device):
             for k, chip in enumerate(self.chips):
                 seed_global(self.device, derive_seed(self.seed, Stream.PROGRAM, self.layer, chip))
-                self.g_programmed[k] = self.noise_model.apply_programming_noise_to_conductance(g_target)
-                nu = self.noise_model.generate_drift_coefficients(g_target)
+                target = g_target if self._chip_target is None else self._chip_target[k]
+                self.g_programmed[k] = self.noise_model.apply_programming_noise_to_conductance(target)
+                nu = self.noise_model.generate_drift_coefficients(target)
                 if nu is None:
                     continue
-                if nu is g_target:  # ReRAM models keep the target as their "drift parameter"
+                if nu is target:  # ReRAM models keep the target as their "drift parameter"
                     self._drift_is_target = True
                     continue
                 if self._drift_params is None:
@@ -170,25 +183,100 @@ class ProgrammedArray:
         self.stuck = self._sample_faults()
         self.g_programmed = self._apply_stuck(self.g_programmed)
 
+    # --- device-to-device variation ------------------------------------------
+
+    def _sample_ranges(self) -> Optional[tuple[Tensor, Tensor]]:
+        """Every device's own (g_min, g_max): the nominal values times ``1 + v N(0, 1)``,
+        drawn per chip on the CPU (the same devices on any device), clamped so that
+        g_min >= 0 and g_max >= g_min."""
+        v_max, v_min = self.preset.g_max_variation, self.preset.g_min_variation
+        if v_max == 0 and v_min == 0:
+            return None
+        g_lo, g_hi = float(self.converter.g_min), float(self.converter.g_max)
+        shape = (self.n_chips, *self.g_target.shape)
+        lo = torch.empty(shape, dtype=torch.float64)
+        hi = torch.empty(shape, dtype=torch.float64)
+        for k, chip in enumerate(self.chips):
+            gen = torch.Generator().manual_seed(derive_seed(self.seed, Stream.VARIATION, self.layer, chip))
+            hi[k] = g_hi * (1.0 + v_max * torch.randn(self.g_target.shape, generator=gen, dtype=torch.float64))
+            lo[k] = g_lo * (1.0 + v_min * torch.randn(self.g_target.shape, generator=gen, dtype=torch.float64))
+        lo.clamp_(min=0.0)
+        hi = torch.maximum(hi, lo)
+        return lo.to(self.device, self.preset.dtype), hi.to(self.device, self.preset.dtype)
+
+    def _map_to_ranges(self, g_target: Tensor) -> Tensor:
+        """``(n_chips, D, out, in)`` targets: each device reaches the same fraction of its
+        own range that the nominal target is of the nominal range."""
+        assert self.g_range is not None
+        lo, hi = self.g_range
+        g_lo, g_hi = float(self.converter.g_min), float(self.converter.g_max)
+        fraction = (g_target - g_lo) / (g_hi - g_lo)
+        return lo + fraction * (hi - lo)
+
     # --- faults --------------------------------------------------------------
 
     def _sample_faults(self) -> Optional[Tensor]:
-        p0, p1 = self.preset.p_sa0, self.preset.p_sa1
-        if p0 == 0 and p1 == 0:
+        preset = self.preset
+        p0, p1 = preset.p_sa0, preset.p_sa1
+        correlated = preset.p_row_fault > 0 or preset.p_col_fault > 0 or preset.p_cluster > 0
+        if p0 == 0 and p1 == 0 and not correlated:
             return None
-        codes = torch.empty((self.n_chips, *self.g_target.shape), dtype=torch.int8)
+        codes = torch.zeros((self.n_chips, *self.g_target.shape), dtype=torch.int8)
         for k, chip in enumerate(self.chips):
             # Drawn on the CPU with its own generator: the same fault map on any device.
-            gen = torch.Generator().manual_seed(derive_seed(self.seed, Stream.FAULTS, self.layer, chip))
-            u = torch.rand(self.g_target.shape, generator=gen, dtype=torch.float64)
-            codes[k] = (u < p0).to(torch.int8) * _STUCK_SA0 + ((u >= p0) & (u < p0 + p1)).to(torch.int8) * _STUCK_SA1
+            if p0 > 0 or p1 > 0:
+                gen = torch.Generator().manual_seed(derive_seed(self.seed, Stream.FAULTS, self.layer, chip))
+                u = torch.rand(self.g_target.shape, generator=gen, dtype=torch.float64)
+                codes[k] = ((u < p0).to(torch.int8) * _STUCK_SA0
+                            + ((u >= p0) & (u < p0 + p1)).to(torch.int8) * _STUCK_SA1)
+            if correlated:
+                self._correlated_faults(codes[k], chip)
         return codes.to(self.device)
+
+    def _correlated_faults(self, codes: Tensor, chip: int) -> None:
+        """Stuck clusters, bit lines and word lines of every tile of one chip, in place
+        on its ``(D, out, in)`` codes. A tile's row is one input (all its devices); its
+        column one device of one output; a cluster covers the cells within
+        ``cluster_radius`` of a seed cell in the tile's layout (inputs along rows, each
+        output's D devices side by side along columns). Each line and cluster is stuck at
+        g_max with probability ``fault_sa1_share``, else at g_min; each kind has its own
+        random stream, so switching one on leaves the others' maps as they were."""
+        preset = self.preset
+        share = preset.fault_sa1_share
+        n_dev = codes.shape[0]
+
+        def generator(kind: int) -> torch.Generator:
+            return torch.Generator().manual_seed(
+                derive_seed(self.seed, Stream.CORRELATED_FAULTS, self.layer, chip, kind))
+
+        def draw(gen: torch.Generator, p: float, shape: tuple[int, ...]) -> Tensor:
+            """Codes of failed elements (0 where working), each failed with probability p."""
+            failed = torch.rand(shape, generator=gen, dtype=torch.float64) < p
+            high = torch.rand(shape, generator=gen, dtype=torch.float64) < share
+            return failed.to(torch.int8) * torch.where(high, _STUCK_SA1, _STUCK_SA0).to(torch.int8)
+
+        gens = [generator(kind) for kind in range(3)]
+        for o0, o1, i0, i1 in self.tiles:
+            block = codes[:, o0:o1, i0:i1]  # a view: (D, n_out, n_in)
+            n_out, n_in = o1 - o0, i1 - i0
+            if preset.p_cluster > 0:
+                seeds = draw(gens[2], preset.p_cluster, (n_in, n_out * n_dev))  # the tile's layout
+                grown = cluster_cells(seeds, preset.cluster_radius)  # (n_in, n_out * D)
+                grown = grown.view(n_in, n_out, n_dev).permute(2, 1, 0)
+                block.copy_(torch.where(grown > 0, grown, block))
+            if preset.p_col_fault > 0:
+                cols = draw(gens[1], preset.p_col_fault, (n_dev, n_out)).unsqueeze(-1)
+                block.copy_(torch.where(cols > 0, cols.expand_as(block), block))
+            if preset.p_row_fault > 0:
+                rows = draw(gens[0], preset.p_row_fault, (n_in,)).view(1, 1, n_in)
+                block.copy_(torch.where(rows > 0, rows.expand_as(block), block))
 
     def _apply_stuck(self, g: Tensor) -> Tensor:
         if self.stuck is None:
             return g
-        g = torch.where(self.stuck == _STUCK_SA0, self.converter.g_min, g)
-        return torch.where(self.stuck == _STUCK_SA1, self.converter.g_max, g)
+        lo, hi = self.g_range if self.g_range is not None else (self.converter.g_min, self.converter.g_max)
+        g = torch.where(self.stuck == _STUCK_SA0, lo, g)
+        return torch.where(self.stuck == _STUCK_SA1, hi, g)
 
     # --- reading -------------------------------------------------------------
 
@@ -201,8 +289,10 @@ class ProgrammedArray:
                 seed_global(self.device, derive_seed(self.seed, Stream.READ, self.layer, chip, time_key(t)))
                 if self._drift_params is not None:
                     nu = self._drift_params[k]
+                elif self._drift_is_target:
+                    nu = self.g_target if self._chip_target is None else self._chip_target[k]
                 else:
-                    nu = self.g_target if self._drift_is_target else None
+                    nu = None
                 out[k] = self.noise_model.apply_drift_noise_to_conductance(self.g_programmed[k], nu, t)
         return self._apply_stuck(out)
 
@@ -226,6 +316,33 @@ class ProgrammedArray:
         if t_inference is None:
             return self.to_weights(self.g_programmed)
         return self.to_weights(self.conductances(t_inference))
+
+
+def round_to_levels(g: Tensor, levels: "int | Sequence[float]", g_min: float, g_max: float) -> Tensor:
+    """Conductances ``g`` rounded to the nearest programmable level: ``levels`` equally
+    spaced on ``[g_min, g_max]``, or the given list (uS)."""
+    if isinstance(levels, int):
+        step = (g_max - g_min) / (levels - 1)
+        return torch.round((g - g_min) / step).mul_(step).add_(g_min).clamp_(g_min, g_max)
+    grid = torch.tensor(sorted(levels), dtype=g.dtype, device=g.device)
+    upper = torch.searchsorted(grid, g.contiguous()).clamp_(1, len(grid) - 1)
+    lo, hi = grid[upper - 1], grid[upper]
+    return torch.where(g - lo <= hi - g, lo, hi)
+
+
+def cluster_cells(seeds: Tensor, radius: float) -> Tensor:
+    """Fault clusters: every cell within ``radius`` cells (Euclidean) of a seed takes the
+    seed's code; where clusters of both kinds meet, stuck at g_max wins. ``seeds`` is a
+    2-D int8 map of codes (0: no seed)."""
+    r = int(math.floor(radius))
+    offsets = torch.arange(-r, r + 1, dtype=torch.float64)
+    disc = ((offsets.view(-1, 1) ** 2 + offsets.view(1, -1) ** 2) <= radius * radius + 1e-9).to(torch.float32)
+    grown = torch.zeros_like(seeds)
+    for code in (_STUCK_SA0, _STUCK_SA1):  # the second overrides the first
+        mask = (seeds == code).to(torch.float32)[None, None]
+        covered = F.conv2d(mask, disc[None, None], padding=r)[0, 0] > 0.5
+        grown[covered] = code
+    return grown
 
 
 def program(

@@ -32,6 +32,10 @@ class Stream(enum.IntEnum):
     BASELINE = 3  # the periphery's output noise in drift compensation's first read-out
     READOUT = 4  # ... and in its read-out at an inference time
     FORWARD = 5  # the periphery's output noise in the forward pass, per chip and time
+    WEIGHT_NOISE = 6  # its output-referred weight noise in the forward pass, per chip and time
+    LINES = 7  # the output lines' non-linearity of a chip's tiles, per layer
+    VARIATION = 8  # each device's conductance range on a chip, per layer
+    CORRELATED_FAULTS = 9  # a chip's failed rows, columns and fault clusters, per layer
     HARDWARE_AWARE = 101  # the chip drawn at each step of hardware-aware training
     EVALUATION_CHIPS = 200  # the chips a search scores its trials on (validation) and reports (test)
 

@@ -90,6 +90,8 @@ def _activation_bytes(model: CrossbarModel, sample: Tensor) -> int:
                 positions = output.shape[-1] * output.shape[-2]
                 # unfolded inputs, their DAC codes and one temporary
                 total += 3 * positions * module.weight[0].numel() * output.element_size()
+                if module.periphery.lines:  # the array effects' products and weight noise
+                    total += 3 * output.numel() * output.element_size()
 
     handles = [m.register_forward_hook(hook) for m in model.module.modules()]
     try:

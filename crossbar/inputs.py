@@ -109,6 +109,10 @@ class RowInputs:
     def vectors(self) -> Tensor:
         return self.vecs
 
+    def signed(self) -> bool:
+        """Whether any input is negative (IR drop's currents then need |x|)."""
+        return _signed(self, self.vecs)
+
     def codes(self, periphery, i0: int, i1: int, once: bool = False) -> tuple[Tensor, Tensor]:
         """DAC codes and units of the vectors' elements ``i0:i1`` (``once``: no other tile
         uses them; rows are made whole anyway)."""
@@ -116,6 +120,12 @@ class RowInputs:
             return periphery.prepare_input(self.vecs[:, :, i0:i1], dim=2)
 
         return _cached(self, (i0, i1), build)
+
+
+def _signed(inputs, x: Tensor) -> bool:
+    if "signed" not in inputs.memo:
+        inputs.memo["signed"] = bool(x.min() < 0) if x.numel() else False
+    return inputs.memo["signed"]
 
 
 def _cached(inputs, name, build):
@@ -158,6 +168,10 @@ class PatchInputs:
         g = self.geometry
         unfolded = F.unfold(self.x, g.kernel_size, g.dilation, g.padding, g.stride)
         return unfolded.view(self.n_x, self.x.shape[0] // self.n_x, unfolded.shape[1], unfolded.shape[2])
+
+    def signed(self) -> bool:
+        """Whether any input is negative (IR drop's currents then need |x|)."""
+        return _signed(self, self.x)
 
     @property
     def size(self) -> int:

@@ -219,9 +219,66 @@ def _noisy_adc(z, first, start, k0, k1, std, noisy, rnd, bound):
     return over
 
 
+@compiled
+def _ir_drop(z, main, drop, current, a_scale, ir_drop):
+    """aihwkit's steady-state IR drop, in one pass over 3-D arrays of any strides:
+    ``z = main - ir_drop c(a) drop`` with ``a = a_scale current`` and
+    ``c(a) = a (a (0.05 a - 0.2) + 0.5)``."""
+    dtype = z.dtype.type
+    k005, k02, k05 = dtype(0.05), dtype(0.2), dtype(0.5)
+    for b in range(z.shape[0]):
+        for o in range(z.shape[1]):
+            for i in range(z.shape[2]):
+                a = current[b, o, i] * a_scale
+                z[b, o, i] = main[b, o, i] - ir_drop * (a * (a * (k005 * a - k02) + k05)) * drop[b, o, i]
+
+
+def ir_drop(z: Tensor, main: Tensor, drop: Tensor, current: Tensor, a_scale: float, strength: float) -> None:
+    """``z = main - strength c(a_scale current) drop`` element-wise, for CPU tensors of
+    one 3-D shape (views of any strides; ``z`` may be ``main``)."""
+    arrays = [t.detach().numpy() for t in (z, main, drop, current)]
+    dtype = arrays[0].dtype.type
+    _ir_drop(*arrays, dtype(a_scale), dtype(strength))
+
+
+@compiled
+def _lines(z, noise, std, noisy, root, std_scale, n_i, factor, nonlinear):
+    """Weight noise ``z += std_scale std noise`` (``sqrt(std)`` with ``root``), then the
+    output non-linearity ``z = factor z / (1 + |n_i z|)`` (``n_i`` per output, the
+    middle axis), in one pass over 3-D arrays of any strides (``std`` may be a
+    broadcast view)."""
+    dtype = z.dtype.type
+    one = dtype(1.0)
+    for b in range(z.shape[0]):
+        for o in range(z.shape[1]):
+            n = n_i[o] if nonlinear else dtype(0.0)
+            for i in range(z.shape[2]):
+                v = z[b, o, i]
+                if noisy:
+                    s = np.sqrt(std[b, o, i]) if root else std[b, o, i]
+                    v = v + std_scale * s * noise[b, o, i]
+                if nonlinear:
+                    v = factor * v / (one + abs(n * v))
+                z[b, o, i] = v
+
+
+def lines(z: Tensor, noise: Optional[Tensor], std: Optional[Tensor], n_i: Optional[Tensor], factor: float,
+          root: bool = False, std_scale: float = 1.0) -> None:
+    """The weight noise (``std_scale * std * noise``, ``sqrt(std)`` with ``root``; both
+    broadcastable to ``z``) and the output non-linearity (``n_i`` along ``z``'s middle
+    axis, ``factor``) on 3-D CPU ``z``, in place."""
+    zn = z.detach().numpy()
+    dtype = zn.dtype.type
+    empty = np.zeros((1, 1, 1), zn.dtype)
+    noise_n = empty if noise is None else noise.detach().numpy()
+    std_n = empty if std is None else std.expand_as(z).detach().numpy()
+    n_n = np.zeros(1, zn.dtype) if n_i is None else n_i.detach().to(z.dtype).numpy()
+    _lines(zn, noise_n, std_n, noise is not None, root, dtype(std_scale), n_n, dtype(factor), n_i is not None)
+
+
 def flat_numpy(t: Tensor) -> np.ndarray:
     if t.device.type != "cpu" or not t.is_contiguous():
-        raise ValueError("noise is added to contiguous CPU tensors only")
+        raise ValueError("the compiled loops take contiguous CPU tensors only")
     return t.detach().view(-1).numpy()
 
 

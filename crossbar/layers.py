@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from .arrays import ProgrammedArray, drift_factors, drift_readouts, scale_tiles
 from .common import Stream, derive_seed, time_key
 from .inputs import CodeCache, ConvGeometry, PatchInputs, RowInputs
-from .periphery import Periphery
+from .periphery import LineState, Periphery
 from .presets import Preset
 from .rng import NoiseStream
 
@@ -43,6 +43,7 @@ class ChipContext:
         self.n_chips = 0
         self.batch = 0  # fold: batch size of the model input
         self.streams: Optional[list[NoiseStream]] = None  # output noise, one per chip
+        self.w_streams: Optional[list[NoiseStream]] = None  # output-referred weight noise, one per chip
         self.model_input: Optional[Tensor] = None  # loop: the input every chip thread runs
         self._local = threading.local()
 
@@ -81,6 +82,7 @@ class CrossbarLayer(nn.Module):
         self._wn: Optional[Tensor] = None  # (C, out, in) tile weights in DAC->ADC codes, periphery on
         self._tile_scale: Optional[Tensor] = None  # (C, n_tiles) abs-max x compensation
         self._baseline: Optional[Tensor] = None  # (C, n_tiles) drift compensation's first read-out
+        self._nonlinearity: Optional[tuple[list[Tensor], list[Tensor]]] = None  # per tile: (C, out) n_i, (C,) f
         self._codes = CodeCache()
 
     # --- programming and time -------------------------------------------------
@@ -89,10 +91,31 @@ class CrossbarLayer(nn.Module):
         self.array = ProgrammedArray(self.weight, self.preset, n_chips, seed, first_chip, self.index)
         self._w = self._wn = self._tile_scale = None
         self._baseline = None
+        self._nonlinearity = self._draw_nonlinearity() if self.periphery.out_nonlinearity > 0 else None
         comp = self.preset.drift_compensation_model
         if comp is not None:
             weights = self.array.weights(None).to(self.weight.device)
             self._baseline = drift_readouts(self.array, comp, weights, self._readout_product(Stream.BASELINE, None))
+
+    def _draw_nonlinearity(self) -> tuple[list[Tensor], list[Tensor]]:
+        """Every chip's output-line non-linearity, per tile: fixed from programming on."""
+        array = self.array
+        assert array is not None
+        n_i = [torch.empty((array.n_chips, o1 - o0), dtype=torch.float64) for o0, o1, _, _ in array.tiles]
+        factor = [torch.empty(array.n_chips, dtype=torch.float64) for _ in array.tiles]
+        for c, chip in enumerate(array.chips):
+            gen = torch.Generator().manual_seed(derive_seed(array.seed, Stream.LINES, self.index, chip))
+            for k, (o0, o1, _, _) in enumerate(array.tiles):
+                n_i[k][c], factor[k][c] = self.periphery.line_nonlinearity(o1 - o0, gen)
+        device = self.weight.device
+        return [n.to(device) for n in n_i], factor
+
+    def _lines(self, w_streams: Optional[list[NoiseStream]], chips: slice = slice(None)) -> Optional[LineState]:
+        """The array effects' state for the chips ``chips`` (None without effects)."""
+        if not self.periphery.lines:
+            return None
+        n_i, factor = self._nonlinearity if self._nonlinearity is not None else (None, None)
+        return LineState(w_streams, n_i, factor).chips(chips)
 
     def _readout_product(self, stream: Stream, t: Optional[float]):
         """Drift compensation's read-out of a tile through the periphery (None: exact).
@@ -106,9 +129,17 @@ class CrossbarLayer(nn.Module):
         def product(block: Tensor, k: int) -> Tensor:
             streams = [NoiseStream(derive_seed(array.seed, stream, self.index, chip, *extra), block.device)
                        for chip in array.chips]
+            lines = None
+            if self.periphery.lines:
+                w_streams = [NoiseStream(derive_seed(array.seed, stream, self.index, chip, *extra,
+                                                     Stream.WEIGHT_NOISE), block.device) for chip in array.chips]
+                lines = self._lines(w_streams).tile(k)
+                lines = LineState(lines.w_streams, None if lines.nonlinearity is None else [lines.nonlinearity],
+                                  None if lines.nl_factor is None else [lines.nl_factor])
             eye = torch.eye(block.shape[2], dtype=block.dtype, device=block.device).unsqueeze(0)
             whole = [(0, block.shape[1], 0, block.shape[2])]
-            return self.periphery.matmul(RowInputs(eye), self.periphery.code_weights(block), whole, None, streams)
+            return self.periphery.matmul(RowInputs(eye), self.periphery.code_weights(block), whole, None, streams,
+                                         lines)
 
         return product
 
@@ -149,7 +180,9 @@ class CrossbarLayer(nn.Module):
         else:
             chips = slice(ctx.chip, ctx.chip + 1)
             streams = None if streams is None else [streams[ctx.chip]]
-        return self.periphery.matmul(inputs, self._wn[chips], self.array.tiles, self._tile_scale[chips], streams)
+        lines = self._lines(ctx.w_streams, chips)
+        return self.periphery.matmul(inputs, self._wn[chips], self.array.tiles, self._tile_scale[chips], streams,
+                                     lines)
 
     def _shared(self, x: Tensor) -> bool:
         """loop: other chip threads bring this same tensor (the model's input)."""

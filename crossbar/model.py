@@ -115,12 +115,16 @@ class CrossbarModel(nn.Module):
         t = self.preset.check_time(t_inference)
         for layer in self.crossbar_layers:
             layer.drift(t)
-        self._ctx.streams = None
+        self._ctx.streams = self._ctx.w_streams = None
+        chips = range(self.first_chip, self.first_chip + self.n_chips)
         if self.preset.out_noise > 0:
             device = self.device
-            self._ctx.streams = [
-                NoiseStream(derive_seed(self.seed, Stream.FORWARD, 0, chip, time_key(t)), device)
-                for chip in range(self.first_chip, self.first_chip + self.n_chips)
+            self._ctx.streams = [NoiseStream(derive_seed(self.seed, Stream.FORWARD, 0, chip, time_key(t)), device)
+                                 for chip in chips]
+        if self.preset.w_noise > 0:
+            device = self.device
+            self._ctx.w_streams = [
+                NoiseStream(derive_seed(self.seed, Stream.WEIGHT_NOISE, 0, chip, time_key(t)), device) for chip in chips
             ]
         self.t_inference = t
         return self
@@ -191,6 +195,9 @@ class CrossbarModel(nn.Module):
             size = torch.finfo(layer.preset.dtype).bits // 8
             # programmed conductance, drift parameter and fault code per device; two
             # working copies in the physics dtype and the float32 result per weight.
-            per_weight = layer.preset.devices_per_weight * (2 * size + 1) + 2 * size + 4
+            per_device = 2 * size + 1
+            if layer.preset.g_max_variation > 0 or layer.preset.g_min_variation > 0:
+                per_device += 3 * size  # each device's range and its own target
+            per_weight = layer.preset.devices_per_weight * per_device + 2 * size + 4
             total += layer.weight.numel() * per_weight
         return total

@@ -13,7 +13,7 @@ ended (readable durations such as ``"1d"`` are accepted too).
 from __future__ import annotations
 
 import math
-from typing import Any, Literal, Mapping, Optional
+from typing import Any, Literal, Mapping, Optional, Union
 
 import torch
 from aihwkit.inference.compensation.drift import GlobalDriftCompensation
@@ -48,6 +48,28 @@ FAULT_PROFILES: dict[str, dict[str, Any]] = {
         "measured ReRAM defects, 9.04 % stuck-at-0 (at g_min) and 1.75 % stuck-at-1 (at g_max)",
     },
 }
+
+#: aihwkit's default wire-to-device conductance ratio of its IR-drop model
+#: (``IOParameters.ir_drop_g_ratio``: 0.35 Ohm wire segments, 5 mS set state).
+IR_DROP_G_RATIO = 1.0 / 0.35 / 5e-6
+
+#: The array effects (all off by default) and, for each, the parameters that only mean
+#: something when it is on: what :meth:`Preset.full_spec` records when an effect is on.
+ARRAY_EFFECTS: dict[str, tuple[str, ...]] = {
+    "levels": (),
+    "g_max_variation": (),
+    "g_min_variation": (),
+    "p_row_fault": ("fault_sa1_share",),
+    "p_col_fault": ("fault_sa1_share",),
+    "p_cluster": ("cluster_radius", "fault_sa1_share"),
+    "ir_drop": ("ir_drop_g_ratio",),
+    "w_noise": ("w_noise_type",),
+    "out_nonlinearity": ("out_nonlinearity_std", "slope_calibration"),
+}
+
+#: Standard deviations a device may lie off its nominal conductance range for the
+#: variation check: a preset whose device this far out has g_min >= g_max is refused.
+PLAUSIBLE_SIGMAS = 3.0
 
 #: aihwkit's default ``IOParameters`` values for the periphery (7-bit DAC, 9-bit ADC,
 #: output noise 0.06, input bound 1, output bound 12). Off by default in every preset;
@@ -94,6 +116,31 @@ class _PresetBase(BaseModel):
     inp_bound: float = Field(0.0, ge=0)
     out_bound: float = Field(0.0, ge=0)
     bound_management: Literal["iterative", "none"] = "iterative"
+
+    # Array effects (off by default). Conductance levels and device-to-device variation
+    # of the range, applied at programming:
+    levels: Optional[Union[int, list[float]]] = Field(
+        None, description="programmable conductance levels: N equally spaced on [g_min, g_max], or a list in uS"
+    )
+    g_max_variation: float = Field(0.0, ge=0, description="relative standard deviation of each device's g_max")
+    g_min_variation: float = Field(0.0, ge=0, description="relative standard deviation of each device's g_min")
+    # Spatially correlated faults, per tile: word lines (rows: one input, all its
+    # devices), bit lines (columns: one device of one output), clusters around seed cells.
+    p_row_fault: float = Field(0.0, ge=0, le=1, description="probability a tile's row (word line) is stuck")
+    p_col_fault: float = Field(0.0, ge=0, le=1, description="probability a tile's column (bit line) is stuck")
+    p_cluster: float = Field(0.0, ge=0, le=1, description="probability a cell seeds a cluster of stuck cells")
+    cluster_radius: float = Field(1.0, ge=0, description="radius of a fault cluster, in cells")
+    fault_sa1_share: float = Field(
+        0.0, ge=0, le=1, description="share of failed rows, columns and clusters stuck at g_max (the rest at g_min)"
+    )
+    # Periphery non-idealities of aihwkit's C++ tiles (IOParameters meaning).
+    ir_drop: float = Field(0.0, ge=0, description="scale of aihwkit's steady-state IR drop along the inputs")
+    ir_drop_g_ratio: float = Field(IR_DROP_G_RATIO, gt=0, description="wire conductance over a device's g_max")
+    w_noise: float = Field(0.0, ge=0, description="output-referred weight noise (aihwkit's w_noise)")
+    w_noise_type: Literal["none", "additive_constant", "pcm_read"] = "none"
+    out_nonlinearity: float = Field(0.0, ge=0, description="S-shaped output non-linearity y / (1 + n_i |y|)")
+    out_nonlinearity_std: float = Field(0.0, ge=0, description="output-to-output variation of n_i")
+    slope_calibration: float = Field(0.0, ge=0, description="y / out_bound where the non-linearity's slope is 1")
 
     _noise_model: Optional[BaseNoiseModel] = PrivateAttr(None)
 
@@ -142,7 +189,53 @@ class _PresetBase(BaseModel):
         for res, bound in (("inp_res", "inp_bound"), ("out_res", "out_bound")):
             if getattr(self, res) > 0 and getattr(self, bound) <= 0:
                 raise ValueError(f"{res} > 0 needs {bound} > 0 (quantisation is relative to the bound)")
+        self._check_array_effects()
         return self
+
+    def _check_array_effects(self) -> None:
+        g_min, g_max = self.resolved_g_min, self.resolved_g_max
+        levels = self.levels
+        if isinstance(levels, bool) or (isinstance(levels, int) and levels < 2):
+            raise ValueError(f"levels must be an integer >= 2 or a list of at least 2 conductances, got {levels!r}")
+        if isinstance(levels, list):
+            if len(levels) < 2 or len(set(levels)) < len(levels):
+                raise ValueError(f"levels: a list needs at least 2 different conductances, got {levels!r}")
+            outside = [v for v in levels if not g_min <= v <= g_max]
+            if outside:
+                raise ValueError(f"levels: {outside[0]:g} uS lies outside [g_min, g_max] = [{g_min:g}, {g_max:g}] uS")
+            if g_min not in levels or g_max not in levels:
+                raise ValueError(f"levels: the list must hold g_min ({g_min:g} uS) and g_max ({g_max:g} uS), the "
+                                 "conductances of a zero and of the largest weight")
+        if self.g_min_variation > 0 and g_min == 0:
+            raise ValueError("g_min_variation is relative to g_min, which is 0 uS for this preset; "
+                             "set g_min > 0 or leave g_min_variation at 0")
+        if self.g_max_variation > 0 or self.g_min_variation > 0:
+            lo = g_max * (1 - PLAUSIBLE_SIGMAS * self.g_max_variation)
+            hi = g_min * (1 + PLAUSIBLE_SIGMAS * self.g_min_variation)
+            if lo <= hi:
+                raise ValueError(
+                    f"g_max_variation {self.g_max_variation:g} and g_min_variation {self.g_min_variation:g} give "
+                    f"a device {PLAUSIBLE_SIGMAS:g} standard deviations out g_max {lo:.3g} uS <= g_min {hi:.3g} uS; "
+                    f"allowed: g_max (1 - {PLAUSIBLE_SIGMAS:g} g_max_variation) > g_min (1 + "
+                    f"{PLAUSIBLE_SIGMAS:g} g_min_variation)"
+                )
+        if self.w_noise > 0 and self.w_noise_type == "none":
+            raise ValueError("w_noise > 0 needs w_noise_type: additive_constant or pcm_read (aihwkit's "
+                             "WeightNoiseType); with 'none' aihwkit adds no weight noise")
+        if self.out_nonlinearity == 0 and (self.out_nonlinearity_std > 0 or self.slope_calibration > 0):
+            raise ValueError("out_nonlinearity_std and slope_calibration shape the output non-linearity: "
+                             "set out_nonlinearity > 0 too")
+
+    @property
+    def array_effects(self) -> dict[str, Any]:
+        """The array effects switched on, with the parameters that shape them."""
+        on: dict[str, Any] = {}
+        for name, companions in ARRAY_EFFECTS.items():
+            value = getattr(self, name)
+            if value is not None and value != 0:
+                on[name] = value
+                on.update({c: getattr(self, c) for c in companions})
+        return on
 
     # --- resolved values ---------------------------------------------------------
 
@@ -203,11 +296,12 @@ class _PresetBase(BaseModel):
         """Every parameter as plain data, defaults resolved (the conductance range, the
         physics' own parameter values, the fault rates of a profile): what a run
         records, and ``make_preset(spec)`` simulates the same devices."""
-        data = self.model_dump(exclude={"faults", *ALL_PARAMS})
+        data = self.model_dump(exclude={"faults", *ALL_PARAMS, *_ARRAY_FIELDS})
         data.update(g_max=self.resolved_g_max, g_min=self.resolved_g_min, g_converter=self.resolved_converter)
         if data["f_lst"] is None:
             del data["f_lst"]
         data.update(self.physics.resolved_params(self.noise_model))
+        data.update(self.array_effects)  # only those switched on: off, a device is as it always was
         return data
 
     def check_time(self, t_inference: Any) -> float:
@@ -257,6 +351,16 @@ class _PresetBase(BaseModel):
             data.pop("p_sa0", None)
             data.pop("p_sa1", None)
         return data
+
+
+_ARRAY_FIELDS = frozenset(
+    [*ARRAY_EFFECTS, *(c for companions in ARRAY_EFFECTS.values() for c in companions)]
+)
+
+
+#: The array effects' numeric parameters: any device can sweep them, though a device
+#: records them only when they are on.
+NUMERIC_ARRAY_FIELDS = tuple(sorted(f for f in _ARRAY_FIELDS if f != "w_noise_type"))
 
 
 def _physics_fields() -> dict[str, Any]:

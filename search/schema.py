@@ -117,7 +117,9 @@ def full_preset(spec: PresetSpec) -> dict[str, Any]:
     builtin = builtin_preset(preset.name)
     if isinstance(spec, dict) and builtin is not None:
         reference = builtin.full_spec()
-        changed = [k for k in full if k not in ("name", "description") and full[k] != reference.get(k)]
+        fields = crossbar.Preset.model_fields  # an array effect's companion at its default is no change
+        changed = [k for k in full if k not in ("name", "description")
+                   and full[k] != reference.get(k, fields[k].default if k in fields else None)]
         if changed:
             full["name"] = f"{preset.name} ({', '.join(f'{k}={full[k]}' for k in changed)})"
     return full
@@ -436,6 +438,7 @@ class Scenario(Strict):
             return
         for spec in self.presets:
             numeric = [k for k, v in spec.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+            numeric += [k for k in crossbar.presets.NUMERIC_ARRAY_FIELDS if k not in spec]  # off unless set
             if sweep.parameter not in numeric:
                 raise ValueError(f"report.sweep: device {spec['name']!r} has no numeric parameter "
                                  f"{sweep.parameter!r}{did_you_mean(sweep.parameter, numeric)}; its numeric "
