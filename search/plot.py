@@ -271,10 +271,15 @@ def _sweep_figure(results: dict):
     parameter = rows[0]["parameter"]
     groups = sweep_groups(results)
     presets = [group[0] for group in groups]
-    width = max(7.5, 5.2 * len(presets))
-    fig, axes = plt.subplots(1, len(presets), figsize=(width, 4.6), squeeze=False, sharey=True, layout="constrained")
+    cols = min(len(presets), 3)  # panels in rows of three, as accuracy_vs_time.png
+    n_rows = -(-len(presets) // cols)
+    width = max(7.5, 5.2 * cols)
+    fig, axes = plt.subplots(n_rows, cols, figsize=(width, 4.2 * n_rows + 1.2), squeeze=False, sharey=True,
+                             layout="constrained")
+    for ax in axes.flat[len(presets):]:
+        ax.set_visible(False)
     low, high = _band(results)
-    for ax, preset, group in zip(axes[0], presets, groups):
+    for ax, preset, group in zip(axes.flat, presets, groups):
         t = sweep_time(results, preset)
         for index, method in enumerate(results["methods"]):
             mine = sorted((r for r in rows if r["method"] == method and r["preset"] == preset
@@ -287,11 +292,12 @@ def _sweep_figure(results: dict):
                     label=_label(results, method))
             ax.fill_between(x, [r[low] for r in mine], [r[high] for r in mine], color=colour, alpha=0.15, linewidth=0)
         _references(ax, results, _clean_key(results))
-        same = f" (the same device once {parameter} is set)" if len(group) > 1 else ""
-        ax.set_title(f"{', '.join(group)}{same}; t = {readable(t)}", fontsize=10)
+        same = f"\n(the same device once {parameter} is set)" if len(group) > 1 else ""
+        ax.set_title(f"{', '.join(group)}; t = {readable(t)}{same}", fontsize=10)
         ax.set_xlabel(parameter)
         ax.grid(True, alpha=0.3)
-    axes[0, 0].set_ylabel("test accuracy")
+    for row in axes:
+        row[0].set_ylabel("test accuracy")
     band = "95% interval of the mean over seeds" if _over_seeds(results) else "10th-90th percentile chip"
     fig.suptitle(f"{results['scenario']}: test accuracy against {parameter}\nline = mean, band = {band}")
     handles, labels = axes[0, 0].get_legend_handles_labels()

@@ -30,6 +30,8 @@ def test_the_values_as_a_list_or_a_range(tiny, values, expected):
     ({"parameter": "p_sa0", "values": {"start": 0, "num": 3}}, "report.sweep.values: a list of values, or "
                                                                 "{start, stop, num}"),
     ({"parameter": "p_sa0", "values": []}, "report.sweep.values: between 1 and 1000 values, got 0"),
+    ({"parameter": "w_noise", "values": [0, 0.1]}, "with w_noise = 0.1: preset 'lognormal': w_noise > 0 needs w_noise_type"),
+    ({"parameter": "levels", "values": [1]}, "with levels = 1: preset 'lognormal': levels must be an integer >= 2"),
 ])
 def test_a_parameter_a_device_lacks_or_a_value_it_cannot_take_is_one_line(tiny, sweep, message):
     with pytest.raises(ScenarioError) as err:
@@ -85,19 +87,24 @@ def test_the_summary_over_seeds_gives_each_values_interval(tmp_path):
     assert row["ci_high"] - row["mean"] == pytest.approx(4.302653 * 0.1 / 3 ** 0.5, rel=1e-5)  # t(0.975, 2) s / sqrt(n)
 
 
-def test_a_sweep_row_is_a_plain_evaluation_with_the_parameter_set(tiny):
+@pytest.mark.parametrize("parameter, values", [
+    ("g_max", [20.0, 60.0]),
+    ("p_row_fault", [0.0, 0.2]),  # array effects: any device sweeps them, though none sets them
+    ("levels", [4, 16]),
+])
+def test_a_sweep_row_is_a_plain_evaluation_with_the_parameter_set(tiny, parameter, values):
     import crossbar
     import models
     from search.trial import _sweep, chip_seed, splits_of
 
     scenario, _ = load_scenario(tiny(report={"t_inference": ["1d"], "n_chips": 5,
-                                             "sweep": {"parameter": "g_max", "values": [20.0, 60.0]}}))
+                                             "sweep": {"parameter": parameter, "values": values}}))
     splits = splits_of(scenario)
     net = models.build("mlp", splits.in_shape, splits.n_classes, depth=2, width=32, seed=0)
     rows = _sweep(scenario, net, splits.test, "cpu", False)
     for row in rows:
         spec = next(p for p in scenario.presets if p["name"] == row["preset"])
-        preset = crossbar.make_preset({**spec, "g_max": row["value"]})
+        preset = crossbar.make_preset({**spec, parameter: row["value"]})
         chips = crossbar.evaluate(net, splits.test, preset, [86400.0], 5, seed=chip_seed(scenario, "test"),
                                   batch_size=scenario.batch_size)
         assert row["mean"] == pytest.approx(float(chips.mean()), abs=1e-12)
