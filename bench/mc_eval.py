@@ -19,8 +19,10 @@ untrained net), 16 chips, pcm at t = 1 day. Everything is measured in this one r
 
 First with a perfect periphery (forward.is_perfect = True on aihwkit's side), then with
 aihwkit's default DAC/ADC/output-noise values on both sides (aihwkit: its default
-IOParameters and weight_scaling_omega = 1, the normalisation crossbar uses). Peak memory
-for 100 chips is measured in fresh subprocesses. Timings are the best of several
+IOParameters and weight_scaling_omega = 1, the normalisation crossbar uses), then the
+array effects on top of that periphery, measured side by side with it: IR drop alone
+(aihwkit's default wire ratio, ir_drop 1) and every effect at once (ARRAY_EFFECTS).
+Peak memory for 100 chips is measured in fresh subprocesses. Timings are the best of several
 interleaved repeats (aihwkit's loops too); ratios compare figures from this run only,
 against the best clean figure of both blocks (the clean passes do not change with the
 periphery).
@@ -47,6 +49,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 MNIST = ROOT.parent / "shared" / "data" / "mnist-t10k"
 N_IMAGES, N_CHIPS, T_DAY, BATCH = 2000, 16, 86400.0, 256
+
+#: Every array effect at once, at the strengths of scenarios/array_effects.yaml.
+ARRAY_EFFECTS = dict(
+    ir_drop=1.0, w_noise=0.02, w_noise_type="pcm_read", out_nonlinearity=0.5, levels=16, g_max_variation=0.05,
+    p_row_fault=0.01, p_col_fault=0.01, p_cluster=0.001,
+)
+EFFECT_ROWS = {
+    "periphery on": {}, "periphery on + IR drop": dict(ir_drop=1.0), "periphery on + every effect": ARRAY_EFFECTS,
+}
 
 
 def load_data() -> tuple[torch.Tensor, torch.Tensor, str]:
@@ -131,7 +142,7 @@ def aihwkit_loop(model, x, y, torch_tile: bool, perfect: bool):
     return float(np.mean(accs))
 
 
-def measure_peak(strategy: str, periphery: bool, max_memory: int | None) -> dict:
+def measure_peak(strategy: str, periphery: bool, max_memory: int | None, effects: dict | None = None) -> dict:
     """Peak RSS of evaluating 100 chips, in a fresh process (so earlier work does not count)."""
     options = f"batch_size={BATCH}, strategy={strategy!r}, max_memory={max_memory}"
     code = f"""
@@ -141,7 +152,7 @@ import crossbar, mc_eval, models
 x, y, _ = mc_eval.load_data()
 model = models.build("lenet5", (1, 28, 28), 10, seed=0).eval()
 x, y = x[:{N_IMAGES}], y[:{N_IMAGES}]
-preset = crossbar.get_preset("pcm", **(crossbar.AIHWKIT_PERIPHERY if {periphery} else {{}}))
+preset = crossbar.get_preset("pcm", **(crossbar.AIHWKIT_PERIPHERY if {periphery} else {{}}), **{effects or {}!r})
 def hwm():  # VmHWM is reset at exec, unlike ru_maxrss, which a child inherits
     for line in open("/proc/self/status"):
         if line.startswith("VmHWM:"):
@@ -156,20 +167,8 @@ print(json.dumps(dict(before=before, before_peak=before_peak, peak=hwm())))
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats of the fast measurements")
-    parser.add_argument("--slow-repeats", type=int, default=2, help="interleaved repeats of the aihwkit loops")
-    parser.add_argument("--skip-memory", action="store_true", help="skip the 100-chip memory runs")
-    args = parser.parse_args()
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
-
-    x_all, y_all, source = load_data()
-    x, y = x_all[:N_IMAGES], y_all[:N_IMAGES]
-    model = bench_model(x_all, y_all, source)
-    print(f"data: {source}; {N_IMAGES} images, LeNet-5, {N_CHIPS} chips, pcm at t = 1 day, batch {BATCH}, "
-          f"{torch.get_num_threads()} threads, torch {torch.__version__}")
-
+def speed_blocks(model, x, y, args) -> None:
+    """(a)-(c) with a perfect periphery and with aihwkit's default one."""
     xideal = crossbar.convert(model, "ideal").program(N_CHIPS).drift(1.0)
     blocks = {}
     for periphery in (False, True):
@@ -210,14 +209,55 @@ def main() -> None:
               f"loop (target >= {min_speedup}x: {verdict(aihw / ours >= min_speedup)}); {ours / path:.2f}x the "
               "digital passes along crossbar's path (a')")
 
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats of the fast measurements")
+    parser.add_argument("--slow-repeats", type=int, default=2, help="interleaved repeats of the aihwkit loops")
+    parser.add_argument("--skip-memory", action="store_true", help="skip the 100-chip memory runs")
+    parser.add_argument("--effects-only", action="store_true", help="only the array effects' rows and memory")
+    args = parser.parse_args()
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+
+    x_all, y_all, source = load_data()
+    x, y = x_all[:N_IMAGES], y_all[:N_IMAGES]
+    model = bench_model(x_all, y_all, source)
+    print(f"data: {source}; {N_IMAGES} images, LeNet-5, {N_CHIPS} chips, pcm at t = 1 day, batch {BATCH}, "
+          f"{torch.get_num_threads()} threads, torch {torch.__version__}")
+
+    if not args.effects_only:
+        speed_blocks(model, x, y, args)
+
+    # The array effects, each row measured side by side with the periphery-on row.
+    effect_times = best_of({
+        name: (lambda extra=extra: float(crossbar.evaluate(
+            model, (x, y), crossbar.get_preset("pcm", **crossbar.AIHWKIT_PERIPHERY, **extra), [T_DAY], N_CHIPS,
+            batch_size=BATCH).mean()))
+        for name, extra in EFFECT_ROWS.items()
+    }, args.repeats)
+    base = effect_times["periphery on"][0]
+    print(f"\narray effects on aihwkit's default periphery (crossbar.evaluate, {N_CHIPS} chips):")
+    print(f"  {'measurement':44s} {'seconds':>8s} {'x periphery on':>14s} {'mean acc':>9s}")
+    for name, (sec, acc) in effect_times.items():
+        print(f"  {name:44s} {sec:8.2f} {sec / base:14.2f} {acc:9.4f}")
+    for name, target in (("periphery on + IR drop", 2.0), ("periphery on + every effect", 2.5)):
+        ratio = effect_times[name][0] / base
+        print(f"  {name}: {ratio:.2f}x the periphery-on row (target <= {target}x: "
+              f"{'met' if ratio <= target else 'NOT met'})")
+
     if not args.skip_memory:
         print("\npeak memory, 100 chips (fresh process; RSS before evaluate -> peak):")
-        for strategy, periphery, budget in (("loop", False, None), ("fold", False, None), ("fold", False, 256 << 20),
-                                            ("loop", True, None), ("fold", True, None), ("fold", True, 512 << 20)):
+        runs = (("loop", False, None), ("fold", False, None), ("fold", False, 256 << 20),
+                ("loop", True, None), ("fold", True, None), ("fold", True, 512 << 20))
+        for strategy, periphery, budget in runs if not args.effects_only else ():
             m = measure_peak(strategy, periphery, budget)
             budget_txt = "default budget" if budget is None else f"max_memory={budget >> 20} MiB"
             per = "periphery on" if periphery else "perfect"
             print(f"  {strategy:4s} {per:13s} {budget_txt:22s} {m['before'] / 2**20:6.0f} MiB -> "
+                  f"{m['peak'] / 2**20:6.0f} MiB (+{(m['peak'] - m['before']) / 2**20:.0f} MiB)")
+        for strategy in ("loop", "fold"):
+            m = measure_peak(strategy, True, None, ARRAY_EFFECTS)
+            print(f"  {strategy:4s} {'every effect':13s} {'default budget':22s} {m['before'] / 2**20:6.0f} MiB -> "
                   f"{m['peak'] / 2**20:6.0f} MiB (+{(m['peak'] - m['before']) / 2**20:.0f} MiB)")
 
 if __name__ == "__main__":

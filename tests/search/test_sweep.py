@@ -30,7 +30,8 @@ def test_the_values_as_a_list_or_a_range(tiny, values, expected):
     ({"parameter": "p_sa0", "values": {"start": 0, "num": 3}}, "report.sweep.values: a list of values, or "
                                                                 "{start, stop, num}"),
     ({"parameter": "p_sa0", "values": []}, "report.sweep.values: between 1 and 1000 values, got 0"),
-    ({"parameter": "w_noise", "values": [0, 0.1]}, "with w_noise = 0.1: preset 'lognormal': w_noise > 0 needs w_noise_type"),
+    ({"parameter": "w_noise", "values": [0, 0.1]},
+     "with w_noise = 0.1: preset 'lognormal': w_noise > 0 needs w_noise_type"),
     ({"parameter": "levels", "values": [1]}, "with levels = 1: preset 'lognormal': levels must be an integer >= 2"),
 ])
 def test_a_parameter_a_device_lacks_or_a_value_it_cannot_take_is_one_line(tiny, sweep, message):
