@@ -133,9 +133,7 @@ class CrossbarLayer(nn.Module):
             if self.periphery.lines:
                 w_streams = [NoiseStream(derive_seed(array.seed, stream, self.index, chip, *extra,
                                                      Stream.WEIGHT_NOISE), block.device) for chip in array.chips]
-                lines = self._lines(w_streams).tile(k)
-                lines = LineState(lines.w_streams, None if lines.nonlinearity is None else [lines.nonlinearity],
-                                  None if lines.nl_factor is None else [lines.nl_factor])
+                lines = self._lines(w_streams).only_tile(k)
             eye = torch.eye(block.shape[2], dtype=block.dtype, device=block.device).unsqueeze(0)
             whole = [(0, block.shape[1], 0, block.shape[2])]
             return self.periphery.matmul(RowInputs(eye), self.periphery.code_weights(block), whole, None, streams,

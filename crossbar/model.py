@@ -116,13 +116,11 @@ class CrossbarModel(nn.Module):
         for layer in self.crossbar_layers:
             layer.drift(t)
         self._ctx.streams = self._ctx.w_streams = None
-        chips = range(self.first_chip, self.first_chip + self.n_chips)
+        chips, device = range(self.first_chip, self.first_chip + self.n_chips), self.device
         if self.preset.out_noise > 0:
-            device = self.device
             self._ctx.streams = [NoiseStream(derive_seed(self.seed, Stream.FORWARD, 0, chip, time_key(t)), device)
                                  for chip in chips]
         if self.preset.w_noise > 0:
-            device = self.device
             self._ctx.w_streams = [
                 NoiseStream(derive_seed(self.seed, Stream.WEIGHT_NOISE, 0, chip, time_key(t)), device) for chip in chips
             ]

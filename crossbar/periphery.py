@@ -63,6 +63,7 @@ from torch import Tensor
 from . import kernels
 from .inputs import CodeBlocks, PatchInputs, RowInputs
 from .kernels import noisy_adc
+from .presets import IR_DROP_G_RATIO
 from .rng import NoiseStream
 
 Inputs = Union[RowInputs, PatchInputs]
@@ -127,6 +128,14 @@ class LineState:
             None if self.nl_factor is None else self.nl_factor[k],
         )
 
+    def only_tile(self, k: int) -> "LineState":
+        """The state of tile ``k`` alone, for a call that multiplies that tile only."""
+        return LineState(
+            self.w_streams,
+            None if self.nonlinearity is None else [self.nonlinearity[k]],
+            None if self.nl_factor is None else [self.nl_factor[k]],
+        )
+
 
 @dataclass(frozen=True)
 class TileLines:
@@ -167,7 +176,7 @@ class Periphery:
     out_bound: float = 0.0
     bound_management: str = "iterative"
     ir_drop: float = 0.0
-    ir_drop_g_ratio: float = 1.0 / 0.35 / 5e-6
+    ir_drop_g_ratio: float = IR_DROP_G_RATIO
     w_noise: float = 0.0
     w_noise_type: str = "none"
     out_nonlinearity: float = 0.0
