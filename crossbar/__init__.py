@@ -9,13 +9,15 @@ Public API (names are stable):
 - :func:`convert`: any ``nn.Module`` onto crossbar layers (:class:`CrossbarModel`);
   :func:`mapped_layers`: the layers it maps; :func:`unmapped_layers`: weight layers it
   leaves digital (it warns about them).
-- :func:`evaluate`: Monte-Carlo accuracy over chips and inference times.
+- :func:`evaluate`: Monte-Carlo accuracy (or any :data:`METRICS` name, e.g. a detector's
+  ``"map50"``, or a callable) over chips and inference times; :func:`collate_detection`
+  and :func:`target_dicts` for detection targets (:mod:`crossbar.metrics`).
 - :func:`parse_duration`, :func:`readable`: times as people write them (``"1d"``) and back.
 
 Where things are: ``physics`` (the kinds of device physics), ``presets``, ``arrays``
 (conductances, faults, drift compensation), ``periphery`` and ``inputs`` (DAC, ADC,
 tiles), ``kernels`` and ``rng`` (compiled loops, noise streams), ``layers``, ``model``,
-``mapping`` (convert), ``pooling``, ``evaluate``; ``common`` and ``durations`` hold what
+``mapping`` (convert), ``pooling``, ``evaluate``, ``metrics``; ``common`` and ``durations`` hold what
 models/ and search/ share.
 """
 
@@ -25,6 +27,7 @@ from .durations import parse_duration, readable
 from .evaluate import evaluate
 from .layers import CrossbarConv2d, CrossbarLinear
 from .mapping import convert, mapped_layers, unmapped_layers
+from .metrics import METRICS, collate_detection, target_dicts
 from .model import CrossbarModel
 from .noise import IdealNoiseModel, LogNormalDriftNoiseModel
 from .presets import (
@@ -44,6 +47,9 @@ __all__ = [
     "CrossbarConv2d",
     "CrossbarLinear",
     "CrossbarModel",
+    "METRICS",
+    "collate_detection",
+    "target_dicts",
     "IdealNoiseModel",
     "LogNormalDriftNoiseModel",
     "Preset",

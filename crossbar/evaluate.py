@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 import numpy as np
 import psutil
@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 from .common import check_int, check_n_chips, check_seed, check_threads, resolve_device
 from .layers import CrossbarConv2d
 from .mapping import convert
+from .metrics import ChipScores, check_metric, n_targets
 from .model import CrossbarModel, check_strategy
 from .presets import Preset, resolve_preset
 
@@ -35,14 +36,29 @@ def _check_labels(y: Tensor) -> None:
         )
 
 
-def _batches(data: Any, batch_size: int, device: torch.device) -> list[tuple[Tensor, Tensor]]:
+def _check_targets(y: Any, classify: bool) -> None:
+    if classify:
+        if not isinstance(y, Tensor):
+            raise ValueError(f"data: inputs and labels must be tensors, got labels of type {type(y).__name__}")
+        _check_labels(y)
+        if len(y) and int(y.min()) < 0:
+            raise ValueError(f"data: labels must be class indices >= 0, got {int(y.min())}")
+    elif not isinstance(y, (Tensor, list, tuple)):
+        raise ValueError(f"data: targets must be a tensor or a list (one per sample), got {type(y).__name__}")
+
+
+def _batches(data: Any, batch_size: int, device: torch.device, classify: bool = True) -> list[tuple[Tensor, Any]]:
+    """``data`` as a list of ``(inputs, targets)`` batches on ``device``. ``classify``:
+    targets are class indices (checked as such); else any tensor or list per batch."""
+    what = "labels" if classify else "targets"
     if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(d, Tensor) for d in data):
         inputs, labels = data
-        _check_labels(labels)
-        if inputs.dim() == 0 or inputs.shape[0] != labels.shape[0]:
+        _check_targets(labels, classify)
+        if inputs.dim() == 0 or labels.dim() == 0 or inputs.shape[0] != labels.shape[0]:
             raise ValueError(
-                f"data: inputs ({inputs.shape[0] if inputs.dim() else 'a scalar'}) and labels "
-                f"({labels.shape[0]}) differ in length; inputs must be a batch, (n_samples, ...)"
+                f"data: inputs ({inputs.shape[0] if inputs.dim() else 'a scalar'}) and {what} "
+                f"({labels.shape[0] if labels.dim() else 'a scalar'}) differ in length; inputs must be a batch, "
+                "(n_samples, ...)"
             )
         batches = [
             (inputs[i:i + batch_size], labels[i:i + batch_size]) for i in range(0, inputs.shape[0], batch_size)
@@ -51,30 +67,35 @@ def _batches(data: Any, batch_size: int, device: torch.device) -> list[tuple[Ten
         batches = []
         for item in data:
             if not (isinstance(item, (tuple, list)) and len(item) >= 2):
-                raise ValueError("data: a DataLoader must yield (inputs, labels) batches")
+                raise ValueError(f"data: a DataLoader must yield (inputs, {what}) batches")
             batches.append((item[0], item[1]))
     else:
         raise ValueError(
-            "data must be a DataLoader yielding (inputs, labels) or an (inputs, labels) pair of tensors, "
+            f"data must be a DataLoader yielding (inputs, {what}) or an (inputs, {what}) pair of tensors, "
             f"got {type(data).__name__}"
         )
     for x, y in batches:
-        if not isinstance(x, Tensor) or not isinstance(y, Tensor):
-            raise ValueError(f"data: inputs and labels must be tensors, got {type(x).__name__} and {type(y).__name__}")
-        _check_labels(y)
-        if x.dim() == 0 or x.shape[0] != y.shape[0]:
+        if not isinstance(x, Tensor):
+            raise ValueError(f"data: inputs must be tensors, got {type(x).__name__}")
+        _check_targets(y, classify)
+        if x.dim() == 0 or x.shape[0] != n_targets(y):
             raise ValueError(
-                f"data: a batch holds {x.shape[0] if x.dim() else 'a scalar as'} inputs but {y.shape[0]} labels"
+                f"data: a batch holds {x.shape[0] if x.dim() else 'a scalar as'} inputs but {n_targets(y)} {what}"
             )
-        if len(y) and int(y.min()) < 0:
-            raise ValueError(f"data: labels must be class indices >= 0, got {int(y.min())}")
         if x.is_floating_point() or x.is_complex():
             bad = int((~torch.isfinite(x)).sum())
             if bad:  # every chip would score chance, and nothing would say why
                 raise ValueError(f"data: the inputs hold {bad} NaN or infinite value(s) of {x.numel()}")
-    if not batches or sum(len(y) for _, y in batches) == 0:
+    if not batches or sum(n_targets(y) for _, y in batches) == 0:
         raise ValueError("data holds no samples")
-    return [(x.to(device), y.to(device)) for x, y in batches]
+    return [(x.to(device), _to(y, device)) for x, y in batches]
+
+
+def _to(y: Any, device: torch.device) -> Any:
+    if isinstance(y, Tensor):
+        return y.to(device)
+    return [{k: v.to(device) if isinstance(v, Tensor) else v for k, v in t.items()} if isinstance(t, dict) else t
+            for t in y]
 
 
 def _activation_bytes(model: CrossbarModel, sample: Tensor) -> int:
@@ -146,14 +167,17 @@ def evaluate(
     strategy: str = "auto",
     threads: Optional[int] = None,
     progress: bool = False,
+    metric: "str | Callable[[Any, Any], float]" = "accuracy",
 ) -> np.ndarray:
-    """Classification accuracy of ``model`` on ``n_chips`` simulated chips.
+    """Each chip's score (classification accuracy by default) of ``model`` on ``n_chips``
+    simulated chips.
 
     Args:
         model: a digital ``nn.Module`` classifier (converted here with
             :func:`crossbar.convert`) or an already converted :class:`CrossbarModel`.
         data: a DataLoader yielding ``(inputs, labels)`` or an ``(inputs, labels)`` pair
-            of tensors.
+            of tensors; for detection, targets per batch as :mod:`crossbar.metrics`
+            describes (a DataLoader with ``collate_fn=crossbar.collate_detection``).
         preset: preset name, :class:`Preset` or mapping.
         t_inference: time(s) since programming ended: seconds, or durations such as ``"1d"``.
         n_chips: number of independent chips; chip ``k`` is the same chip for any
@@ -170,9 +194,13 @@ def evaluate(
             depend on it, nor on ``strategy``. For an already converted model, both
             (when given) apply to this call only; the model keeps its own settings.
         progress: show a progress bar over chips.
+        metric: ``"accuracy"``; a detector's ``"map50"``, ``"map"`` (IoU 0.5:0.95) or
+            ``"map75"``; or a callable ``metric(outputs, targets) -> float`` called once per
+            chip with all its outputs (see :mod:`crossbar.metrics`).
 
     Returns:
-        ``(len(t_inference), n_chips)`` float64 array of accuracies in [0, 1].
+        ``(len(t_inference), n_chips)`` float64 array of each chip's score (accuracies
+        and mAPs in [0, 1]).
     """
     preset = resolve_preset(preset)
     times = check_times(t_inference, preset)
@@ -183,6 +211,7 @@ def evaluate(
         chunk_size = check_int(chunk_size, "chunk_size", 1, " or None")
     check_strategy(strategy)
     threads = check_threads(threads)
+    metric = check_metric(metric)
     dev = resolve_device(device)
     if isinstance(model, CrossbarModel):
         if model.preset != preset:
@@ -198,7 +227,7 @@ def evaluate(
     if threads is not None:
         xmodel.threads = threads
     try:
-        return _evaluate(xmodel, data, times, n_chips, seed, batch_size, dev, chunk_size, max_memory, progress)
+        return _evaluate(xmodel, data, times, n_chips, seed, batch_size, dev, chunk_size, max_memory, progress, metric)
     finally:
         xmodel.strategy, xmodel.threads = saved
 
@@ -220,35 +249,39 @@ def _forward(xmodel: CrossbarModel, x: Tensor) -> Tensor:
         raise
 
 
-def _evaluate(xmodel, data, times, n_chips, seed, batch_size, dev, chunk_size, max_memory, progress) -> np.ndarray:
+def _evaluate(xmodel, data, times, n_chips, seed, batch_size, dev, chunk_size, max_memory, progress,
+              metric="accuracy") -> np.ndarray:
     preset = xmodel.preset
     xmodel = xmodel.to(dev).eval()
-    batches = _batches(data, batch_size, dev)
-    n_samples = sum(int(y.shape[0]) for _, y in batches)
-    top_label = max(int(y.max()) for _, y in batches if len(y))
+    classify = metric == "accuracy"
+    batches = _batches(data, batch_size, dev, classify)
+    top_label = max(int(y.max()) for _, y in batches if len(y)) if classify else None
     chunk = chunk_size or auto_chunk_size(
         xmodel, batches[0][0][:1], times[0], max(len(x) for x, _ in batches), n_chips, max_memory
     )
 
-    correct = torch.zeros((len(times), n_chips), dtype=torch.float64)
+    scores = np.zeros((len(times), n_chips), dtype=np.float64)
     with tqdm(total=n_chips * len(times), unit="chip", desc=f"{preset.name}", disable=not progress, leave=False) as bar:
         for start in range(0, n_chips, chunk):
             n = min(chunk, n_chips - start)
             xmodel.program(n, seed=seed, first_chip=start)
             for ti, t in enumerate(times):
                 xmodel.drift(t)
+                chips = ChipScores(metric, n, xmodel.module)
                 for x, y in batches:
                     out = _forward(xmodel, x)
-                    if out.dim() != 3:
-                        raise ValueError(
-                            "evaluate needs a classifier: each chip's output must be (batch, classes), "
-                            f"got {tuple(out.shape[1:])}"
-                        )
-                    if top_label >= out.shape[-1]:
-                        raise ValueError(
-                            f"data: labels must be class indices below the model's {out.shape[-1]} outputs, "
-                            f"got {top_label}"
-                        )
-                    correct[ti, start:start + n] += (out.argmax(-1) == y).sum(-1).double().cpu()
+                    if classify:
+                        if out.dim() != 3:
+                            raise ValueError(
+                                "evaluate needs a classifier: each chip's output must be (batch, classes), "
+                                f"got {tuple(out.shape[1:])}; a detector is scored with metric='map50'"
+                            )
+                        if top_label >= out.shape[-1]:
+                            raise ValueError(
+                                f"data: labels must be class indices below the model's {out.shape[-1]} outputs, "
+                                f"got {top_label}"
+                            )
+                    chips.update(out, y)
+                scores[ti, start:start + n] = chips.compute()
                 bar.update(n)
-    return (correct / n_samples).numpy()
+    return scores
