@@ -13,6 +13,10 @@ The search selects on ``val`` and reports on ``test``; the two never overlap.
   ``root``; ``download=True`` fetches them (needs internet). Their official test split
   is the test split; the validation split is ``val_fraction`` of the official training
   split. GTSRB images are resized to 32x32.
+- ``digit_scenes`` (detection): 2,000 generated 48x48 scenes of 1 to 3 digits with
+  clutter; targets ``(N, 3, 5)`` rows ``[label, x1, y1, x2, y2]`` (label -1: none), see
+  :mod:`models.detection`. ``voc`` (detection): a Pascal VOC folder, resized to 96x96.
+  Both are pooled and split like ``digits``.
 - ``idx``: a folder of MNIST-format IDX files (``*-images-idx3-ubyte`` with the matching
   ``*-labels-idx1-ubyte``, plain or ``.gz``), pooled and split like ``digits``.
 
@@ -35,6 +39,7 @@ from torch import Tensor
 
 from crossbar.common import check_seed
 
+from . import detection
 from . import torchvision_data as tv
 from .errors import DatasetNotFound, Pathish
 from .idx import expected_idx, idx_pairs, idx_shape, load_idx_folder
@@ -54,6 +59,7 @@ class Splits:
     classes: list[str]
     mean: list[float] = field(default_factory=list)
     std: list[float] = field(default_factory=list)
+    task: str = "classification"  # or "detection": targets are padded box rows (models.detection)
 
     @property
     def in_shape(self) -> tuple[int, int, int]:
@@ -99,6 +105,8 @@ class Dataset:
         present: ``present(root)``, whether they are there, without reading them.
         downloads: torchvision can fetch it (``download=True``).
         needs_root: it has no default folder (``idx``).
+        task: ``"classification"`` (labels) or ``"detection"`` (padded box rows, see
+            :mod:`models.detection`).
     """
 
     name: str
@@ -112,6 +120,7 @@ class Dataset:
     present: Callable[[Path], bool] = lambda root: True
     downloads: bool = False
     needs_root: bool = False
+    task: str = "classification"
 
 
 #: The data sets :func:`load_dataset` reads, by name.
@@ -136,8 +145,22 @@ DATASETS: dict[str, Dataset] = {
         Dataset("gtsrb", "GTSRB through torchvision, resized to 32x32", tv.load_gtsrb, official_test=True,
                 scale=255.0, shape=(3, 32, 32), n_classes=43, expected=tv.EXPECTED["gtsrb"],
                 present=tv.PRESENT["gtsrb"], downloads=True),
+        Dataset("digit_scenes", "1 to 3 of scikit-learn's digits pasted on 48x48 canvases with clutter, 2,000 scenes, "
+                "boxes and labels (detection); generated, no download", detection.load_digit_scenes,
+                official_test=False, scale=16.0, shape=(1, detection.SCENE_SIZE, detection.SCENE_SIZE), n_classes=10,
+                task="detection"),
+        Dataset("voc", "a Pascal VOC folder (VOCdevkit/VOC2007: Annotations, JPEGImages, ImageSets/Main), resized to "
+                "96x96 (detection)", detection.load_voc, official_test=False, scale=255.0,
+                shape=(3, detection.VOC_SIZE, detection.VOC_SIZE), n_classes=len(detection.VOC_CLASSES),
+                expected=detection.expected_voc, present=lambda root: detection.voc_folder(root) is not None,
+                task="detection"),
     )
 }
+
+
+def dataset_task(name: str) -> str:
+    """``"classification"`` or ``"detection"``: what the data set's targets are."""
+    return _dataset(name).task
 
 
 def list_datasets() -> list[str]:
@@ -273,4 +296,4 @@ def load_dataset(
         mean_l, std_l = mean.tolist(), std.tolist()
     else:
         mean_l, std_l = [0.0] * x_train.shape[1], [1.0] * x_train.shape[1]
-    return Splits(name, splits["train"], splits["val"], splits["test"], list(classes), mean_l, std_l)
+    return Splits(name, splits["train"], splits["val"], splits["test"], list(classes), mean_l, std_l, dataset.task)

@@ -63,7 +63,10 @@ def _norm(kind: str, channels: int, spatial: bool) -> nn.Module:
 
 
 class DropoutNet(nn.Module):
-    """Base of the networks: the named dropout slots and their rates."""
+    """Base of the networks: the named dropout slots and their rates. ``task``:
+    ``"classification"`` (one score per class) or ``"detection"`` (:mod:`models.detection`)."""
+
+    task = "classification"
 
     def __init__(self) -> None:
         super().__init__()
@@ -342,6 +345,13 @@ HEADS = ("softmax", "ecoc")
 HEAD_OPTIONS = ("head", "code_bits")
 
 
+def model_task(name: str) -> str:
+    """What the network ``name`` does: ``"classification"`` or ``"detection"``."""
+    if name not in _NETWORKS:
+        raise ValueError(f"unknown model {name!r}; valid models: {', '.join(list_models())}")
+    return getattr(_NETWORKS[name].cls, "task", "classification")
+
+
 def list_models() -> list[str]:
     """Names accepted by :func:`build`."""
     return sorted(_NETWORKS)
@@ -374,6 +384,8 @@ def build(
         raise ValueError(f"{name}: head: unknown {head!r}; valid: {', '.join(HEADS)}")
     if bits is not None and head != "ecoc":
         raise ValueError(f"{name}: code_bits is an option of head: ecoc")
+    if head != "softmax" and model_task(name) != "classification":
+        raise ValueError(f"{name}: head: {head} is for classifiers; {name} is a {model_task(name)} network")
     in_shape = tuple(int(d) for d in in_shape)
     if len(in_shape) != 3 or min(in_shape) < 1:
         raise ValueError(f"in_shape must be (channels, height, width) with positive sizes, got {in_shape}")

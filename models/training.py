@@ -121,7 +121,9 @@ class TrainConfig(BaseModel):
 @dataclass
 class TrainResult:
     """What :func:`train` returns. ``model`` holds the weights of the best validation
-    epoch (the last epoch without validation data), in eval mode."""
+    epoch (the last epoch without validation data), in eval mode. ``val_accuracy`` (and
+    each epoch's in ``history``) is the network's :func:`task_metric` on validation: its
+    accuracy, or a detector's mAP@0.5."""
 
     model: nn.Module
     ok: bool
@@ -154,6 +156,23 @@ def accuracy(
             correct += int((out.argmax(1).cpu() == y[i:i + batch_size]).sum())
     model.train(was)
     return correct / max(1, len(y))
+
+
+def task_metric(model: nn.Module) -> str:
+    """The metric a network is judged by: ``"accuracy"``, or a detector's ``"map50"``."""
+    return "map50" if getattr(model, "task", "classification") == "detection" else "accuracy"
+
+
+def clean_score(model: nn.Module, data: tuple[Tensor, Any], device: "str | torch.device | None" = None) -> float:
+    """The digital network's score on ``(inputs, targets)`` by its :func:`task_metric`:
+    top-1 accuracy, or a detector's mAP@0.5."""
+    if task_metric(model) == "map50":
+        from .detection import mean_average_precision
+
+        if device is not None:
+            model.to(crossbar.resolve_device(device))
+        return mean_average_precision(model, data, ("map50",))["map50"]
+    return accuracy(model, data, device=device)
 
 
 def _optimizer(params, config: TrainConfig) -> torch.optim.Optimizer:
@@ -201,10 +220,11 @@ def _check_fits(model: nn.Module, x: Tensor, y: Tensor) -> None:
             f"the model was built for inputs of shape {tuple(spec['in_shape'])} but the training inputs are "
             f"{tuple(x.shape[1:])}; build it with the data's shape (splits.in_shape)"
         )
-    if len(y) and int(y.max()) >= spec["n_classes"]:
+    labels = y[..., 0][y[..., 0] >= 0] if getattr(model, "task", "") == "detection" else y
+    if len(labels) and int(labels.max()) >= spec["n_classes"]:
         raise ValueError(
             f"the model was built for {spec['n_classes']} classes but the training labels go up to "
-            f"{int(y.max())}; build it with the data's class count (splits.n_classes)"
+            f"{int(labels.max())}; build it with the data's class count (splits.n_classes)"
         )
 
 
@@ -298,7 +318,7 @@ def train(
             if hwa is not None:
                 record["noise_strength"] = strength
             if val is not None:
-                record["val_accuracy"] = accuracy(model, val)
+                record["val_accuracy"] = clean_score(model, val)  # a detector's: mAP@0.5
                 eligible = hwa is None or strength == hwa.scale  # a robust network: trained at full strength
                 if eligible and record["val_accuracy"] > best_acc:
                     best_acc, best_epoch = record["val_accuracy"], epoch
