@@ -59,8 +59,9 @@ def execute(plain: dict, spec: TrialSpec, device: Optional[str] = None) -> Trial
     return record
 
 
-def worker_setup() -> None:
-    """Run once in every worker process, before its first trial.
+def worker_setup(driver: Optional[int] = None) -> None:
+    """Run once in every worker process, before its first trial. ``driver``: the pid of
+    the process that started the pool (default: this process's parent now).
 
     - Ctrl-C: a terminal sends it to every process of the foreground group, and each
       worker would print its own KeyboardInterrupt traceback. A worker just ends
@@ -76,16 +77,18 @@ def worker_setup() -> None:
 
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     tqdm.set_lock(threading.RLock())
-    _exit_with_parent()
+    _exit_with_parent(driver)
 
 
-def _exit_with_parent(every: float = 0.5) -> None:
+def _exit_with_parent(parent: Optional[int] = None, every: float = 0.5) -> None:
     """End this worker within ``every`` seconds of its parent's end, however that ends:
     a killed driver (SIGKILL, SIGTERM) cannot stop its pool, and an idle worker would
-    wait on the pool's queue for ever, holding its memory (and the resource tracker)."""
+    wait on the pool's queue for ever, holding its memory (and the resource tracker).
+    ``parent``: the driver's pid, known before the worker's imports: a driver killed
+    while they ran has already handed the worker to another parent when this starts."""
     import threading
 
-    parent = os.getppid()
+    parent = os.getppid() if parent is None else parent
 
     def watch() -> None:
         while os.getppid() == parent:  # a child whose parent died is given another one
@@ -172,7 +175,7 @@ class Processes(_Futures):
     def _new_pool(self) -> cf.ProcessPoolExecutor:
         # spawn: a fresh interpreter per worker (no forked torch/OpenMP state)
         return cf.ProcessPoolExecutor(self.capacity, mp_context=multiprocessing.get_context("spawn"),
-                                      initializer=worker_setup)
+                                      initializer=worker_setup, initargs=(os.getpid(),))
 
     def submit(self, spec: TrialSpec) -> None:
         try:
