@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(PY) bench/hardware_aware.py
 	$(PY) bench/search_efficiency.py
 	$(PY) bench/methods_over_seeds.py
+	$(PY) bench/detection.py
 
 venv: $(STAMP)
 

@@ -26,6 +26,7 @@ from typing import Callable
 import numpy as np
 
 from crossbar.durations import readable
+from crossbar.metrics import METRIC_LABELS
 
 from .methods import METHODS, SEARCH_METHODS, color, label
 from .report import sweep_groups, sweep_time
@@ -56,6 +57,11 @@ def _rows(results: dict, method: str, preset: str) -> list[dict]:
 
 def _label(results: dict, method: str) -> str:
     return results["methods"][method].get("label", method)
+
+
+def _metric(results: dict) -> str:
+    """How the plots name the chips' score: accuracy, or a detector's mAP@0.5."""
+    return METRIC_LABELS.get(results.get("metric", "accuracy"), results.get("metric", "accuracy"))
 
 
 def _over_seeds(results: dict) -> bool:
@@ -137,9 +143,9 @@ def _references(ax, results: dict, key: str) -> None:
     digital = _digital(results, key)
     n_classes = results.get("n_classes")
     low = ax.dataLim.y0  # the lowest point drawn
-    lines = [(digital[0], f"digital accuracy, {digital[1]}: {digital[0]:.3f}")] if digital else []
+    lines = [(digital[0], f"digital {_metric(results)}, {digital[1]}: {digital[0]:.3f}")] if digital else []
     far = None
-    if n_classes:
+    if n_classes and results.get("metric", "accuracy") == "accuracy":  # a detector's mAP has no chance level
         chance = 1.0 / n_classes
         text = f"chance (1 of {n_classes} classes): {chance:.2f}"
         if chance >= low - 0.25:
@@ -198,7 +204,7 @@ def _accuracy_vs_time_figure(results: dict):
             ax.set_xlim(at(times[0]) / (2 * dodge[-1]), at(times[0]) * 2 * dodge[-1])
         ax.set_title(preset)
         ax.grid(True, alpha=0.3)
-        ax.set_ylabel("test accuracy")
+        ax.set_ylabel(f"test {_metric(results)}")
         _references(ax, results, _clean_key(results))
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
@@ -211,7 +217,7 @@ def _accuracy_vs_time_figure(results: dict):
     else:
         n_chips = results["results"][0]["n_chips"] if results["results"] else 0
         what = f"{n_chips} chips per point: {shown} = 10th to 90th percentile chip"
-    fig.suptitle(f"{results['scenario']}: test accuracy against time since programming\n{what}")
+    fig.suptitle(f"{results['scenario']}: test {_metric(results)} against time since programming\n{what}")
     fig.legend(handles, labels, loc="outside lower center", ncol=_legend_columns(width, labels), frameon=False)
     return fig
 
@@ -247,7 +253,7 @@ def _technologies_figure(results: dict):
     ax.set_xticks(np.arange(len(presets)), labels)
     finite = [r["mean"] - r["std"] for r in results["results"]]
     ax.set_ylim(max(0.0, min(finite, default=0.0) - 0.05), 1.0)
-    ax.set_ylabel("test accuracy (mean +- std over chips)")
+    ax.set_ylabel(f"test {_metric(results)} (mean +- std over chips)")
     ax.set_title(f"{results['scenario']}: device presets side by side")
     ax.grid(True, axis="y", alpha=0.3)
     legend_labels = [_label(results, m) for m in methods]
@@ -297,9 +303,9 @@ def _sweep_figure(results: dict):
         ax.set_xlabel(parameter)
         ax.grid(True, alpha=0.3)
     for row in axes:
-        row[0].set_ylabel("test accuracy")
+        row[0].set_ylabel(f"test {_metric(results)}")
     band = "95% interval of the mean over seeds" if _over_seeds(results) else "10th-90th percentile chip"
-    fig.suptitle(f"{results['scenario']}: test accuracy against {parameter}\nline = mean, band = {band}")
+    fig.suptitle(f"{results['scenario']}: test {_metric(results)} against {parameter}\nline = mean, band = {band}")
     handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, labels, fontsize=9, loc="outside lower center",
                ncol=_legend_columns(width, labels, 9), frameon=False)
@@ -337,9 +343,9 @@ def _convergence_figure(results: dict, trials: list[dict]):
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("trial")
-    ax.set_ylabel(f"validation objective ({what} accuracy over chips)")
+    ax.set_ylabel(f"validation objective ({what} {_metric(results)} over chips)")
     floor = agg.get("min_clean_accuracy")
-    below = f"; 0 = clean accuracy below {floor:g}" if floor is not None else ""
+    below = f"; 0 = clean {_metric(results)} below {floor:g}" if floor is not None else ""
     ax.set_title(f"{results['scenario']}: search convergence (objective at {times}{below})")
     ax.grid(True, alpha=0.3)
     _references(ax, results, "val_clean")

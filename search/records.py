@@ -28,13 +28,14 @@ class TrialSpec(TypedDict, total=False):
 class AccuracyRow(TypedDict, total=False):
     preset: str
     t_inference: float
+    metric: str  # what mean, std, ... are of: "accuracy", or a detector's "map50"
     mean: float
     std: float
     p10: float
     p90: float
     quantile: float
     n_chips: int
-    chips: list[float]  # final records only: every chip's accuracy
+    chips: list[float]  # final records only: every chip's score
 
 
 class TrialRecord(TrialSpec, total=False):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Callable, Iterable, Optional
 
 from crossbar.durations import readable
+from crossbar.metrics import METRIC_LABELS
 
 from .methods import label
 from .plan import best_of_each_method
@@ -40,7 +41,7 @@ def results(scenario: Scenario, slots: list[str], trials: dict[str, TrialRecord]
             "test_clean": record.get("test_clean"),
         }
         for row in record.get("rows", []):
-            (sweep if "parameter" in row else rows).append({"method": method, **row})
+            (sweep if "parameter" in row else rows).append({"method": method, "metric": scenario.metric, **row})
     done = list(trials.values())
     best = best_of_each_method(done).get("bayesft")
     dims = scenario.dimensions() if scenario.mode == "search" else []
@@ -48,6 +49,8 @@ def results(scenario: Scenario, slots: list[str], trials: dict[str, TrialRecord]
     return {
         "scenario": scenario.name,
         "mode": scenario.mode,
+        "task": scenario.task,
+        "metric": scenario.metric,
         "slots": slots,
         "bounds": list(scenario.search.bounds),
         "n_classes": n_classes,
@@ -92,7 +95,11 @@ def feasibility_note(scenario: Scenario, trials: Iterable[TrialRecord]) -> Optio
 
 def summary_table(results: dict) -> str:
     """Test accuracy (mean +- std over chips) per preset, method and time, as text."""
-    return accuracy_table(results, lambda r: f"{r['mean']:.3f}+-{r['std']:.3f}", "test_clean", failed=True)
+    table = accuracy_table(results, lambda r: f"{r['mean']:.3f}+-{r['std']:.3f}", "test_clean", failed=True)
+    metric = results.get("metric", "accuracy")
+    if metric == "accuracy":
+        return table
+    return f"test {METRIC_LABELS.get(metric, metric)}, mean+-std over chips:\n{table}"
 
 
 def accuracy_table(results: dict, cell: Callable[[dict], str], clean: str, failed: bool = False) -> str:
@@ -134,7 +141,8 @@ def sweep_table(results: dict, time: Optional[float] = None) -> str:
     values = sorted({r["value"] for r in rows})
     groups = sweep_groups(results)
     width = max([16, *(len(", ".join(g)) for g in groups)])
-    lines = [f"test accuracy against {parameter} at {readable(t)}:",
+    metric = METRIC_LABELS.get(results.get("metric", "accuracy"), "accuracy")
+    lines = [f"test {metric} against {parameter} at {readable(t)}:",
              f"{'preset':{width}s} {'method':28s}" + "".join(f"{v:>8.3g}" for v in values)]
     for group in groups:
         for method, info in results["methods"].items():

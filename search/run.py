@@ -306,7 +306,10 @@ def _repeats(args: argparse.Namespace, scenario, raw: dict, folder, held: list) 
         return 2
     paths = _plot(folder)
     print()
-    print(f"test accuracy over {len(seeds)} seeds: mean +- half-width of its {summary['confidence']:.0%} interval")
+    from crossbar.metrics import METRIC_LABELS
+
+    metric = METRIC_LABELS.get(summary.get("metric", "accuracy"), "accuracy")
+    print(f"test {metric} over {len(seeds)} seeds: mean +- half-width of its {summary['confidence']:.0%} interval")
     print(summary_table(summary))
     if summary["sweep"]:
         from .report import sweep_table

@@ -149,7 +149,8 @@ class Objective(Strict):
         0.1, gt=0, lt=1, description="with aggregate: quantile, e.g. 0.1 = the 10th-percentile chip"
     )
     min_clean_accuracy: Optional[float] = Field(
-        None, ge=0, le=1, description="a trial whose clean validation accuracy is below this scores 0"
+        None, ge=0, le=1,
+        description="a trial whose clean validation accuracy (detection: mAP@0.5) is below this scores 0"
     )
 
 
@@ -303,6 +304,8 @@ class Scenario(Strict):
     name: Annotated[str, AfterValidator(_safe_name)] = "scenario"
     description: str = ""
     mode: Literal["search", "study"] = "search"
+    task: Literal["classification", "detection"] = Field(
+        "classification", description="classification (scored by accuracy) or detection (mAP@0.5 per chip)")
     seed: int = Field(0, ge=0, lt=2**32, description="every random stream of the run comes from it")
     seeds: Annotated[Optional[list[int]], BeforeValidator(_seeds)] = Field(
         None, description="repeat the experiment once per seed (0-4, [0, 2, 5]), each in runs/<name>/seed-<n>"
@@ -392,6 +395,7 @@ class Scenario(Strict):
                 if name not in labels:
                     raise ValueError(f"findings[{i}]: no variant {name!r}{did_you_mean(name, labels)}; the variants: "
                                      f"{', '.join(labels)}")
+        self._check_task()
         in_shape, n_classes = self.data_shape()
         for where, (name, options), dropout in [("model.options", self.network(), None)] + [
             (f"variants[{i}]", self.network(v.model), v.dropout) for i, v in enumerate(self.variants)
@@ -406,7 +410,33 @@ class Scenario(Strict):
             raise ValueError(f"search.space: {problem}")
         return self
 
+    def _check_task(self) -> None:
+        """The data set and every network do what ``task`` says."""
+        data_task = models.dataset_task(self.dataset.name)
+        kinds = {task: [n for n in models.list_datasets() if models.dataset_task(n) == task]
+                 for task in ("classification", "detection")}
+        if data_task != self.task:
+            hint = (f"set task: {data_task}" if "task" not in self.model_fields_set else
+                    f"task: {self.task} takes the data sets {', '.join(kinds[self.task])}")
+            raise ValueError(f"dataset: {self.dataset.name!r} is a {data_task} data set but the task is "
+                             f"{self.task}; {hint}")
+        networks = [n for n in models.list_models() if models.model_task(n) == self.task]
+        for where, (name, _) in [("model", self.network())] + [
+            (f"variants[{i}].model", self.network(v.model)) for i, v in enumerate(self.variants)
+        ]:
+            if models.model_task(name) != self.task:
+                raise ValueError(f"{where}: {name!r} is a {models.model_task(name)} network; task {self.task} needs "
+                                 f"one of {', '.join(networks)}")
+        if self.task == "detection" and self.baselines.ecoc:
+            raise ValueError("baselines.ecoc: error-correcting output codes are a classifier's head; "
+                             "task detection has no ecoc baseline (set baselines.ecoc: false)")
+
     # --- derived values -------------------------------------------------------------
+
+    @property
+    def metric(self) -> str:
+        """What each chip is scored by: ``accuracy``, or ``map50`` (mAP@0.5) for detection."""
+        return "map50" if self.task == "detection" else "accuracy"
 
     def resolved_presets(self) -> list[crossbar.Preset]:
         return [crossbar.make_preset(spec) for spec in self.presets]

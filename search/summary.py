@@ -94,8 +94,9 @@ def summarise(per_seed: dict[int, dict], search: str = "bayesft") -> dict:
     return {
         "scenario": first["scenario"], "mode": first["mode"], "seeds": seeds, "presets": first["presets"],
         "objective_times": first["objective_times"], "objective": first["objective"],
-        "n_classes": first.get("n_classes"), "methods": methods, "results": rows, "sweep": sweep, "paired": paired,
-        "confidence": CONFIDENCE, "band": "ci",
+        "n_classes": first.get("n_classes"), "task": first.get("task", "classification"),
+        "metric": first.get("metric", "accuracy"), "methods": methods, "results": rows, "sweep": sweep,
+        "paired": paired, "confidence": CONFIDENCE, "band": "ci",
     }
 
 
