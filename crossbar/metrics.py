@@ -41,6 +41,26 @@ MAP_BACKEND = "faster_coco_eval"
 MetricSpec = Union[str, Callable[[Any, Any], float]]
 
 
+def metric_label(metric: str) -> str:
+    """How tables and plots name ``metric`` (itself when it has no label)."""
+    return METRIC_LABELS.get(metric, metric)
+
+
+def new_average_precision():
+    """torchmetrics' ``MeanAveragePrecision`` as every detection score here uses it:
+    boxes ``x1, y1, x2, y2``, the COCO evaluation by :data:`MAP_BACKEND`."""
+    from torchmetrics.detection import MeanAveragePrecision
+
+    return MeanAveragePrecision(box_format="xyxy", iou_type="bbox", backend=MAP_BACKEND)
+
+
+def average_precisions(scores, metrics: Sequence[str]) -> dict[str, float]:
+    """``{name: value}`` of a ``MeanAveragePrecision``'s result for the names of
+    :data:`DETECTION_METRICS`; COCO's -1 (no image holds an object) counts as 0."""
+    result = scores.compute()
+    return {m: max(float(result[DETECTION_METRICS[m]]), 0.0) for m in metrics}
+
+
 def check_metric(metric: Any) -> Union[str, Callable]:
     """A metric's name, or a callable; anything else is one line naming what is allowed."""
     if callable(metric):
@@ -101,10 +121,7 @@ class ChipScores:
                 raise ValueError(f"metric {metric!r} needs a detector: a model with detect(outputs) -> one "
                                  f"{{'boxes', 'scores', 'labels'}} dict per image (models.build('fcos', ...)), got "
                                  f"{type(module).__name__}")
-            from torchmetrics.detection import MeanAveragePrecision
-
-            self._maps = [MeanAveragePrecision(box_format="xyxy", iou_type="bbox", backend=MAP_BACKEND)
-                          for _ in range(n)]
+            self._maps = [new_average_precision() for _ in range(n)]
         elif metric == "accuracy":
             self._correct = torch.zeros(n, dtype=torch.float64)
             self._count = 0
@@ -114,11 +131,10 @@ class ChipScores:
 
     def update(self, outputs: Tensor, targets: Any) -> None:
         if is_detection(self.metric):
-            truth = target_dicts(targets)
+            truth = [{k: v.cpu() for k, v in t.items()} for t in target_dicts(targets)]  # one copy for all chips
             for chip in range(self.n):
                 found = self.module.detect(outputs[chip])
-                self._maps[chip].update([{k: v.detach().cpu() for k, v in d.items()} for d in found],
-                                        [{k: v.cpu() for k, v in t.items()} for t in truth])
+                self._maps[chip].update([{k: v.detach().cpu() for k, v in d.items()} for d in found], truth)
         elif self.metric == "accuracy":
             self._correct += (outputs.argmax(-1) == targets).sum(-1).double().cpu()
             self._count += int(targets.shape[0])
@@ -129,13 +145,8 @@ class ChipScores:
 
     def compute(self) -> np.ndarray:
         if is_detection(self.metric):
-            key = DETECTION_METRICS[self.metric]
-            values = []
-            for m in self._maps:
-                value = float(m.compute()[key])
-                values.append(max(value, 0.0))  # COCO gives -1 where no image has an object
-                m.reset()
-            return np.array(values, dtype=np.float64)
+            return np.array([average_precisions(m, [self.metric])[self.metric] for m in self._maps],
+                            dtype=np.float64)
         if self.metric == "accuracy":
             return (self._correct / max(self._count, 1)).numpy()
         targets = (torch.cat(self._targets) if all(isinstance(t, Tensor) for t in self._targets)

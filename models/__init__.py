@@ -48,6 +48,7 @@ from .networks import (
 from .training import (
     RAMP,
     SMALL_STEP,
+    TASK_METRICS,
     WARMUP,
     HardwareAware,
     TrainConfig,
@@ -64,5 +65,6 @@ __all__ = [
     "DropoutNet", "HardwareAware", "LeNet5", "ResNet", "Splits", "TrainConfig", "TrainResult", "accuracy", "build",
     "check_dataset", "dataset_shape", "default_root", "list_datasets", "list_models", "load_checkpoint",
     "load_dataset", "multiply_adds", "read_idx", "register", "resolve_rates", "save_checkpoint", "train", "write_idx",
-    "FCOSDetector", "clean_score", "dataset_task", "make_scenes", "mean_average_precision", "model_task", "task_metric",
+    "FCOSDetector", "TASK_METRICS", "clean_score", "dataset_task",
+    "make_scenes", "mean_average_precision", "model_task", "task_metric",
 ]

@@ -307,12 +307,10 @@ class FCOSDetector(DropoutNet):
 def mean_average_precision(model: nn.Module, data: tuple[Tensor, Any], metrics: Sequence[str] = ("map50", "map"),
                            batch_size: int = 256) -> dict[str, float]:
     """The digital detector's mAP on ``(images, targets)``: torchmetrics'
-    ``MeanAveragePrecision`` (pycocotools), the same measure :func:`crossbar.evaluate`
-    takes per chip. Returns ``{name: value}`` for the names of
+    ``MeanAveragePrecision`` (:func:`crossbar.metrics.new_average_precision`), the same
+    measure :func:`crossbar.evaluate` takes per chip. Returns ``{name: value}`` for the names of
     :data:`crossbar.metrics.DETECTION_METRICS`."""
-    from torchmetrics.detection import MeanAveragePrecision
-
-    from crossbar.metrics import DETECTION_METRICS, MAP_BACKEND
+    from crossbar.metrics import DETECTION_METRICS, average_precisions, new_average_precision
 
     unknown = [m for m in metrics if m not in DETECTION_METRICS]
     if unknown:
@@ -321,14 +319,13 @@ def mean_average_precision(model: nn.Module, data: tuple[Tensor, Any], metrics: 
     x, y = data
     was = model.training
     model.eval()
-    scores = MeanAveragePrecision(box_format="xyxy", iou_type="bbox", backend=MAP_BACKEND)
+    scores = new_average_precision()
     with torch.no_grad():
         for i in range(0, len(x), batch_size):
             found = model.detect(model(x[i:i + batch_size].to(device)))
             scores.update([{k: v.cpu() for k, v in d.items()} for d in found], target_dicts(y[i:i + batch_size]))
     model.train(was)
-    result = scores.compute()
-    return {m: max(float(result[DETECTION_METRICS[m]]), 0.0) for m in metrics}
+    return average_precisions(scores, metrics)
 
 
 def box_count(targets: Tensor) -> int:

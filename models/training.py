@@ -158,21 +158,24 @@ def accuracy(
     return correct / max(1, len(y))
 
 
+#: What a network of each task is judged by (a :data:`crossbar.metrics.METRICS` name).
+TASK_METRICS = {"classification": "accuracy", "detection": "map50"}
+
+
 def task_metric(model: nn.Module) -> str:
     """The metric a network is judged by: ``"accuracy"``, or a detector's ``"map50"``."""
-    return "map50" if getattr(model, "task", "classification") == "detection" else "accuracy"
+    return TASK_METRICS[getattr(model, "task", "classification")]
 
 
-def clean_score(model: nn.Module, data: tuple[Tensor, Any], device: "str | torch.device | None" = None) -> float:
+def clean_score(model: nn.Module, data: tuple[Tensor, Any]) -> float:
     """The digital network's score on ``(inputs, targets)`` by its :func:`task_metric`:
     top-1 accuracy, or a detector's mAP@0.5."""
-    if task_metric(model) == "map50":
-        from .detection import mean_average_precision
+    metric = task_metric(model)
+    if metric == "accuracy":
+        return accuracy(model, data)
+    from .detection import mean_average_precision
 
-        if device is not None:
-            model.to(crossbar.resolve_device(device))
-        return mean_average_precision(model, data, ("map50",))["map50"]
-    return accuracy(model, data, device=device)
+    return mean_average_precision(model, data, (metric,))[metric]
 
 
 def _optimizer(params, config: TrainConfig) -> torch.optim.Optimizer:

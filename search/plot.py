@@ -26,7 +26,7 @@ from typing import Callable
 import numpy as np
 
 from crossbar.durations import readable
-from crossbar.metrics import METRIC_LABELS
+from crossbar.metrics import metric_label
 
 from .methods import METHODS, SEARCH_METHODS, color, label
 from .report import sweep_groups, sweep_time
@@ -61,7 +61,7 @@ def _label(results: dict, method: str) -> str:
 
 def _metric(results: dict) -> str:
     """How the plots name the chips' score: accuracy, or a detector's mAP@0.5."""
-    return METRIC_LABELS.get(results.get("metric", "accuracy"), results.get("metric", "accuracy"))
+    return metric_label(results.get("metric", "accuracy"))
 
 
 def _over_seeds(results: dict) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Callable, Iterable, Optional
 
 from crossbar.durations import readable
-from crossbar.metrics import METRIC_LABELS
+from crossbar.metrics import metric_label
 
 from .methods import label
 from .plan import best_of_each_method
@@ -99,7 +99,7 @@ def summary_table(results: dict) -> str:
     metric = results.get("metric", "accuracy")
     if metric == "accuracy":
         return table
-    return f"test {METRIC_LABELS.get(metric, metric)}, mean+-std over chips:\n{table}"
+    return f"test {metric_label(metric)}, mean+-std over chips:\n{table}"
 
 
 def accuracy_table(results: dict, cell: Callable[[dict], str], clean: str, failed: bool = False) -> str:
@@ -141,7 +141,7 @@ def sweep_table(results: dict, time: Optional[float] = None) -> str:
     values = sorted({r["value"] for r in rows})
     groups = sweep_groups(results)
     width = max([16, *(len(", ".join(g)) for g in groups)])
-    metric = METRIC_LABELS.get(results.get("metric", "accuracy"), "accuracy")
+    metric = metric_label(results.get("metric", "accuracy"))
     lines = [f"test {metric} against {parameter} at {readable(t)}:",
              f"{'preset':{width}s} {'method':28s}" + "".join(f"{v:>8.3g}" for v in values)]
     for group in groups:

@@ -306,9 +306,9 @@ def _repeats(args: argparse.Namespace, scenario, raw: dict, folder, held: list) 
         return 2
     paths = _plot(folder)
     print()
-    from crossbar.metrics import METRIC_LABELS
+    from crossbar.metrics import metric_label
 
-    metric = METRIC_LABELS.get(summary.get("metric", "accuracy"), "accuracy")
+    metric = metric_label(summary.get("metric", "accuracy"))
     print(f"test {metric} over {len(seeds)} seeds: mean +- half-width of its {summary['confidence']:.0%} interval")
     print(summary_table(summary))
     if summary["sweep"]:

@@ -436,7 +436,7 @@ class Scenario(Strict):
     @property
     def metric(self) -> str:
         """What each chip is scored by: ``accuracy``, or ``map50`` (mAP@0.5) for detection."""
-        return "map50" if self.task == "detection" else "accuracy"
+        return models.TASK_METRICS[self.task]
 
     def resolved_presets(self) -> list[crossbar.Preset]:
         return [crossbar.make_preset(spec) for spec in self.presets]
