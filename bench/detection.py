@@ -73,7 +73,7 @@ def evaluation_cost() -> None:
 
 
 def _post_only(net, raw_out, y) -> None:
-    from crossbar.metrics import new_average_precision, target_dicts
+    from models.tasks import new_average_precision, target_dicts
 
     scores = new_average_precision()
     for i in range(0, len(raw_out), 256):

@@ -45,7 +45,7 @@ def measure(splits, config, preset, seed: int) -> tuple[float, float, float]:
     result = models.train(net, splits, config, seed=seed)
     seconds = time.perf_counter() - start
     chips = crossbar.evaluate(result.model, splits.val, preset, [T_DAY], 20, seed=1000 + seed)
-    return result.val_accuracy or 0.0, float(chips.mean()), seconds
+    return result.val_score or 0.0, float(chips.mean()), seconds
 
 
 def main() -> None:
@@ -61,7 +61,7 @@ def main() -> None:
     print(f"\n{'preset':18s} {'training':30s} {'clean':>6s} {'chips':>6s} {'s/run':>6s}  target")
     for label in args.presets:
         spec = PRESETS[label]
-        preset = crossbar.resolve_preset(spec)
+        preset = crossbar.preset(spec)
         rows = {"plain": models.TrainConfig()}
         for name in args.schedules:
             for scale in args.scales:

@@ -69,7 +69,7 @@ class Stages:
                 self.seconds[stage] += spent - nested
                 if self._stack:
                     self._stack[-1][1] += spent
-                if count_draws and args[1] is not None and args[2] > 0:  # noisy_adc(z, stream, std, ...)
+                if count_draws and args[1] is not None and args[2] > 0:  # noisy_adc(z, key, std, ...)
                     self.draws += args[0].numel()
 
         setattr(owner, name, timed)

@@ -8,7 +8,7 @@ after --bo-trials trials (which, as in a run, also learns from the baselines' tr
 that are points of its space; --set search.warm_start=false turns that off), and of
 random search (uniform in the same space) after --random-trials. Target: the Bayesian
 search at least as good as random search in median over seeds. Trials run through
-search.trial.run_trial, as in a real run.
+search.trial.trial_record, as in a real run.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from search.config import load_scenario
 from search.methods import METHODS, bayesft_id
 from search.plan import loss_of, make_optimizer, make_plan, warm_points
 from search.space import spec_of
-from search.trial import run_trial
+from search.trial import trial_record
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,12 +35,12 @@ def best_of_search(plain: dict, scenario, n_trials: int) -> list[float]:
     optimizer = make_optimizer(scenario, len(warm))
     for trial_id, spec in plan.trials:
         if trial_id in warm:
-            optimizer.tell(warm[trial_id], loss_of(run_trial(plain, spec)))
+            optimizer.tell(warm[trial_id], loss_of(trial_record(plain, spec)))
     dims = scenario.dimensions()
     best, curve = 0.0, []
     for i in range(n_trials):
         x = [float(v) for v in optimizer.ask()]
-        record = run_trial(plain, {"id": bayesft_id(i + 1), "method": "bayesft", **spec_of(dims, x)})
+        record = trial_record(plain, {"id": bayesft_id(i + 1), "method": "bayesft", **spec_of(dims, x)})
         optimizer.tell(x, loss_of(record))
         best = max(best, -loss_of(record))
         curve.append(best)
@@ -50,7 +50,7 @@ def best_of_search(plain: dict, scenario, n_trials: int) -> list[float]:
 def best_of_random(plain: dict, scenario, n_trials: int) -> list[float]:
     best, curve = 0.0, []
     for _, spec in METHODS["random"].plan(scenario, scenario.slots())[:n_trials]:
-        best = max(best, -loss_of(run_trial(plain, spec)))
+        best = max(best, -loss_of(trial_record(plain, spec)))
         curve.append(best)
     return curve
 

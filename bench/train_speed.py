@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 import models
+from models.training import SMALL_STEP
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,7 +43,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=3, help="runs per row (seeds 0..N-1)")
     args = parser.parse_args()
-    print(f"models.train's default threads (one for steps under {models.SMALL_STEP:,} multiply-adds, else "
+    print(f"models.train's default threads (one for steps under {SMALL_STEP:,} multiply-adds, else "
           f"torch's {torch.get_num_threads()}), torch {torch.__version__}; mean over seeds 0..{args.seeds - 1}")
 
     default = models.TrainConfig()

@@ -1,73 +1,70 @@
 """Resistive crossbar (ReRAM, PCM) inference simulator built on IBM aihwkit's device models.
 
-Public API (names are stable):
+The user-facing API (``__all__``; names are stable):
 
-- :func:`get_preset`, :func:`list_presets`, :func:`make_preset`, :class:`Preset`,
-  :data:`FAULT_PROFILES`, :data:`AIHWKIT_PERIPHERY`: device presets.
-- :func:`sample_weights`: effective weights of many chips at one time.
-- :func:`program`: every device's conductance for many chips (:class:`ProgrammedArray`).
-- :func:`convert`: any ``nn.Module`` onto crossbar layers (:class:`CrossbarModel`);
-  :func:`mapped_layers`: the layers it maps; :func:`unmapped_layers`: weight layers it
-  leaves digital (it warns about them).
-- :func:`evaluate`: Monte-Carlo accuracy (or any :data:`METRICS` name, e.g. a detector's
-  ``"map50"``, or a callable) over chips and inference times; :func:`collate_detection`
-  and :func:`target_dicts` for detection targets (:mod:`crossbar.metrics`).
+- presets: :func:`preset` (a name with overrides, a mapping or a :class:`Preset`),
+  :func:`get_preset`, :func:`make_preset`, :func:`register_preset`, :func:`list_presets`,
+  :data:`FAULT_PROFILES`, :data:`AIHWKIT_PERIPHERY`; the kinds of device physics:
+  :data:`PHYSICS`, :class:`Physics`, :func:`register_physics`.
+- the Monte Carlo: :func:`evaluate`, each chip's score by a :class:`Metric` of
+  :data:`METRICS` (:func:`register_metric`, :func:`get_metric`), accuracy by default.
+- chips: :func:`convert` (any ``nn.Module`` onto crossbar layers, a :class:`CrossbarModel`
+  of :class:`CrossbarLinear` / :class:`CrossbarConv2d`), :func:`mapped_layers`,
+  :func:`unmapped_layers`; :func:`sample_weights` and :func:`program`
+  (:class:`ProgrammedArray`) for the devices alone.
+- aihwkit-style noise models of our own: :class:`IdealNoiseModel`,
+  :class:`LogNormalDriftNoiseModel`.
 - :func:`parse_duration`, :func:`readable`: times as people write them (``"1d"``) and back.
 
-Where things are: ``physics`` (the kinds of device physics), ``presets``, ``arrays``
-(conductances, faults, drift compensation), ``periphery`` and ``inputs`` (DAC, ADC,
-tiles), ``kernels`` and ``rng`` (compiled loops, noise streams), ``layers``, ``model``,
-``mapping`` (convert), ``pooling``, ``evaluate``, ``metrics``; ``common`` and ``durations`` hold what
-models/ and search/ share.
+Where things are: ``physics`` (the kinds of device physics), ``groups`` (a preset's
+settings), ``presets`` (the :class:`Preset` model), ``catalog`` (the named presets),
+``arrays`` (conductances, faults, drift compensation), ``periphery``, ``lines`` and
+``inputs`` (DAC, ADC, tiles, array effects), ``kernels`` and ``rng`` (compiled loops,
+noise streams), ``layers``, ``model``, ``mapping`` (convert), ``pooling``, ``evaluate``,
+``metrics``; ``common`` and ``durations`` hold what models/ and search/ share. Their
+other names are importable from there.
 """
 
-from .arrays import ProgrammedArray, program, sample_weights, split_sizes, tile_grid
-from .common import resolve_device
+from .arrays import ProgrammedArray, program, sample_weights
+from .catalog import get_preset, list_presets, make_preset, preset, register_preset
 from .durations import parse_duration, readable
 from .evaluate import evaluate
 from .layers import CrossbarConv2d, CrossbarLinear
 from .mapping import convert, mapped_layers, unmapped_layers
-from .metrics import METRICS, collate_detection, target_dicts
+from .metrics import METRICS, Metric, get_metric, register_metric
 from .model import CrossbarModel
 from .noise import IdealNoiseModel, LogNormalDriftNoiseModel
-from .presets import (
-    AIHWKIT_PERIPHERY,
-    FAULT_PROFILES,
-    Preset,
-    get_preset,
-    list_presets,
-    make_preset,
-    register_preset,
-    resolve_preset,
-)
+from .physics import PHYSICS, Physics, register_physics
+from .presets import AIHWKIT_PERIPHERY, FAULT_PROFILES, Preset
 
 __all__ = [
     "AIHWKIT_PERIPHERY",
-    "FAULT_PROFILES",
     "CrossbarConv2d",
     "CrossbarLinear",
     "CrossbarModel",
-    "METRICS",
-    "collate_detection",
-    "target_dicts",
+    "FAULT_PROFILES",
     "IdealNoiseModel",
     "LogNormalDriftNoiseModel",
+    "METRICS",
+    "Metric",
+    "PHYSICS",
+    "Physics",
     "Preset",
     "ProgrammedArray",
     "convert",
-    "mapped_layers",
-    "unmapped_layers",
     "evaluate",
+    "get_metric",
     "get_preset",
     "list_presets",
     "make_preset",
+    "mapped_layers",
     "parse_duration",
+    "preset",
     "program",
     "readable",
+    "register_metric",
+    "register_physics",
     "register_preset",
-    "resolve_device",
-    "resolve_preset",
     "sample_weights",
-    "split_sizes",
-    "tile_grid",
+    "unmapped_layers",
 ]

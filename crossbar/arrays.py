@@ -28,8 +28,9 @@ from aihwkit.inference.compensation.drift import GlobalDriftCompensation
 from aihwkit.inference.converter.conductance import SingleDeviceConductanceConverter
 from torch import Tensor
 
+from .catalog import resolve_preset
 from .common import Stream, check_n_chips, check_seed, check_weight, derive_seed, time_key
-from .presets import Preset, resolve_preset
+from .presets import Preset
 
 _STUCK_SA0, _STUCK_SA1 = 1, 2  # fault codes; 0: the device works
 

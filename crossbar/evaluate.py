@@ -1,8 +1,9 @@
-"""Monte-Carlo accuracy of a classifier over many simulated chips and inference times."""
+"""The Monte Carlo: each chip's score (accuracy, or any :mod:`crossbar.metrics` metric) over many
+simulated chips and inference times."""
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Optional, Sequence
+from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 import psutil
@@ -10,12 +11,13 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from .catalog import resolve_preset
 from .common import check_int, check_n_chips, check_seed, check_threads, resolve_device
 from .layers import CrossbarConv2d
 from .mapping import convert
-from .metrics import ChipScores, check_metric, n_targets
+from .metrics import Metric, MetricSpec, get_metric, n_targets
 from .model import CrossbarModel, check_strategy
-from .presets import Preset, resolve_preset
+from .presets import Preset
 
 
 def check_times(t_inference: Any, preset: Preset) -> list[float]:
@@ -28,32 +30,13 @@ def check_times(t_inference: Any, preset: Preset) -> list[float]:
     return [preset.check_time(t) for t in times]
 
 
-def _check_labels(y: Tensor) -> None:
-    if y.dim() != 1 or y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
-        raise ValueError(
-            "data: labels must be a 1-D integer tensor of class indices, "
-            f"got shape {tuple(y.shape)} and dtype {y.dtype}"
-        )
-
-
-def _check_targets(y: Any, classify: bool) -> None:
-    if classify:
-        if not isinstance(y, Tensor):
-            raise ValueError(f"data: inputs and labels must be tensors, got labels of type {type(y).__name__}")
-        _check_labels(y)
-        if len(y) and int(y.min()) < 0:
-            raise ValueError(f"data: labels must be class indices >= 0, got {int(y.min())}")
-    elif not isinstance(y, (Tensor, list, tuple)):
-        raise ValueError(f"data: targets must be a tensor or a list (one per sample), got {type(y).__name__}")
-
-
-def _batches(data: Any, batch_size: int, device: torch.device, classify: bool = True) -> list[tuple[Tensor, Any]]:
-    """``data`` as a list of ``(inputs, targets)`` batches on ``device``. ``classify``:
-    targets are class indices (checked as such); else any tensor or list per batch."""
-    what = "labels" if classify else "targets"
+def _batches(data: Any, batch_size: int, device: torch.device, metric: Metric) -> list[tuple[Tensor, Any]]:
+    """``data`` as a list of ``(inputs, targets)`` batches on ``device``, the targets
+    checked by the metric (class indices for accuracy)."""
+    what = metric.targets
     if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(d, Tensor) for d in data):
         inputs, labels = data
-        _check_targets(labels, classify)
+        metric.check_targets(labels)
         if inputs.dim() == 0 or labels.dim() == 0 or inputs.shape[0] != labels.shape[0]:
             raise ValueError(
                 f"data: inputs ({inputs.shape[0] if inputs.dim() else 'a scalar'}) and {what} "
@@ -77,7 +60,7 @@ def _batches(data: Any, batch_size: int, device: torch.device, classify: bool = 
     for x, y in batches:
         if not isinstance(x, Tensor):
             raise ValueError(f"data: inputs must be tensors, got {type(x).__name__}")
-        _check_targets(y, classify)
+        metric.check_targets(y)
         if x.dim() == 0 or x.shape[0] != n_targets(y):
             raise ValueError(
                 f"data: a batch holds {x.shape[0] if x.dim() else 'a scalar as'} inputs but {n_targets(y)} {what}"
@@ -167,7 +150,7 @@ def evaluate(
     strategy: str = "auto",
     threads: Optional[int] = None,
     progress: bool = False,
-    metric: "str | Callable[[Any, Any], float]" = "accuracy",
+    metric: MetricSpec = "accuracy",
 ) -> np.ndarray:
     """Each chip's score (classification accuracy by default) of ``model`` on ``n_chips``
     simulated chips.
@@ -176,8 +159,8 @@ def evaluate(
         model: a digital ``nn.Module`` classifier (converted here with
             :func:`crossbar.convert`) or an already converted :class:`CrossbarModel`.
         data: a DataLoader yielding ``(inputs, labels)`` or an ``(inputs, labels)`` pair
-            of tensors; for detection, targets per batch as :mod:`crossbar.metrics`
-            describes (a DataLoader with ``collate_fn=crossbar.collate_detection``).
+            of tensors; for detection, targets per batch as :mod:`models.tasks`
+            describes (a DataLoader with ``collate_fn=models.collate_detection``).
         preset: preset name, :class:`Preset` or mapping.
         t_inference: time(s) since programming ended: seconds, or durations such as ``"1d"``.
         n_chips: number of independent chips; chip ``k`` is the same chip for any
@@ -194,9 +177,10 @@ def evaluate(
             depend on it, nor on ``strategy``. For an already converted model, both
             (when given) apply to this call only; the model keeps its own settings.
         progress: show a progress bar over chips.
-        metric: ``"accuracy"``; a detector's ``"map50"``, ``"map"`` (IoU 0.5:0.95) or
-            ``"map75"``; or a callable ``metric(outputs, targets) -> float`` called once per
-            chip with all its outputs (see :mod:`crossbar.metrics`).
+        metric: a name of :data:`crossbar.METRICS` (``"accuracy"``; with :mod:`models`
+            imported, a detector's ``"map50"``, ``"map"`` or ``"map75"``), a
+            :class:`crossbar.Metric`, or a callable ``metric(outputs, targets) -> float``
+            called once per chip with all its outputs (see :mod:`crossbar.metrics`).
 
     Returns:
         ``(len(t_inference), n_chips)`` float64 array of each chip's score (accuracies
@@ -211,7 +195,7 @@ def evaluate(
         chunk_size = check_int(chunk_size, "chunk_size", 1, " or None")
     check_strategy(strategy)
     threads = check_threads(threads)
-    metric = check_metric(metric)
+    metric = get_metric(metric)
     dev = resolve_device(device)
     if isinstance(model, CrossbarModel):
         if model.preset != preset:
@@ -250,12 +234,10 @@ def _forward(xmodel: CrossbarModel, x: Tensor) -> Tensor:
 
 
 def _evaluate(xmodel, data, times, n_chips, seed, batch_size, dev, chunk_size, max_memory, progress,
-              metric="accuracy") -> np.ndarray:
+              metric: Metric) -> np.ndarray:
     preset = xmodel.preset
     xmodel = xmodel.to(dev).eval()
-    classify = metric == "accuracy"
-    batches = _batches(data, batch_size, dev, classify)
-    top_label = max(int(y.max()) for _, y in batches if len(y)) if classify else None
+    batches = _batches(data, batch_size, dev, metric)
     chunk = chunk_size or auto_chunk_size(
         xmodel, batches[0][0][:1], times[0], max(len(x) for x, _ in batches), n_chips, max_memory
     )
@@ -267,21 +249,9 @@ def _evaluate(xmodel, data, times, n_chips, seed, batch_size, dev, chunk_size, m
             xmodel.program(n, seed=seed, first_chip=start)
             for ti, t in enumerate(times):
                 xmodel.drift(t)
-                chips = ChipScores(metric, n, xmodel.module)
+                chips = metric.scores(n, xmodel.module)
                 for x, y in batches:
-                    out = _forward(xmodel, x)
-                    if classify:
-                        if out.dim() != 3:
-                            raise ValueError(
-                                "evaluate needs a classifier: each chip's output must be (batch, classes), "
-                                f"got {tuple(out.shape[1:])}; a detector is scored with metric='map50'"
-                            )
-                        if top_label >= out.shape[-1]:
-                            raise ValueError(
-                                f"data: labels must be class indices below the model's {out.shape[-1]} outputs, "
-                                f"got {top_label}"
-                            )
-                    chips.update(out, y)
+                    chips.update(_forward(xmodel, x), y)
                 scores[ti, start:start + n] = chips.compute()
                 bar.update(n)
     return scores

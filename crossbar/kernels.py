@@ -24,7 +24,7 @@ DAC codes:
   from the (padded) image straight into the unfolded layout, each patch scaled by its
   own unit and rounded in the same pass. torch does this as a multiplication over a
   7-d strided view and a second pass that rounds; one loop whose innermost step runs
-  along an image row does both, about 2x faster on a CPU.
+  along an image row does both, faster on a CPU (``bench/periphery_profile.py``).
 - :func:`row_codes`: noise management and DAC of row vectors (linear layers), the
   largest |value|, the unit and the codes in one pass instead of five.
 
@@ -35,15 +35,12 @@ dtype, round half to even, clip), so the codes are identical to torch's (tested)
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 import numpy as np
 from numba import float32, int32, njit, types, uint32, uint64
 from numba.extending import intrinsic
 from torch import Tensor
-
-if TYPE_CHECKING:
-    from .rng import NoiseStream
 
 
 def compiled(fn):
@@ -283,19 +280,20 @@ def flat_numpy(t: Tensor) -> np.ndarray:
 
 
 def noisy_adc(
-    z: Tensor, stream: Optional[NoiseStream], std: float, rnd: bool, bound: float = float("inf"), first: int = 0,
+    z: Tensor, key: Optional[tuple[int, int]], std: float, rnd: bool, bound: float = float("inf"), first: int = 0,
     start: int = 0,
 ) -> int:
     """Add output noise to the products ``z`` in place and round them to ADC codes.
 
-    ``z`` holds values ``first .. first + z.numel() - 1`` of a draw whose counters begin
-    at ``start`` (from ``stream.take``): a caller that fills one output in pieces passes
-    each piece's offset, and gets the numbers of one whole draw. Without ``stream`` no
-    noise is added. Returns how many codes exceed ``bound`` in size (the ADC's clip check).
+    ``z`` holds values ``first .. first + z.numel() - 1`` of a draw of the Philox stream
+    with ``key`` (:attr:`crossbar.rng.NoiseStream.key`) whose counters begin at ``start``
+    (from ``NoiseStream.take``): a caller that fills one output in pieces passes each
+    piece's offset, and gets the numbers of one whole draw. Without ``key`` no noise is
+    added. Returns how many codes exceed ``bound`` in size (the ADC's clip check).
     """
     flat = flat_numpy(z)
-    noisy = stream is not None and std > 0
-    k0, k1 = stream.key if stream is not None else (0, 0)
+    noisy = key is not None and std > 0
+    k0, k1 = key if key is not None else (0, 0)
     dtype = flat.dtype.type
     return int(_noisy_adc(flat, first, start, k0, k1, dtype(std), noisy, bool(rnd), dtype(bound)))
 
@@ -323,8 +321,7 @@ def _dac(v, rnd, clip, bound):
 @functools.lru_cache(maxsize=None)
 def _patch_codes_kernel(rnd: bool, clip: bool):
     """The patch loop compiled for one DAC (rounding or not, clipping or not): the
-    choice is a constant of the compiled code, not a test in its innermost loop, which
-    measured 1.3x faster."""
+    choice is a constant of the compiled code, not a test in its innermost loop (faster)."""
 
     @compiled
     def kernel(x, recip, kh, kw, sh, sw, dh, dw, bound, out):

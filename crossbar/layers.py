@@ -25,7 +25,8 @@ from torch import Tensor, nn
 from .arrays import ProgrammedArray, drift_factors, drift_readouts, scale_tiles
 from .common import Stream, derive_seed, time_key
 from .inputs import CodeCache, ConvGeometry, PatchInputs, RowInputs
-from .periphery import LineState, Periphery
+from .lines import LineState, line_nonlinearity
+from .periphery import Periphery
 from .presets import Preset
 from .rng import NoiseStream
 
@@ -75,7 +76,7 @@ class CrossbarLayer(nn.Module):
         self.register_buffer("bias", None if bias is None else bias.detach().clone())
         self.preset = preset
         self.index = index
-        self.periphery = Periphery.from_preset(preset)
+        self.periphery = Periphery(preset.periphery)
         self.array: Optional[ProgrammedArray] = None
         self._ctx = ChipContext()
         self._w: Optional[Tensor] = None  # (C, *weight.shape) effective weights, perfect periphery
@@ -91,7 +92,7 @@ class CrossbarLayer(nn.Module):
         self.array = ProgrammedArray(self.weight, self.preset, n_chips, seed, first_chip, self.index)
         self._w = self._wn = self._tile_scale = None
         self._baseline = None
-        self._nonlinearity = self._draw_nonlinearity() if self.periphery.out_nonlinearity > 0 else None
+        self._nonlinearity = self._draw_nonlinearity() if self.preset.out_nonlinearity > 0 else None
         comp = self.preset.drift_compensation_model
         if comp is not None:
             weights = self.array.weights(None).to(self.weight.device)
@@ -106,7 +107,7 @@ class CrossbarLayer(nn.Module):
         for c, chip in enumerate(array.chips):
             gen = torch.Generator().manual_seed(derive_seed(array.seed, Stream.LINES, self.index, chip))
             for k, (o0, o1, _, _) in enumerate(array.tiles):
-                n_i[k][c], factor[k][c] = self.periphery.line_nonlinearity(o1 - o0, gen)
+                n_i[k][c], factor[k][c] = line_nonlinearity(self.periphery.settings, o1 - o0, gen)
         device = self.weight.device
         return [n.to(device) for n in n_i], factor
 

@@ -16,11 +16,12 @@ from typing import Optional
 
 from torch import nn
 
+from .catalog import resolve_preset
 from .common import check_threads, check_weight
 from .layers import CrossbarConv2d, CrossbarLinear
 from .model import CrossbarModel, check_strategy
 from .pooling import WindowMaxPool2d
-from .presets import Preset, resolve_preset
+from .presets import Preset
 
 
 def mapped_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:

@@ -1,108 +1,110 @@
-"""What :func:`crossbar.evaluate` scores each chip by: classification accuracy, a
-detector's mean average precision, or any function of a chip's outputs.
+"""What :func:`crossbar.evaluate` scores each chip by: one :class:`Metric` record per
+metric, in one table (:data:`METRICS`).
 
-- ``"accuracy"`` (the default): top-1 accuracy of a classifier's ``(batch, classes)``
-  outputs against integer labels.
-- ``"map50"``, ``"map"``, ``"map75"``: COCO mean average precision of a detector at IoU
-  0.5, averaged over IoU 0.5:0.95, and at 0.75, from torchmetrics'
-  ``MeanAveragePrecision`` (the COCO evaluation, by faster-coco-eval). The network's own digital
-  post-processing turns a chip's raw outputs into boxes: the model must have
-  ``detect(outputs) -> [{"boxes", "scores", "labels"}, ...]`` (one dict per image, boxes
-  ``x1, y1, x2, y2`` in pixels), as :class:`models.detection.FCOSDetector` has.
+A metric says how its task's targets are checked before any work, and how each chip's
+outputs accumulate into one score per chip (:class:`ChipScores`: ``update`` batch by
+batch, then ``compute``). The hardware package knows no task: it holds the table, the
+default metric (top-1 ``"accuracy"`` of a classifier, all that needs nothing but an
+argmax) and the wrapper of a plain function. Other tasks register theirs where the
+task is defined (a detector's mAP: :mod:`models.tasks`), so that ``evaluate(...,
+metric="map50")`` works once :mod:`models` is imported.
+
+- a name of :data:`METRICS`, e.g. ``"accuracy"`` or, with :mod:`models`, ``"map50"``;
+- a :class:`Metric`;
 - a callable ``metric(outputs, targets) -> float``: called once per chip and time with
   that chip's outputs over all the data (concatenated along the batch) and all the
   targets (concatenated tensors, or one list when the batches' targets are lists).
-
-Detection targets come as one dict per image (``{"boxes": (n, 4), "labels": (n,)}``,
-torchvision's convention, e.g. from a DataLoader with :func:`collate_detection`), or as
-one padded tensor per batch, ``(batch, max_objects, 5)`` rows of ``[label, x1, y1, x2,
-y2]`` with label -1 for no object (what :func:`models.load_dataset` gives for detection
-data sets, so that a split indexes like a classification one).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence, Union
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Protocol, Union
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-#: The named metrics of detection: torchmetrics' key for each.
-DETECTION_METRICS = {"map50": "map_50", "map": "map", "map75": "map_75"}
-METRICS = ("accuracy", *DETECTION_METRICS)
-#: How tables and plots name each metric.
-METRIC_LABELS = {"accuracy": "accuracy", "map50": "mAP@0.5", "map": "mAP@[.5:.95]", "map75": "mAP@0.75"}
-
-#: torchmetrics' COCO evaluation backend: faster-coco-eval (pinned in requirements.txt) gives
-#: pycocotools' numbers (checked equal on this project's detector) about 8x faster.
-MAP_BACKEND = "faster_coco_eval"
-
-MetricSpec = Union[str, Callable[[Any, Any], float]]
+from .common import did_you_mean
 
 
-def metric_label(metric: str) -> str:
-    """How tables and plots name ``metric`` (itself when it has no label)."""
-    return METRIC_LABELS.get(metric, metric)
+class ChipScores(Protocol):
+    """A metric's accumulator for ``n`` chips."""
+
+    def update(self, outputs: Tensor, targets: Any) -> None:
+        """One batch: ``outputs`` ``(n, batch, ...)``, every chip's; ``targets`` the batch's."""
+
+    def compute(self) -> np.ndarray:
+        """``(n,)`` float64: each chip's score over every batch so far."""
 
 
-def new_average_precision():
-    """torchmetrics' ``MeanAveragePrecision`` as every detection score here uses it:
-    boxes ``x1, y1, x2, y2``, the COCO evaluation by :data:`MAP_BACKEND`."""
-    from torchmetrics.detection import MeanAveragePrecision
-
-    return MeanAveragePrecision(box_format="xyxy", iou_type="bbox", backend=MAP_BACKEND)
+def any_targets(targets: Any) -> None:
+    """The check of a metric that takes any targets: a tensor or a list, one per sample."""
+    if not isinstance(targets, (Tensor, list, tuple)):
+        raise ValueError(f"data: targets must be a tensor or a list (one per sample), got {type(targets).__name__}")
 
 
-def average_precisions(scores, metrics: Sequence[str]) -> dict[str, float]:
-    """``{name: value}`` of a ``MeanAveragePrecision``'s result for the names of
-    :data:`DETECTION_METRICS`; COCO's -1 (no image holds an object) counts as 0."""
-    result = scores.compute()
-    return {m: max(float(result[DETECTION_METRICS[m]]), 0.0) for m in metrics}
+@dataclass(frozen=True)
+class Metric:
+    """One way to score a chip.
+
+    Attributes:
+        name: how scenarios, records and :func:`crossbar.evaluate` name it.
+        label: how tables and plots name it (``"mAP@0.5"``).
+        task: the task whose networks it scores (``"classification"``, ``"detection"``).
+        scores: ``scores(n_chips, module)`` -> a new :class:`ChipScores`; ``module`` is the
+            digital network (a detector's post-processing is its ``detect``).
+        higher_is_better: a search maximises it (else minimises).
+        chance: ``chance(n_classes)``, the score of guessing, or None where there is none.
+        check_targets: raises a ValueError, before any work, for targets it cannot score.
+        targets: what its targets are called in messages (``"labels"``).
+    """
+
+    name: str
+    label: str
+    task: str
+    scores: Callable[[int, nn.Module], ChipScores]
+    higher_is_better: bool = True
+    chance: Optional[Callable[[int], float]] = None
+    check_targets: Callable[[Any], None] = any_targets
+    targets: str = "targets"
 
 
-def check_metric(metric: Any) -> Union[str, Callable]:
-    """A metric's name, or a callable; anything else is one line naming what is allowed."""
+#: The metrics by name; :func:`register_metric` adds one.
+METRICS: dict[str, Metric] = {}
+
+MetricSpec = Union[str, Metric, Callable[[Any, Any], float]]
+
+
+def register_metric(metric: Metric) -> Metric:
+    """Make ``metric`` known by its name (to :func:`crossbar.evaluate`, scenarios, plots)."""
+    if not isinstance(metric, Metric):
+        raise ValueError(f"register_metric takes a crossbar.Metric, got {type(metric).__name__}")
+    METRICS[metric.name] = metric
+    return metric
+
+
+def get_metric(metric: Any) -> Metric:
+    """A metric's record from its name, the record itself, or a callable; anything else
+    is one line naming what is allowed."""
+    if isinstance(metric, Metric):
+        return metric
+    if isinstance(metric, str):
+        if metric in METRICS:
+            return METRICS[metric]
+        raise ValueError(f"metric: unknown {metric!r}{did_you_mean(metric, METRICS)}; known: {', '.join(METRICS)} "
+                         "(importing models adds its tasks' metrics), a crossbar.Metric, or a callable "
+                         "metric(outputs, targets) -> float")
     if callable(metric):
-        return metric
-    if isinstance(metric, str) and metric in METRICS:
-        return metric
-    raise ValueError(f"metric must be one of {', '.join(METRICS)} or a callable metric(outputs, targets) -> float, "
-                     f"got {metric!r}")
+        name = getattr(metric, "__name__", "custom")
+        return Metric(name, name, "custom", lambda n, module: PerChip(metric, n))
+    raise ValueError(f"metric must be one of {', '.join(METRICS)}, a crossbar.Metric or a callable "
+                     f"metric(outputs, targets) -> float, got {metric!r}")
 
 
-def is_detection(metric: Any) -> bool:
-    return isinstance(metric, str) and metric in DETECTION_METRICS
-
-
-def target_dicts(targets: Any) -> list[dict[str, Tensor]]:
-    """One ``{"boxes", "labels"}`` dict per image from a padded ``(batch, max_objects, 5)``
-    tensor of ``[label, x1, y1, x2, y2]`` rows (label < 0: no object) or a list of dicts."""
-    if isinstance(targets, Tensor):
-        if targets.dim() != 3 or targets.shape[-1] != 5:
-            raise ValueError("data: detection targets must be (batch, max_objects, 5) rows of [label, x1, y1, x2, y2] "
-                             f"or one {{'boxes', 'labels'}} dict per image, got a tensor of shape "
-                             f"{tuple(targets.shape)}")
-        out = []
-        for image in targets:
-            keep = image[:, 0] >= 0
-            out.append({"boxes": image[keep, 1:].float(), "labels": image[keep, 0].long()})
-        return out
-    if isinstance(targets, (list, tuple)) and all(isinstance(t, dict) for t in targets):
-        for t in targets:
-            if not {"boxes", "labels"} <= set(t):
-                raise ValueError(f"data: a detection target needs 'boxes' and 'labels', got keys {sorted(t)}")
-        return [{"boxes": torch.as_tensor(t["boxes"]).float().reshape(-1, 4),
-                 "labels": torch.as_tensor(t["labels"]).long().reshape(-1)} for t in targets]
-    raise ValueError("data: detection targets must be (batch, max_objects, 5) tensors or lists of "
-                     f"{{'boxes', 'labels'}} dicts, got {type(targets).__name__}")
-
-
-def collate_detection(batch: Sequence[tuple[Tensor, dict]]) -> tuple[Tensor, list[dict]]:
-    """A DataLoader's ``collate_fn`` for ``(image, {"boxes", "labels"})`` samples: the
-    images stacked, the targets a list (their object counts differ)."""
-    images, targets = zip(*batch)
-    return torch.stack(list(images)), list(targets)
+def metric_label(name: str) -> str:
+    """How tables and plots name the metric called ``name`` (the name itself when unknown)."""
+    return METRICS[name].label if name in METRICS else name
 
 
 def n_targets(targets: Any) -> int:
@@ -110,45 +112,67 @@ def n_targets(targets: Any) -> int:
     return len(targets) if not isinstance(targets, Tensor) else int(targets.shape[0])
 
 
-class ChipScores:
-    """Accumulates one metric for ``n`` chips over batches: ``update(outputs, targets)``
-    with outputs ``(n, batch, ...)``, then ``compute()`` -> ``(n,)`` float64."""
+# ------------------------------------------------------------------ accuracy
 
-    def __init__(self, metric: Union[str, Callable], n: int, module: torch.nn.Module):
-        self.metric, self.n, self.module = metric, n, module
-        if is_detection(metric):
-            if not callable(getattr(module, "detect", None)):
-                raise ValueError(f"metric {metric!r} needs a detector: a model with detect(outputs) -> one "
-                                 f"{{'boxes', 'scores', 'labels'}} dict per image (models.build('fcos', ...)), got "
-                                 f"{type(module).__name__}")
-            self._maps = [new_average_precision() for _ in range(n)]
-        elif metric == "accuracy":
-            self._correct = torch.zeros(n, dtype=torch.float64)
-            self._count = 0
-        else:
-            self._outputs: list[list[Tensor]] = [[] for _ in range(n)]
-            self._targets: list[Any] = []
 
-    def update(self, outputs: Tensor, targets: Any) -> None:
-        if is_detection(self.metric):
-            truth = [{k: v.cpu() for k, v in t.items()} for t in target_dicts(targets)]  # one copy for all chips
-            for chip in range(self.n):
-                found = self.module.detect(outputs[chip])
-                self._maps[chip].update([{k: v.detach().cpu() for k, v in d.items()} for d in found], truth)
-        elif self.metric == "accuracy":
-            self._correct += (outputs.argmax(-1) == targets).sum(-1).double().cpu()
-            self._count += int(targets.shape[0])
-        else:
-            for chip in range(self.n):
-                self._outputs[chip].append(outputs[chip].detach().cpu())
-            self._targets.append(targets.cpu() if isinstance(targets, Tensor) else list(targets))
+def check_labels(y: Any) -> None:
+    """Class indices: a 1-D integer tensor of values >= 0."""
+    if not isinstance(y, Tensor):
+        raise ValueError(f"data: inputs and labels must be tensors, got labels of type {type(y).__name__}")
+    if y.dim() != 1 or y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        raise ValueError(
+            "data: labels must be a 1-D integer tensor of class indices, "
+            f"got shape {tuple(y.shape)} and dtype {y.dtype}"
+        )
+    if len(y) and int(y.min()) < 0:
+        raise ValueError(f"data: labels must be class indices >= 0, got {int(y.min())}")
+
+
+class Accuracy:
+    """Top-1 accuracy of a classifier's ``(n, batch, classes)`` outputs against labels."""
+
+    def __init__(self, n: int, module: Optional[nn.Module] = None):
+        self._correct = torch.zeros(n, dtype=torch.float64)
+        self._count = 0
+
+    def update(self, outputs: Tensor, targets: Tensor) -> None:
+        if outputs.dim() != 3:
+            raise ValueError("evaluate needs a classifier: each chip's output must be (batch, classes), "
+                             f"got {tuple(outputs.shape[1:])}; a detector is scored with metric='map50'")
+        if len(targets) and int(targets.max()) >= outputs.shape[-1]:
+            raise ValueError(f"data: labels must be class indices below the model's {outputs.shape[-1]} outputs, "
+                             f"got {int(targets.max())}")
+        self._correct += (outputs.argmax(-1) == targets).sum(-1).double().cpu()
+        self._count += int(targets.shape[0])
 
     def compute(self) -> np.ndarray:
-        if is_detection(self.metric):
-            return np.array([average_precisions(m, [self.metric])[self.metric] for m in self._maps],
-                            dtype=np.float64)
-        if self.metric == "accuracy":
-            return (self._correct / max(self._count, 1)).numpy()
+        return (self._correct / max(self._count, 1)).numpy()
+
+
+ACCURACY = register_metric(Metric(
+    "accuracy", "accuracy", "classification", Accuracy, chance=lambda n_classes: 1.0 / n_classes,
+    check_targets=check_labels, targets="labels",
+))
+
+
+# ------------------------------------------------------------------ any function of a chip's outputs
+
+
+class PerChip:
+    """A callable ``metric(outputs, targets) -> float``, called once per chip on all its
+    outputs (concatenated) and all the targets."""
+
+    def __init__(self, metric: Callable[[Any, Any], Any], n: int):
+        self.metric, self.n = metric, n
+        self._outputs: list[list[Tensor]] = [[] for _ in range(n)]
+        self._targets: list[Any] = []
+
+    def update(self, outputs: Tensor, targets: Any) -> None:
+        for chip in range(self.n):
+            self._outputs[chip].append(outputs[chip].detach().cpu())
+        self._targets.append(targets.cpu() if isinstance(targets, Tensor) else list(targets))
+
+    def compute(self) -> np.ndarray:
         targets = (torch.cat(self._targets) if all(isinstance(t, Tensor) for t in self._targets)
                    else [t for batch in self._targets for t in batch])
         scores = []

@@ -4,8 +4,8 @@ A :class:`Physics` names the aihwkit noise model that simulates the devices, the
 parameters a preset may set for it (with their bounds; they become fields of
 :class:`crossbar.Preset`), its default conductance mapping (aihwkit's own defaults),
 the times it is defined at, and where and in which precision it runs. A new kind is
-one entry in :data:`PHYSICS`; presets, validation, resolved parameter sets and the
-simulator read everything they need from it.
+one call, :func:`register_physics`; presets, validation, resolved parameter sets and
+the simulator read everything they need from the table.
 """
 
 from __future__ import annotations
@@ -78,65 +78,72 @@ def _cmo(converter: BaseConductanceConverter, g_max: float, g_min: float, **para
 
 _SCALE = "multiplies the model's {} (1: as fitted)"
 
-PHYSICS: dict[str, Physics] = {
-    p.name: p
-    for p in (
-        Physics(
-            "ideal", "exact conductances: the digital reference",
-            make=lambda converter, g_max, g_min: IdealNoiseModel(g_converter=converter),
-            exact=True,
-        ),
-        Physics(
-            "pcm", "aihwkit PCMLikeNoiseModel (Nandakumar et al. 2019): programming noise, 1/f read noise, "
-            "power-law drift with per-device exponents",
-            make=lambda converter, g_max, g_min, **params: PCMLikeNoiseModel(g_converter=converter, **params),
-            params={
-                "prog_noise_scale": Param(_SCALE.format("programming noise"), ge=0),
-                "read_noise_scale": Param(_SCALE.format("read noise"), ge=0),
-                "drift_scale": Param(_SCALE.format("drift"), ge=0),
-                "t_0": Param("time of the first read after programming, s", gt=0),
-                "t_read": Param("duration of one read, s (the 1/f noise's bandwidth)", gt=0),
-            },
-        ),
-        Physics(
-            "reram_wan2022", "aihwkit ReRamWan2022NoiseModel, fitted to Wan et al., Nature 2022",
-            make=lambda converter, g_max, g_min, **params: ReRamWan2022NoiseModel(g_converter=converter, **params),
-            params={"noise_scale": Param(_SCALE.format("noise"), ge=0)},
-            times=lambda model: tuple(sorted(model.coeff_dic)),
-        ),
-        Physics(
-            "reram_cmo", "aihwkit ReRamCMONoiseModel: CMO/HfOx ReRAM, programming noise, log-time relaxation, "
-            "read noise",
-            make=_cmo,
-            params={
-                "prog_noise_scale": Param(_SCALE.format("programming noise"), ge=0),
-                "read_noise_scale": Param(_SCALE.format("read noise"), ge=0),
-                "drift_scale": Param(_SCALE.format("relaxation"), ge=0),
-                "acceptance_range": Param("programming acceptance range, uS (aihwkit's fits)", choices=(0.2, 2.0)),
-            },
-            converter="single_device", g_max=88.199997, g_min=9.0,
-            cpu_only=True,  # it applies numpy's log10 to conductance tensors
-            read_time=lambda model: model.read_dict["t_read"],
-        ),
-        Physics(
-            "lognormal", "BayesFT drift w' = w exp(theta), theta ~ N(0, sigma^2) (Ye et al., DAC 2021)",
-            make=lambda converter, g_max, g_min, **params: LogNormalDriftNoiseModel(g_converter=converter, **params),
-            params={"sigma": Param("standard deviation of the log drift factor theta", ge=0)},
-            exact=True,
-        ),
-    )
-}
+#: The kinds by name; :func:`register_physics` adds one.
+PHYSICS: dict[str, Physics] = {}
+
+#: Every kind's parameters by name: one name has one meaning and one bound everywhere.
+ALL_PARAMS: dict[str, Param] = {}
 
 
-def _check_shared_params() -> dict[str, Param]:
-    """The parameters of all kinds; one name has one meaning and one bound everywhere."""
-    merged: dict[str, Param] = {}
-    for physics in PHYSICS.values():
-        for name, param in physics.params.items():
-            other = merged.setdefault(name, param)
-            if (other.gt, other.ge, other.choices) != (param.gt, param.ge, param.choices):
-                raise TypeError(f"physics parameter {name!r} has different bounds in different kinds")
-    return merged
+def register_physics(physics: Physics) -> Physics:
+    """Add a kind of device physics: presets then take ``physics: <its name>`` and its
+    parameters (flat, like every preset parameter), and the simulator runs its noise model."""
+    if not isinstance(physics, Physics):
+        raise ValueError(f"register_physics takes a crossbar.physics.Physics, got {type(physics).__name__}")
+    for name, param in physics.params.items():
+        other = ALL_PARAMS.get(name)
+        if other is not None and (other.gt, other.ge, other.choices) != (param.gt, param.ge, param.choices):
+            raise ValueError(f"physics {physics.name!r}: parameter {name!r} has other bounds than in another kind; "
+                             "one name has one meaning and one bound everywhere")
+    PHYSICS[physics.name] = physics
+    for name, param in physics.params.items():
+        ALL_PARAMS.setdefault(name, param)
+    return physics
 
 
-ALL_PARAMS: dict[str, Param] = _check_shared_params()
+for _physics in (
+    Physics(
+        "ideal", "exact conductances: the digital reference",
+        make=lambda converter, g_max, g_min: IdealNoiseModel(g_converter=converter),
+        exact=True,
+    ),
+    Physics(
+        "pcm", "aihwkit PCMLikeNoiseModel (Nandakumar et al. 2019): programming noise, 1/f read noise, "
+        "power-law drift with per-device exponents",
+        make=lambda converter, g_max, g_min, **params: PCMLikeNoiseModel(g_converter=converter, **params),
+        params={
+            "prog_noise_scale": Param(_SCALE.format("programming noise"), ge=0),
+            "read_noise_scale": Param(_SCALE.format("read noise"), ge=0),
+            "drift_scale": Param(_SCALE.format("drift"), ge=0),
+            "t_0": Param("time of the first read after programming, s", gt=0),
+            "t_read": Param("duration of one read, s (the 1/f noise's bandwidth)", gt=0),
+        },
+    ),
+    Physics(
+        "reram_wan2022", "aihwkit ReRamWan2022NoiseModel, fitted to Wan et al., Nature 2022",
+        make=lambda converter, g_max, g_min, **params: ReRamWan2022NoiseModel(g_converter=converter, **params),
+        params={"noise_scale": Param(_SCALE.format("noise"), ge=0)},
+        times=lambda model: tuple(sorted(model.coeff_dic)),
+    ),
+    Physics(
+        "reram_cmo", "aihwkit ReRamCMONoiseModel: CMO/HfOx ReRAM, programming noise, log-time relaxation, "
+        "read noise",
+        make=_cmo,
+        params={
+            "prog_noise_scale": Param(_SCALE.format("programming noise"), ge=0),
+            "read_noise_scale": Param(_SCALE.format("read noise"), ge=0),
+            "drift_scale": Param(_SCALE.format("relaxation"), ge=0),
+            "acceptance_range": Param("programming acceptance range, uS (aihwkit's fits)", choices=(0.2, 2.0)),
+        },
+        converter="single_device", g_max=88.199997, g_min=9.0,
+        cpu_only=True,  # it applies numpy's log10 to conductance tensors
+        read_time=lambda model: model.read_dict["t_read"],
+    ),
+    Physics(
+        "lognormal", "BayesFT drift w' = w exp(theta), theta ~ N(0, sigma^2) (Ye et al., DAC 2021)",
+        make=lambda converter, g_max, g_min, **params: LogNormalDriftNoiseModel(g_converter=converter, **params),
+        params={"sigma": Param("standard deviation of the log drift factor theta", ge=0)},
+        exact=True,
+    ),
+):
+    register_physics(_physics)

@@ -5,8 +5,9 @@ The periphery draws one Gaussian per output of every layer, per image and chip
 all the random numbers of a Monte Carlo with the periphery on. On a CPU they come from
 Philox4x32-10 turned into Gaussians by Box-Muller, in compiled loops
 (:mod:`crossbar.kernels`, which also adds them to the outputs in the pass that rounds
-to ADC codes, :func:`crossbar.kernels.noisy_adc`): about 1.2 ns a draw, against 3.4 ns
-for torch's CPU generator (mt19937, one value at a time).
+to ADC codes, :func:`crossbar.kernels.noisy_adc`), several times faster than torch's
+CPU generator (mt19937, one value at a time; docs/performance.md has the figures and
+``bench/periphery_profile.py`` measures them).
 
 A :class:`NoiseStream` is a key and a counter, like a ``torch.Generator``: a draw of ``n``
 values takes the next ``ceil(n / 4)`` counters, so the values are a pure function of the

@@ -1,70 +1,99 @@
-"""The digital side: networks with per-layer dropout slots, datasets split into
-train / validation / test, and training (plain and hardware-aware).
+"""The digital side: networks with per-layer dropout slots, tasks and their metrics,
+datasets split into train / validation / test, and training (plain and hardware-aware).
 
-- :func:`build`, :func:`list_models`, :func:`register`: networks by name, adapted to a
-  dataset's shape; ``net.dropout_slots`` / ``net.set_dropout(rates)`` are the BayesFT
-  search space.
-- :func:`load_dataset`, :func:`list_datasets`, :func:`check_dataset`,
-  :func:`dataset_shape`, :data:`DATASETS`: data as :class:`Splits`.
-- detection (:mod:`models.detection`): the ``digit_scenes`` and ``voc`` data sets,
-  :class:`FCOSDetector` (``build("fcos", ...)``), :func:`mean_average_precision`;
-  :func:`task_metric` / :func:`clean_score`: a network's metric, digitally.
-- :func:`train`, :class:`TrainConfig`, :class:`HardwareAware`, :func:`accuracy`;
-  :func:`save_checkpoint`, :func:`load_checkpoint`.
+The user-facing API (``__all__``):
 
-Files: ``networks`` (the networks and their registry), ``data`` (the dataset table,
-splits), ``detection``, ``idx`` and ``torchvision_data`` (the readers), ``training``, ``checkpoints``.
+- networks: :func:`build`, :func:`list_models`, :func:`register`, :func:`model_task`,
+  :class:`DropoutNet` (``slot()`` makes a dropout slot; ``net.dropout_slots`` /
+  ``net.set_dropout(rates)`` are the BayesFT search space), the networks
+  (:class:`MLP`, :class:`LeNet5`, :class:`VGG`, :class:`ResNet`, :class:`FCOSDetector`).
+- tasks: :data:`TASKS` (:class:`Task`, :func:`register_task`), :func:`task_of`,
+  :func:`metric_of`, :func:`clean_score` (a network's score digitally, by any metric),
+  :func:`accuracy`, :func:`mean_average_precision`; a detector's interface
+  (:class:`Detector`) and targets (:func:`target_dicts`, :func:`collate_detection`).
+- data: :func:`load_dataset` (:class:`Splits`), :func:`list_datasets`,
+  :func:`check_dataset`, :func:`dataset_shape`, :func:`dataset_task`, :data:`DATASETS`
+  (:class:`Dataset`, :func:`register_dataset`), :class:`DatasetNotFound`,
+  :func:`read_idx`, :func:`write_idx`.
+- training: :func:`train`, :class:`TrainConfig`, :class:`HardwareAware`,
+  :class:`TrainResult`; :func:`save_checkpoint`, :func:`load_checkpoint`.
+
+Files: ``networks`` (the networks and their registry), ``fcos`` (the detector), ``ecoc``
+(output codes), ``tasks``, ``datasets/`` (the table and one reader per source),
+``training``, ``checkpoints``. Their other names are importable from there.
 """
 
 from .checkpoints import load_checkpoint, save_checkpoint
-from .data import (
+from .datasets import (
     DATASETS,
     Dataset,
     Splits,
     check_dataset,
     dataset_shape,
     dataset_task,
-    default_root,
     list_datasets,
     load_dataset,
+    register_dataset,
 )
-from .detection import FCOSDetector, make_scenes, mean_average_precision
+from .datasets.idx import read_idx, write_idx
 from .errors import DatasetNotFound
-from .idx import read_idx, write_idx
-from .networks import (
-    ACTIVATIONS,
-    MLP,
-    NORMS,
-    VGG,
-    DropoutNet,
-    LeNet5,
-    ResNet,
-    build,
-    list_models,
-    model_task,
-    register,
-    resolve_rates,
-)
-from .training import (
-    RAMP,
-    SMALL_STEP,
-    TASK_METRICS,
-    WARMUP,
-    HardwareAware,
-    TrainConfig,
-    TrainResult,
+from .fcos import FCOSDetector
+from .networks import MLP, VGG, DropoutNet, LeNet5, ResNet, build, list_models, model_task, register
+from .tasks import (
+    TASKS,
+    Detector,
+    Task,
     accuracy,
     clean_score,
-    multiply_adds,
-    task_metric,
-    train,
+    collate_detection,
+    mean_average_precision,
+    metric_of,
+    register_task,
+    target_dicts,
+    task_of,
 )
+from .training import RAMP, WARMUP, HardwareAware, TrainConfig, TrainResult, train
 
 __all__ = [
-    "ACTIVATIONS", "DATASETS", "MLP", "NORMS", "RAMP", "SMALL_STEP", "VGG", "WARMUP", "Dataset", "DatasetNotFound",
-    "DropoutNet", "HardwareAware", "LeNet5", "ResNet", "Splits", "TrainConfig", "TrainResult", "accuracy", "build",
-    "check_dataset", "dataset_shape", "default_root", "list_datasets", "list_models", "load_checkpoint",
-    "load_dataset", "multiply_adds", "read_idx", "register", "resolve_rates", "save_checkpoint", "train", "write_idx",
-    "FCOSDetector", "TASK_METRICS", "clean_score", "dataset_task",
-    "make_scenes", "mean_average_precision", "model_task", "task_metric",
+    "DATASETS",
+    "Dataset",
+    "DatasetNotFound",
+    "Detector",
+    "DropoutNet",
+    "FCOSDetector",
+    "HardwareAware",
+    "LeNet5",
+    "MLP",
+    "RAMP",
+    "ResNet",
+    "Splits",
+    "TASKS",
+    "Task",
+    "TrainConfig",
+    "TrainResult",
+    "VGG",
+    "WARMUP",
+    "accuracy",
+    "build",
+    "check_dataset",
+    "clean_score",
+    "collate_detection",
+    "dataset_shape",
+    "dataset_task",
+    "list_datasets",
+    "list_models",
+    "load_checkpoint",
+    "load_dataset",
+    "mean_average_precision",
+    "metric_of",
+    "model_task",
+    "read_idx",
+    "register",
+    "register_dataset",
+    "register_task",
+    "save_checkpoint",
+    "target_dicts",
+    "task_of",
+    "train",
+    "write_idx",
 ]

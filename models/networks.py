@@ -39,18 +39,18 @@ NORMS = ("none", "batch", "layer", "group")
 Rates = Union[None, float, Sequence[float], Mapping[str, float]]
 
 
-def _activation(name: str) -> nn.Module:
+def activation_layer(name: str) -> nn.Module:
     if name not in ACTIVATIONS:
         raise ValueError(f"activation: unknown {name!r}; valid: {', '.join(ACTIVATIONS)}")
     return ACTIVATIONS[name]()
 
 
-def _groups(channels: int) -> int:
+def norm_groups(channels: int) -> int:
     """The largest of 8, 4, 2, 1 that divides ``channels``."""
     return next(g for g in (8, 4, 2, 1) if channels % g == 0)
 
 
-def _norm(kind: str, channels: int, spatial: bool) -> nn.Module:
+def norm_layer(kind: str, channels: int, spatial: bool) -> nn.Module:
     if kind not in NORMS:
         raise ValueError(f"norm: unknown {kind!r}; valid: {', '.join(NORMS)}")
     if kind == "none":
@@ -59,12 +59,12 @@ def _norm(kind: str, channels: int, spatial: bool) -> nn.Module:
         return nn.BatchNorm2d(channels) if spatial else nn.BatchNorm1d(channels)
     if kind == "layer":  # over all features of a sample (channels x space for images)
         return nn.GroupNorm(1, channels) if spatial else nn.LayerNorm(channels)
-    return nn.GroupNorm(_groups(channels), channels)
+    return nn.GroupNorm(norm_groups(channels), channels)
 
 
 class DropoutNet(nn.Module):
     """Base of the networks: the named dropout slots and their rates. ``task``:
-    ``"classification"`` (one score per class) or ``"detection"`` (:mod:`models.detection`)."""
+    ``"classification"`` (one score per class) or ``"detection"`` (:mod:`models.fcos`)."""
 
     task = "classification"
 
@@ -72,9 +72,15 @@ class DropoutNet(nn.Module):
         super().__init__()
         self._slots = nn.ModuleDict()
 
-    def _slot(self, name: str) -> nn.Dropout:
+    def slot(self, name: str) -> nn.Dropout:
+        """A new dropout slot called ``name``, to place in the network where a dropout
+        layer goes: the search tunes its rate (0 until set). Slots are in the order made."""
+        if name in self._slots:
+            raise ValueError(f"dropout slot {name!r} made twice; each slot needs its own name")
         self._slots[name] = nn.Dropout(0.0)
         return self._slots[name]
+
+    _slot = slot  # its old name
 
     @property
     def dropout_slots(self) -> list[str]:
@@ -193,7 +199,8 @@ class MLP(DropoutNet):
         n_in = math.prod(in_shape)
         for i in range(depth):
             layers += [
-                nn.Linear(n_in, width), _norm(norm, width, False), _activation(activation), self._slot(f"fc{i + 1}")
+                nn.Linear(n_in, width), norm_layer(norm, width, False), activation_layer(activation),
+                self.slot(f"fc{i + 1}"),
             ]
             n_in = width
         layers.append(nn.Linear(n_in, n_classes))
@@ -218,16 +225,16 @@ class LeNet5(DropoutNet):
             raise ValueError(f"lenet5: images must be at least 4x4, got {height}x{width}")
         pad2 = 0 if min(height, width) // 2 >= 10 else 2
         self.features = nn.Sequential(
-            nn.Conv2d(channels, 6, 5, padding=2), _norm(norm, 6, True), _activation(activation),
-            nn.MaxPool2d(2), self._slot("conv1"),
-            nn.Conv2d(6, 16, 5, padding=pad2), _norm(norm, 16, True), _activation(activation),
-            nn.MaxPool2d(2), self._slot("conv2"),
+            nn.Conv2d(channels, 6, 5, padding=2), norm_layer(norm, 6, True), activation_layer(activation),
+            nn.MaxPool2d(2), self.slot("conv1"),
+            nn.Conv2d(6, 16, 5, padding=pad2), norm_layer(norm, 16, True), activation_layer(activation),
+            nn.MaxPool2d(2), self.slot("conv2"),
             nn.Flatten(),
         )
         n_flat = _flat_size(self.features, in_shape)[0]
         self.classifier = nn.Sequential(
-            nn.Linear(n_flat, 120), _norm(norm, 120, False), _activation(activation), self._slot("fc1"),
-            nn.Linear(120, 84), _norm(norm, 84, False), _activation(activation), self._slot("fc2"),
+            nn.Linear(n_flat, 120), norm_layer(norm, 120, False), activation_layer(activation), self.slot("fc1"),
+            nn.Linear(120, 84), norm_layer(norm, 84, False), activation_layer(activation), self.slot("fc2"),
             nn.Linear(84, n_classes),
         )
 
@@ -263,17 +270,19 @@ class VGG(DropoutNet):
         for stage, widths in enumerate(_VGG_CONFIGS[depth], start=1):
             for w in widths:
                 w = max(1, round(w * width))
-                layers += [nn.Conv2d(channels, w, 3, padding=1), _norm(norm, w, True), _activation(activation)]
+                layers += [nn.Conv2d(channels, w, 3, padding=1), norm_layer(norm, w, True),
+                           activation_layer(activation)]
                 channels = w
             if size >= 2:
                 layers.append(nn.MaxPool2d(2))
                 size //= 2
-            layers.append(self._slot(f"stage{stage}"))
+            layers.append(self.slot(f"stage{stage}"))
         layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
         self.features = nn.Sequential(*layers)
         hidden = max(1, round(512 * width))
         self.classifier = nn.Sequential(
-            nn.Linear(channels, hidden), _norm(norm, hidden, False), _activation(activation), self._slot("fc1"),
+            nn.Linear(channels, hidden), norm_layer(norm, hidden, False), activation_layer(activation),
+            self.slot("fc1"),
             nn.Linear(hidden, n_classes),
         )
 
@@ -285,14 +294,14 @@ class _BasicBlock(nn.Module):
     def __init__(self, c_in: int, c_out: int, stride: int, norm: str, activation: str, slot: nn.Dropout):
         super().__init__()
         self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=norm == "none")
-        self.norm1 = _norm(norm, c_out, True)
-        self.act1 = _activation(activation)
+        self.norm1 = norm_layer(norm, c_out, True)
+        self.act1 = activation_layer(activation)
         self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=norm == "none")
-        self.norm2 = _norm(norm, c_out, True)
-        self.act2 = _activation(activation)
+        self.norm2 = norm_layer(norm, c_out, True)
+        self.act2 = activation_layer(activation)
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or c_in != c_out:  # projection shortcut (option B of He et al.)
-            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), _norm(norm, c_out, True))
+            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), norm_layer(norm, c_out, True))
         self.dropout = slot
 
     def forward(self, x: Tensor) -> Tensor:
@@ -320,8 +329,8 @@ class ResNet(DropoutNet):
         widths = [max(1, round(c * width)) for c in (16, 32, 64)]
         self.stem = nn.Sequential(
             nn.Conv2d(in_shape[0], widths[0], 3, 1, 1, bias=norm == "none"),
-            _norm(norm, widths[0], True),
-            _activation(activation),
+            norm_layer(norm, widths[0], True),
+            activation_layer(activation),
         )
         blocks: list[nn.Module] = []
         c_in = widths[0]
@@ -329,7 +338,7 @@ class ResNet(DropoutNet):
             for b in range(n):
                 stride = 2 if stage > 1 and b == 0 else 1
                 blocks.append(
-                    _BasicBlock(c_in, c_out, stride, norm, activation, self._slot(f"stage{stage}_block{b + 1}"))
+                    _BasicBlock(c_in, c_out, stride, norm, activation, self.slot(f"stage{stage}_block{b + 1}"))
                 )
                 c_in = c_out
         self.blocks = nn.Sequential(*blocks)

@@ -2,7 +2,7 @@
 
     config = models.TrainConfig(epochs=30, schedule="cosine", patience=5)
     result = models.train(net, splits, config, seed=0)
-    result.ok, result.val_accuracy, result.model
+    result.ok, result.val_score, result.model
 
 Hardware-aware training (``config.hardware_aware``) injects the crossbar's weight noise
 into every training step, in the style of aihwkit's hardware-aware training: each
@@ -15,11 +15,10 @@ A run whose loss stops being finite ends at once with ``ok=False`` and the reaso
 does not raise. Checkpoints are in :mod:`models.checkpoints`.
 
 Threads: a training step of little work (under :data:`SMALL_STEP` multiply-adds: a batch
-of 64 through LeNet-5 on 8x8 digits is 4 M) runs on one CPU thread by default. torch's
-threads gain nothing there on an idle 2-core CPU (1.8 s a run either way), and on a busy
-machine they fight over the cores: with two other busy processes on it, the demo's
-training took 21.9 s on two threads and 9.4 s on one. Larger steps keep torch's count
-(LeNet-5 on 28x28 MNIST, 27 M a step, trains 1.6x faster on two threads).
+of 64 through LeNet-5 on 8x8 digits is 4 M) runs on one CPU thread by default: torch's
+threads gain nothing there, and on a busy machine they fight over the cores. Larger
+steps keep torch's count. docs/models.md has the figures, ``bench/train_speed.py``
+measures them.
 """
 
 from __future__ import annotations
@@ -37,10 +36,11 @@ from torch.func import functional_call
 from tqdm.auto import tqdm
 
 import crossbar
-from crossbar.common import Stream, check_int, check_seed, derive_seed
+from crossbar.common import Stream, check_int, check_seed, derive_seed, resolve_device
 from crossbar.durations import parse_duration
 
-from .data import Splits
+from .datasets import Splits
+from .tasks import TASKS, clean_score, metric_of, task_of
 
 #: Hardware-aware training's default schedule (see HardwareAware): the share of the
 #: epochs trained plainly first, and the share over which the noise then rises.
@@ -85,7 +85,7 @@ class HardwareAware(BaseModel):
         return self
 
     def resolved(self) -> crossbar.Preset:
-        return crossbar.resolve_preset(self.preset)
+        return crossbar.preset(self.preset)
 
     def strength(self, epoch: int, epochs: int) -> float:
         """The noise strength of ``epoch`` (from 1) of ``epochs``."""
@@ -113,7 +113,7 @@ class TrainConfig(BaseModel):
     weight_decay: float = Field(0.0, ge=0.0)
     schedule: Literal["constant", "cosine", "onecycle"] = "cosine"
     patience: Optional[int] = Field(
-        None, ge=1, description="stop after this many epochs without a better validation accuracy (None: never)"
+        None, ge=1, description="stop after this many epochs without a better validation score (None: never)"
     )
     hardware_aware: Optional[HardwareAware] = None
 
@@ -121,61 +121,29 @@ class TrainConfig(BaseModel):
 @dataclass
 class TrainResult:
     """What :func:`train` returns. ``model`` holds the weights of the best validation
-    epoch (the last epoch without validation data), in eval mode. ``val_accuracy`` (and
-    each epoch's in ``history``) is the network's :func:`task_metric` on validation: its
-    accuracy, or a detector's mAP@0.5."""
+    epoch (the last epoch without validation data), in eval mode. ``val_score`` (and
+    each epoch's in ``history``) is the network's score on validation by its task's
+    metric (:func:`models.clean_score`): its accuracy, or a detector's mAP@0.5."""
 
     model: nn.Module
     ok: bool
     reason: Optional[str]
     epochs_run: int
     best_epoch: int
-    val_accuracy: Optional[float]
+    val_score: Optional[float]
     seconds: float
     history: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def val_accuracy(self) -> Optional[float]:
+        """The old name of :attr:`val_score` (it holds a detector's mAP too)."""
+        return self.val_score
 
     def summary(self) -> dict[str, Any]:
         """Plain data for a report (everything but the model)."""
         data = asdict(self)
         data.pop("model")
         return data
-
-
-def accuracy(
-    model: nn.Module, data: tuple[Tensor, Tensor], batch_size: int = 1024, device: "str | torch.device | None" = None
-) -> float:
-    """Clean (digital) top-1 accuracy of ``model`` on an ``(inputs, labels)`` pair."""
-    dev = crossbar.resolve_device(device) if device is not None else next(model.parameters()).device
-    x, y = data
-    was = model.training
-    model.eval()
-    correct = 0
-    with torch.no_grad():
-        for i in range(0, len(y), batch_size):
-            out = model(x[i:i + batch_size].to(dev))
-            correct += int((out.argmax(1).cpu() == y[i:i + batch_size]).sum())
-    model.train(was)
-    return correct / max(1, len(y))
-
-
-#: What a network of each task is judged by (a :data:`crossbar.metrics.METRICS` name).
-TASK_METRICS = {"classification": "accuracy", "detection": "map50"}
-
-
-def task_metric(model: nn.Module) -> str:
-    """The metric a network is judged by: ``"accuracy"``, or a detector's ``"map50"``."""
-    return TASK_METRICS[getattr(model, "task", "classification")]
-
-
-def clean_score(model: nn.Module, data: tuple[Tensor, Any]) -> float:
-    """The digital network's score on ``(inputs, targets)`` by its :func:`task_metric`:
-    top-1 accuracy, or a detector's mAP@0.5."""
-    metric = task_metric(model)
-    if metric == "accuracy":
-        return accuracy(model, data)
-    from .detection import mean_average_precision
-
-    return mean_average_precision(model, data, (metric,))[metric]
 
 
 def _optimizer(params, config: TrainConfig) -> torch.optim.Optimizer:
@@ -223,7 +191,7 @@ def _check_fits(model: nn.Module, x: Tensor, y: Tensor) -> None:
             f"the model was built for inputs of shape {tuple(spec['in_shape'])} but the training inputs are "
             f"{tuple(x.shape[1:])}; build it with the data's shape (splits.in_shape)"
         )
-    labels = y[..., 0][y[..., 0] >= 0] if getattr(model, "task", "") == "detection" else y
+    labels = TASKS[task_of(model)].labels(y) if task_of(model) in TASKS else y
     if len(labels) and int(labels.max()) >= spec["n_classes"]:
         raise ValueError(
             f"the model was built for {spec['n_classes']} classes but the training labels go up to "
@@ -241,6 +209,7 @@ def train(
     progress: bool = False,
     desc: str = "train",
     threads: Optional[int] = None,
+    metric: "str | crossbar.Metric | None" = None,
 ) -> TrainResult:
     """Train ``model`` in place on ``data`` (a :class:`Splits`, or ``(train, val)``).
 
@@ -249,13 +218,14 @@ def train(
     left as it was. Build the model with ``models.build(..., seed=...)`` for
     deterministic initial weights. ``threads``: torch's CPU threads while training
     (the caller's count is put back); default one for steps under :data:`SMALL_STEP`
-    multiply-adds, else torch's own.
+    multiply-adds, else torch's own. ``metric``: what each epoch is validated by (the
+    best epoch is kept), by default the network's task's (:func:`models.metric_of`).
     """
     config = config or TrainConfig()
     check_seed(seed)
     if threads is not None:
         check_int(threads, "threads", 1, " or None (one for small steps, else torch's)")
-    dev = crossbar.resolve_device(device)
+    dev = resolve_device(device)
     (x_train, y_train), val = _split_data(data)
     if len(y_train) == 0:
         raise ValueError("the training split is empty")
@@ -270,7 +240,9 @@ def train(
     order = torch.Generator().manual_seed(seed)
     start = time.perf_counter()
     history: list[dict[str, float]] = []
-    best_acc, best_epoch, best_state = -1.0, 0, None
+    metric = crossbar.get_metric(metric if metric is not None else metric_of(model))
+    sign = 1.0 if metric.higher_is_better else -1.0  # what a better epoch is
+    best_score, best_epoch, best_state = -sign, 0, None
     ok, reason, epoch = True, None, 0
     step = 0
 
@@ -321,13 +293,13 @@ def train(
             if hwa is not None:
                 record["noise_strength"] = strength
             if val is not None:
-                record["val_accuracy"] = clean_score(model, val)  # a detector's: mAP@0.5
+                record["val_score"] = clean_score(model, val, metric)  # a detector's: mAP@0.5
                 eligible = hwa is None or strength == hwa.scale  # a robust network: trained at full strength
-                if eligible and record["val_accuracy"] > best_acc:
-                    best_acc, best_epoch = record["val_accuracy"], epoch
+                if eligible and sign * record["val_score"] > sign * best_score:
+                    best_score, best_epoch = record["val_score"], epoch
                     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             history.append(record)
-            bar.set_postfix({k: round(v, 4) for k, v in record.items() if k in ("loss", "val_accuracy")})
+            bar.set_postfix({k: round(v, 4) for k, v in record.items() if k in ("loss", "val_score")})
             if config.patience is not None and val is not None and best_epoch and epoch - best_epoch >= config.patience:
                 break
         bar.close()
@@ -341,7 +313,7 @@ def train(
         reason=reason,
         epochs_run=len(history),
         best_epoch=best_epoch if val is not None else len(history),
-        val_accuracy=best_acc if (ok and val is not None) else None,
+        val_score=best_score if (ok and val is not None) else None,
         seconds=time.perf_counter() - start,
         history=history,
     )

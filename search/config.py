@@ -19,7 +19,8 @@ import models
 from crossbar.durations import parse_duration, readable
 
 from .errors import ScenarioError, format_errors
-from .schema import Scenario, one_or_list
+from .schema import Scenario
+from .sections import one_or_list
 
 # parse_duration and readable live in crossbar.durations; kept here for scripts that import them from here
 __all__ = ["ScenarioError", "load_scenario", "parse_duration", "read_yaml", "readable", "set_path"]

@@ -71,6 +71,8 @@ def allowed_keys(root: type[BaseModel], loc: tuple) -> list[str]:
             return []
         annotation = field.annotation
         candidates = [annotation, *getattr(annotation, "__args__", ())]
+        # a section whose model a table makes (baselines: search.schema.FromTable) names it in its metadata
+        candidates += [m.model() for m in field.metadata if callable(getattr(m, "model", None))]
         nested = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
         for c in candidates:  # list[Variant]
             nested += [a for a in getattr(c, "__args__", ()) if isinstance(a, type) and issubclass(a, BaseModel)]

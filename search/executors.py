@@ -1,9 +1,9 @@
 """Where trials run: in this process, in local worker processes, or on a Dask cluster.
 
 Every executor takes trial specs (plain data) and hands back finished records one at
-a time, as they finish. A trial is ``search.trial.run_spec(plain_scenario, spec)`` (a
-search trial, or a final network's test measurement),
-so a worker needs only the package and the data, not the driver's state.
+a time, as they finish. A trial is ``search.trial.record_of(plain_scenario, spec)`` (a
+search trial, or a final network's test measurement), so a worker needs only the
+package and the data, not the driver's state.
 
 - :class:`Sequential`: one trial at a time, here (the default).
 - :class:`Processes`: ``--workers N`` local processes (``concurrent.futures``). A
@@ -26,7 +26,7 @@ import time
 from typing import Any, Optional, Protocol
 
 from .records import TrialRecord, TrialSpec
-from .trial import error_reason, failed_record, run_spec
+from .trial import error_reason, failed_record, record_of
 
 
 class ClusterError(RuntimeError):
@@ -34,7 +34,7 @@ class ClusterError(RuntimeError):
 
 
 class Executor(Protocol):
-    """What the runner needs of an executor: room for ``capacity`` trials at a time,
+    """What an experiment needs of an executor: room for ``capacity`` trials at a time,
     and the finished records one at a time, as they finish."""
 
     name: str
@@ -54,7 +54,7 @@ class Executor(Protocol):
 def execute(plain: dict, spec: TrialSpec, device: Optional[str] = None) -> TrialRecord:
     """The trial as a worker runs it: plain data in, plain data out (the trial sets its
     own torch thread count, ``execution.threads_per_trial``)."""
-    record = run_spec(plain, spec, device=device, progress=False)
+    record = record_of(plain, spec, device=device, progress=False)
     record["worker"] = f"{os.uname().nodename}:{os.getpid()}"
     return record
 
@@ -116,7 +116,7 @@ class Sequential:
 
     def next_finished(self) -> TrialRecord:
         spec = self.queue.pop(0)
-        return run_spec(self.plain, spec, device=self.device, progress=self.progress)
+        return record_of(self.plain, spec, device=self.device, progress=self.progress)
 
     def close(self) -> None:
         self.queue.clear()
@@ -305,7 +305,7 @@ class DaskExecutor(_Futures):
         return done
 
     def close(self) -> None:
-        # may be called twice (the runner's finally, then Ctrl-C's handler): the second
+        # may be called twice (the experiment's finally, then Ctrl-C's handler): the second
         # call would reach a client whose event loop is gone
         if self.client.status in ("closing", "closed"):
             return

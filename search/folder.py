@@ -35,7 +35,14 @@ ROOT = Path(__file__).resolve().parents[1]
 RUN_FILES = ("scenario.yaml", "resolved.yaml", "environment.json", "trials.jsonl", "final.jsonl", "results.json",
              "trials.jsonl.damaged", "final.jsonl.damaged")
 PLOT_FILES = ("accuracy_vs_time.png", "technologies.png", "convergence.png", "dropout_rates.png")  # search.plot's
-SWEEP_PLOTS = "sweep_*.png"  # search.plot's too: one per swept parameter (report.sweep)
+#: search.plot's too: the scores against time of a metric other than accuracy (map50_vs_time.png),
+#: one plot per swept parameter (report.sweep)
+PLOT_PATTERNS = ("*_vs_time.png", "sweep_*.png")
+
+
+def scores_plot(metric: str) -> str:
+    """The file of the test scores against time: ``accuracy_vs_time.png``, ``map50_vs_time.png``."""
+    return f"{metric}_vs_time.png"
 # resolved-scenario keys that may change between a run and its resume
 VOLATILE = ("output", "device")
 
@@ -100,10 +107,18 @@ class RunFolder:
         return sorted(p for p in self.path.glob("seed-*") if p.is_dir()) if self.path.is_dir() else []
 
     def sweep_plots(self) -> list[Path]:
-        return sorted(self.path.glob(SWEEP_PLOTS)) if self.path.is_dir() else []
+        return sorted(self.path.glob("sweep_*.png")) if self.path.is_dir() else []
+
+    def plots(self) -> list[Path]:
+        """The plots search.plot drew here (of any metric, of any swept parameter)."""
+        if not self.path.is_dir():
+            return []
+        found = {p for name in PLOT_FILES if (p := self.path / name).exists()}
+        found |= {p for pattern in PLOT_PATTERNS for p in self.path.glob(pattern)}
+        return sorted(found)
 
     def clear(self) -> None:
-        names = RUN_FILES + PLOT_FILES + tuple(p.name for p in self.sweep_plots())
+        names = RUN_FILES + tuple(p.name for p in self.plots())
         for name in names:  # only what a run writes: other files are the user's
             try:
                 (self.path / name).unlink(missing_ok=True)
@@ -118,7 +133,7 @@ class RunFolder:
         """Names in the folder that a run does not write (hidden files aside)."""
         if not self.path.is_dir():
             return []
-        ours = set(RUN_FILES + PLOT_FILES) | {p.name for p in self.sweep_plots()}
+        ours = set(RUN_FILES) | {p.name for p in self.plots()}
         repeats = set(self.repeats())
         return sorted(p.name for p in self.path.iterdir()
                       if p.name not in ours and not p.name.startswith(".") and p not in repeats)
@@ -317,6 +332,34 @@ def check_resumable(folder: RunFolder, scenario: Scenario, log: Callable[[str], 
             "or use --force or another --out to start over"
         )
     return bool(changed)
+
+
+def open_run_folder(path: Path, scenario: Scenario, resume: bool, force: bool,
+                    log: Callable[[str], None] = print) -> tuple[RunFolder, bool]:
+    """The run folder of a run or of one repeat, ready to run in: checked that it may be
+    written (:func:`prepare_folder`, locked when it exists) and, with ``resume``, that it
+    holds the same experiment (:func:`check_resumable`). Returns it and whether the
+    report changed (the final networks are then tested again). Nothing is written yet:
+    :func:`start_run_folder` does that once the run can start."""
+    folder = RunFolder(path)
+    try:
+        prepare_folder(folder, resume, force)
+        return folder, resume and check_resumable(folder, scenario, log)
+    except BaseException:
+        folder.unlock()  # refused: not held
+        raise
+
+
+def start_run_folder(folder: RunFolder, raw: dict, scenario: Scenario, device: str,
+                     argv: Optional[list[str]] = None) -> None:
+    """Make the folder, lock it for this process and write its scenario files; a folder
+    that cannot be written is a :class:`ScenarioError` of one line."""
+    try:
+        folder.path.mkdir(parents=True, exist_ok=True)
+        folder.lock()
+        write_scenario_files(folder, raw, scenario, device, argv)
+    except OSError as e:
+        raise ScenarioError(f"cannot write the output folder {folder.path}: {e.strerror or e}") from None
 
 
 def prepare_folder(folder: RunFolder, resume: bool, force: bool) -> None:

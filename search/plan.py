@@ -1,17 +1,20 @@
-"""What a run does, in order: every method's trials, the optimiser, the final networks."""
+"""What a run does, in order: every method's trials, the optimiser, the final networks.
+
+Everything here reads the method table (:mod:`search.methods`): which trials each
+method plans, which of them warm-start the optimiser, which final networks are tested.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable
 
 from skopt import Optimizer
 from skopt.space import Real
 
 from .methods import METHODS, Planned
-from .records import TrialRecord, TrialSpec
+from .records import TRAINING_KEYS, TrialRecord, TrialSpec, best_of_each_method, worst
 from .schema import Scenario
-from .space import TRAINING, point_of
+from .space import point_of
 
 
 @dataclass
@@ -44,12 +47,13 @@ def make_plan(scenario: Scenario) -> Plan:
 
 
 def warm_points(scenario: Scenario, plan: Plan) -> dict[str, list[float]]:
-    """The baselines' trials that are points of the search space, by trial id (empty
-    without ``search.warm_start``): no dropout and each uniform rate (at ``hwa_scale`` 0),
-    and hardware-aware training (``hwa_scale`` 1, when the baseline's noise is the one
-    ``hwa_scale`` injects); those within the space's bounds. The optimiser learns from
-    them as from its own trials, besides its ``n_initial`` random ones: they are trained
-    anyway, and they tell it early where the space is poor."""
+    """The trials of the methods marked ``warm_start`` that are points of the search
+    space, by trial id (empty without ``search.warm_start``): with the training
+    dimensions at 0 (no dropout, each uniform rate), or for a trial trained with the
+    hardware-aware baseline's noise at ``hwa_scale`` 1 (when that noise is the one
+    ``hwa_scale`` injects); those within the space's bounds, with the scenario's network.
+    The optimiser learns from them as from its own trials, besides its ``n_initial``
+    random ones: they are trained anyway, and they tell it early where the space is poor."""
     if not scenario.search.warm_start or scenario.mode == "study":
         return {}
     dims = scenario.dimensions()
@@ -58,7 +62,8 @@ def warm_points(scenario: Scenario, plan: Plan) -> dict[str, list[float]]:
     hwa_is_a_point = "hwa_scale" in names and hwa is not None and hwa == scenario.trained_with(1.0)
     points = {}
     for trial_id, spec in plan.trials:
-        if spec is None or spec["method"] not in ("erm", "uniform", "hardware_aware"):
+        method = METHODS.get(spec["method"]) if spec is not None else None
+        if method is None or not method.warm_start or spec.get("model"):  # another network is no point of it
             continue
         if spec.get("hardware_aware") and not hwa_is_a_point:
             continue
@@ -85,21 +90,12 @@ def make_optimizer(scenario: Scenario, n_warm: int = 0) -> Optimizer:
     )
 
 
-def loss_of(record: TrialRecord) -> float:
-    """skopt minimises: the negated objective; a failed trial counts as the worst (0)."""
-    return -(record["objective"] if record.get("status") == "ok" and record.get("objective") is not None else 0.0)
-
-
-def best_of_each_method(records: Iterable[TrialRecord]) -> dict[str, TrialRecord]:
-    """The best finished trial of each method by its validation objective (the first, on a tie)."""
-    best: dict[str, TrialRecord] = {}
-    for record in records:
-        if record.get("status") != "ok":
-            continue
-        method = record["method"]
-        if method not in best or record["objective"] > best[method]["objective"]:
-            best[method] = record
-    return best
+def loss_of(record: TrialRecord, higher_is_better: bool = True) -> float:
+    """skopt minimises: the objective, negated when higher is better; a failed trial
+    counts as the worst (:func:`search.records.worst`)."""
+    ok = record.get("status") == "ok" and record.get("objective") is not None
+    value = record["objective"] if ok else worst(higher_is_better)
+    return -value if higher_is_better else value
 
 
 def final_specs(scenario: Scenario, trials: dict[str, TrialRecord]) -> tuple[list[TrialSpec], list[str]]:
@@ -114,16 +110,12 @@ def final_specs(scenario: Scenario, trials: dict[str, TrialRecord]) -> tuple[lis
         ], []
     specs: list[TrialSpec] = []
     failed = []
-    best = best_of_each_method(trials.values())
+    best = best_of_each_method(trials.values(), scenario.score.higher_is_better)
     for method in METHODS:
         if method in best:
             trial = best[method]
             spec: TrialSpec = {"id": f"final-{method}", "method": method, "rates": trial["rates"], "trial": trial["id"]}
-            if trial.get("hardware_aware"):
-                spec["hardware_aware"] = True
-            if trial.get("model"):  # a baseline of another network option (ECOC's head)
-                spec["model"] = trial["model"]
-            spec.update({name: trial[name] for name in TRAINING if name in trial})
+            spec.update({key: trial[key] for key in TRAINING_KEYS if key in trial})  # trained as it was
             specs.append(spec)
         elif any(r["method"] == method for r in trials.values()):
             failed.append(method)

@@ -9,9 +9,15 @@ they travel to any worker and into JSON as they are; these types say what they h
 from __future__ import annotations
 
 import math
-from typing import Any, Optional, TypedDict, Union
+from typing import Any, Iterable, Optional, TypedDict, Union
+
+from .space import TRAINING, in_space
 
 Rates = Union[list[float], float, dict[str, float]]
+
+#: The keys of a trial spec that shape the network's training: a final network trains
+#: again with each of these its best trial has.
+TRAINING_KEYS = ("hardware_aware", "model", *TRAINING)
 
 
 class TrialSpec(TypedDict, total=False):
@@ -22,10 +28,10 @@ class TrialSpec(TypedDict, total=False):
     hwa_scale: float  # a search dimension: train with the objective's device noise at this strength
     model: dict[str, Any]  # study: changes to the scenario's network
     trial: str  # final: the id of the trial whose rates it trains again
-    stage: str  # "final": a test measurement (run_final), else a search trial
+    stage: str  # "final": a test measurement (search.trial.final_record), else a search trial
 
 
-class AccuracyRow(TypedDict, total=False):
+class ScoreRow(TypedDict, total=False):
     preset: str
     t_inference: float
     metric: str  # what mean, std, ... are of: "accuracy", or a detector's "map50"
@@ -41,11 +47,12 @@ class AccuracyRow(TypedDict, total=False):
 class TrialRecord(TrialSpec, total=False):
     status: str  # "ok" or "failed"
     reason: Optional[str]  # why it failed
-    objective: Optional[float]  # validation objective (0 below objective.min_clean_accuracy)
+    objective: Optional[float]  # validation objective (0 below objective.min_clean_score)
     feasible: bool
-    val_clean: Optional[float]  # clean (digital) validation accuracy
+    val_clean: Optional[float]  # clean (digital) validation score: accuracy, or a detector's mAP
     epochs: int
-    accuracy: list[AccuracyRow]  # per preset and objective time, validation chips
+    scores: list[ScoreRow]  # per preset and objective time, validation chips
+    accuracy: list[ScoreRow]  # the old name of scores, the same rows (kept for scripts that read it)
     train_seconds: float
     seconds: float
     worker: str  # host:pid of the process that ran it (parallel executors)
@@ -54,9 +61,9 @@ class TrialRecord(TrialSpec, total=False):
 class FinalRecord(TrialSpec, total=False):
     status: str
     reason: Optional[str]
-    test_clean: Optional[float]  # clean (digital) test accuracy
+    test_clean: Optional[float]  # clean (digital) test score
     val_clean: Optional[float]
-    rows: list[AccuracyRow]  # per preset and report time, test chips
+    rows: list[ScoreRow]  # per preset and report time, test chips
     seconds: float
     worker: str
 
@@ -89,10 +96,10 @@ def _common_problem(record: Any) -> Optional[str]:
 
 
 def trial_problem(record: Any, n_slots: Optional[int] = None, ids: Optional[set] = None,
-                  dims: Optional[list] = None) -> Optional[str]:
+                  dims: Optional[list] = None, searched: Iterable[str] = ()) -> Optional[str]:
     """What is wrong with a record read back from ``trials.jsonl``, or None. With a
-    scenario's ``n_slots``, trial ``ids`` and search space ``dims`` (which the search
-    trials' points must keep), a record must fit that scenario too."""
+    scenario's ``n_slots``, trial ``ids`` and search space ``dims`` (which the trials of
+    the ``searched`` methods must keep), a record must fit that scenario too."""
     problem = _common_problem(record)
     if problem:
         return problem
@@ -101,9 +108,7 @@ def trial_problem(record: Any, n_slots: Optional[int] = None, ids: Optional[set]
     problem = _rates_problem(record.get("rates"), n_slots)
     if problem:
         return problem
-    if dims is not None and record["method"] in ("bayesft", "random"):
-        from .space import in_space
-
+    if dims is not None and record["method"] in set(searched):
         problem = in_space(dims, record)
         if problem:
             return problem
@@ -112,6 +117,25 @@ def trial_problem(record: Any, n_slots: Optional[int] = None, ids: Optional[set]
         if not _number(objective) or not 0 <= objective <= 1:
             return f"objective should be a finite number in [0, 1], not {objective!r:.40}"
     return None
+
+
+def worst(higher_is_better: bool = True) -> float:
+    """The objective of a failed trial, or of one that missed ``objective.min_clean_score``:
+    the worst a score in [0, 1] gets."""
+    return 0.0 if higher_is_better else 1.0
+
+
+def best_of_each_method(records: Iterable[TrialRecord], higher_is_better: bool = True) -> dict[str, TrialRecord]:
+    """The best finished trial of each method by its validation objective (the first, on a tie)."""
+    sign = 1.0 if higher_is_better else -1.0
+    best: dict[str, TrialRecord] = {}
+    for record in records:
+        if record.get("status") != "ok":
+            continue
+        method = record["method"]
+        if method not in best or sign * record["objective"] > sign * best[method]["objective"]:
+            best[method] = record
+    return best
 
 
 def final_problem(record: Any) -> Optional[str]:
@@ -129,7 +153,7 @@ def final_problem(record: Any) -> Optional[str]:
         for row in rows:
             if not isinstance(row.get("preset"), str) or not all(
                     _number(row.get(k)) for k in ("t_inference", "mean", "std", "p10", "p90")):
-                return f"a row should hold a preset, a time and finite accuracies, not {row!r:.60}"
+                return f"a row should hold a preset, a time and finite scores, not {row!r:.60}"
         if not _number(record.get("test_clean")):
             return f"test_clean should be a finite number, not {record.get('test_clean')!r:.40}"
     return None

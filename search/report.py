@@ -1,4 +1,4 @@
-"""What a run reports: ``results.json`` and the table printed at its end."""
+"""What a run reports: ``results.json`` and the tables printed at its end."""
 
 from __future__ import annotations
 
@@ -7,9 +7,8 @@ from typing import Callable, Iterable, Optional
 from crossbar.durations import readable
 from crossbar.metrics import metric_label
 
-from .methods import label
-from .plan import best_of_each_method
-from .records import FinalRecord, TrialRecord
+from .methods import label, optimiser_method
+from .records import FinalRecord, TrialRecord, best_of_each_method, worst
 from .schema import Scenario
 from .space import TRAINING, point_of
 
@@ -17,9 +16,10 @@ from .space import TRAINING, point_of
 def results(scenario: Scenario, slots: list[str], trials: dict[str, TrialRecord], finals: dict[str, FinalRecord],
             order: list[str], seconds: float) -> dict:
     """The content of ``results.json``: the search's best rates, each method's final
-    network (rates, validation objective, clean test accuracy) and its test accuracy
-    per preset and time (rows ``{method, preset, t_inference, mean, std, n_chips, p10, p90}``);
-    with ``report.sweep``, ``sweep`` rows carry the ``parameter`` and its ``value`` too."""
+    network (rates, validation objective, clean test score) and its test score by the
+    scenario's metric per preset and time (rows ``{method, preset, t_inference, metric,
+    mean, std, n_chips, p10, p90}``); with ``report.sweep``, ``sweep`` rows carry the
+    ``parameter`` and its ``value`` too."""
     methods: dict[str, dict] = {}
     rows, sweep = [], []
     for final_id in order:
@@ -43,7 +43,9 @@ def results(scenario: Scenario, slots: list[str], trials: dict[str, TrialRecord]
         for row in record.get("rows", []):
             (sweep if "parameter" in row else rows).append({"method": method, "metric": scenario.metric, **row})
     done = list(trials.values())
-    best = best_of_each_method(done).get("bayesft")
+    metric = scenario.score
+    searched = optimiser_method()
+    best = best_of_each_method(done, metric.higher_is_better).get(searched.id) if searched else None
     dims = scenario.dimensions() if scenario.mode == "search" else []
     _, n_classes = scenario.data_shape()
     return {
@@ -51,6 +53,9 @@ def results(scenario: Scenario, slots: list[str], trials: dict[str, TrialRecord]
         "mode": scenario.mode,
         "task": scenario.task,
         "metric": scenario.metric,
+        "metric_label": metric.label,
+        "higher_is_better": metric.higher_is_better,
+        "chance": metric.chance(n_classes) if metric.chance is not None else None,
         "slots": slots,
         "bounds": list(scenario.search.bounds),
         "n_classes": n_classes,
@@ -73,37 +78,41 @@ def results(scenario: Scenario, slots: list[str], trials: dict[str, TrialRecord]
 
 
 def below_floor(trials: Iterable[TrialRecord]) -> list[TrialRecord]:
-    """Finished trials whose clean validation accuracy fell below ``objective.min_clean_accuracy`` (scored 0)."""
+    """Finished trials whose clean validation score missed ``objective.min_clean_score`` (scored the worst)."""
     return [t for t in trials if t.get("status") == "ok" and t.get("feasible") is False]
 
 
 def feasibility_note(scenario: Scenario, trials: Iterable[TrialRecord]) -> Optional[str]:
-    """A line when trials fell below ``objective.min_clean_accuracy`` (they score 0),
+    """A line when trials missed ``objective.min_clean_score`` (they score the worst),
     above all when every one did: the "best" rates are then an arbitrary pick."""
-    floor = scenario.objective.min_clean_accuracy
+    floor = scenario.objective.min_clean_score
     ok = [t for t in trials if t.get("status") == "ok"]
     low = below_floor(ok)
     if floor is None or not low:
         return None
+    metric = scenario.score
+    below = "below" if metric.higher_is_better else "above"
     if len(low) < len(ok):
-        return (f"{len(low)} of {len(ok)} trials had a clean validation accuracy below "
-                f"objective.min_clean_accuracy = {floor:g} and scored 0")
-    best = max(t["val_clean"] for t in ok)
-    return (f"no trial reached objective.min_clean_accuracy = {floor:g} (the best clean validation accuracy was "
-            f"{best:.3f}): every objective is 0 and the rates above are an arbitrary pick; lower it, or train longer")
+        return (f"{len(low)} of {len(ok)} trials had a clean validation {metric.label} {below} "
+                f"objective.min_clean_score = {floor:g} and scored {worst(metric.higher_is_better):g}")
+    best = (max if metric.higher_is_better else min)(t["val_clean"] for t in ok)
+    return (f"no trial reached objective.min_clean_score = {floor:g} (the best clean validation {metric.label} was "
+            f"{best:.3f}): every objective is {worst(metric.higher_is_better):g} and the rates above are an "
+            "arbitrary pick; lower it, or train longer")
 
 
-def summary_table(results: dict) -> str:
-    """Test accuracy (mean +- std over chips) per preset, method and time, as text."""
-    table = accuracy_table(results, lambda r: f"{r['mean']:.3f}+-{r['std']:.3f}", "test_clean", failed=True)
-    metric = results.get("metric", "accuracy")
-    if metric == "accuracy":
-        return table
-    return f"test {metric_label(metric)}, mean+-std over chips:\n{table}"
+def run_table(results: dict) -> str:
+    """A run's test scores (mean +- std over chips) per preset, method and time, as text."""
+    table = score_table(results, lambda r: f"{r['mean']:.3f}+-{r['std']:.3f}", "test_clean", failed=True)
+    return f"test {_label(results)}, mean+-std over chips:\n{table}"
 
 
-def accuracy_table(results: dict, cell: Callable[[dict], str], clean: str, failed: bool = False) -> str:
-    """The text table of ``results`` rows: per preset and method, the clean accuracy
+def _label(results: dict) -> str:
+    return results.get("metric_label") or metric_label(results.get("metric", "accuracy"))
+
+
+def score_table(results: dict, cell: Callable[[dict], str], clean: str, failed: bool = False) -> str:
+    """The text table of ``results`` rows: per preset and method, the clean score
     (``methods[...][clean]``) and ``cell(row)`` at each time; with ``failed``, a method
     that failed says so instead."""
     times = sorted({r["t_inference"] for r in results["results"]})
@@ -130,7 +139,7 @@ def sweep_time(results: dict, preset: Optional[str] = None) -> float:
 
 
 def sweep_table(results: dict, time: Optional[float] = None) -> str:
-    """Test accuracy against the swept parameter's values (mean over chips; over seeds
+    """Test scores against the swept parameter's values (mean over chips; over seeds
     for a summary), per preset and method, at ``time`` (default: the first objective time
     the sweep measured)."""
     rows = results.get("sweep") or []
@@ -141,8 +150,7 @@ def sweep_table(results: dict, time: Optional[float] = None) -> str:
     values = sorted({r["value"] for r in rows})
     groups = sweep_groups(results)
     width = max([16, *(len(", ".join(g)) for g in groups)])
-    metric = metric_label(results.get("metric", "accuracy"))
-    lines = [f"test {metric} against {parameter} at {readable(t)}:",
+    lines = [f"test {_label(results)} against {parameter} at {readable(t)}:",
              f"{'preset':{width}s} {'method':28s}" + "".join(f"{v:>8.3g}" for v in values)]
     for group in groups:
         for method, info in results["methods"].items():

@@ -135,71 +135,73 @@ def _main(args: argparse.Namespace, held: list) -> int:
         scenario, raw = load_scenario(args.scenario, overrides)
         if args.out is not None:
             scenario = scenario.model_copy(update={"output": str(args.out)})
-        from . import folder as run_folder  # heavy imports (skopt) only once the scenario is valid
-
-        folder = run_folder.RunFolder(scenario.output_dir())
-        held.append(folder)
-        run_folder.prepare_folder(folder, args.resume, args.force)
-        new_report = args.resume and run_folder.check_resumable(folder, scenario)
+        folder, new_report = _open(args, scenario, held)
         if scenario.seeds is not None:
             return _repeats(args, scenario, raw, folder, held)
-        run = _runner(args, scenario, folder)
+        experiment = _experiment(args, scenario, folder)
     except ScenarioError as e:
         print(f"error: {e}".replace("\n", "\nerror: "), file=sys.stderr)
         return 2
-    code, results = _execute(args, scenario, raw, folder, run, new_report)
+    code, results = _execute(args, scenario, raw, folder, experiment, new_report)
     if results is None:
         return code
-    _report(scenario, run, results, folder, _plot(folder))
+    _report(scenario, experiment, results, folder, _plot(folder))
     if not results["results"]:  # nothing was measured: not a success, whatever was written
-        print(f"error: no results: {failure_summary(run)}", file=sys.stderr)
+        print(f"error: no results: {failure_summary(experiment)}", file=sys.stderr)
         return 1
     return 0
 
 
-def _runner(args: argparse.Namespace, scenario, folder):
-    """The runner of one run folder, with what an earlier start finished."""
-    from .runner import Runner
+def _open(args: argparse.Namespace, scenario, held: list):
+    """The run folder of a run or of one of its repeats, held (locked) by this command:
+    ``(folder, whether the report changed)``; nothing written yet."""
+    from .folder import open_run_folder  # heavy imports (skopt) only once the scenario is valid
 
-    run = Runner(scenario, folder, device=None, quiet=args.quiet)
+    folder, new_report = open_run_folder(scenario.output_dir(), scenario, args.resume, args.force)
+    held.append(folder)
+    return folder, new_report
+
+
+def _experiment(args: argparse.Namespace, scenario, folder):
+    """The experiment of one run folder, with what an earlier start finished."""
+    from .experiment import Experiment
+
+    experiment = Experiment(scenario, folder, device=None, quiet=args.quiet)
     if args.resume and folder.holds_run():
-        run.load_previous()
-        print(f"resuming {folder.path}: {len(run.done)} finished trial(s) kept")
-    return run
+        experiment.load_previous()
+        print(f"resuming {folder.path}: {len(experiment.done)} finished trial(s) kept")
+    return experiment
 
 
-def _execute(args: argparse.Namespace, scenario, raw: dict, folder, run, new_report: bool, header: bool = True):
-    """Write the folder's scenario files and run its trials and final networks:
-    ``(exit code, results)``, results None when the run did not finish."""
+def _execute(args: argparse.Namespace, scenario, raw: dict, folder, experiment, new_report: bool,
+             header: bool = True):
+    """Write the folder's scenario files, run its trials and final networks and write
+    results.json: ``(exit code, results)``, results None when the run did not finish."""
     from . import executors
-    from . import folder as run_folder
     from .config import ScenarioError
+    from .folder import start_run_folder
+    from .report import results as results_of
     from .trial import trial_device
 
     device = str(trial_device(scenario))
     execution = scenario.execution
     try:  # before anything is written: an unreachable scheduler is bad input too
-        executor = executors.make_executor(run.plain, execution.workers, execution.dask, progress=not args.quiet)
+        executor = executors.make_executor(experiment.plain, execution.workers, execution.dask,
+                                           progress=not args.quiet)
     except (ConnectionError, OSError, TimeoutError, executors.ClusterError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2, None
     try:
-        folder.path.mkdir(parents=True, exist_ok=True)
-        folder.lock()
-        run_folder.write_scenario_files(folder, raw, scenario, device, args.argv)
+        start_run_folder(folder, raw, scenario, device, args.argv)
         if new_report:
-            run.forget_finals()
+            experiment.forget_finals()
             print("report changed: the final networks are tested again at its times; the search trials stay")
-    except ScenarioError as e:  # another process made and locked the folder meanwhile
+    except ScenarioError as e:  # another process made and locked the folder meanwhile, or it cannot be written
         executor.close()
         print(f"error: {e}", file=sys.stderr)
         return 2, None
-    except OSError as e:
-        executor.close()
-        print(f"error: cannot write the output folder {folder.path}: {e.strerror or e}", file=sys.stderr)
-        return 2, None
     if header:
-        print(f"{scenario.name}: {plan_line(scenario, run.plan)}, "
+        print(f"{scenario.name}: {plan_line(scenario, experiment.plan)}, "
               f"devices {', '.join(p['name'] for p in scenario.presets)}, device {device}; writing to {folder.path}")
         for note in scenario.notes():
             print(f"note: {note}")
@@ -207,7 +209,11 @@ def _execute(args: argparse.Namespace, scenario, raw: dict, folder, run, new_rep
         print(f"trials run on {executor.name}: {executor.capacity} at a time")
     top = folder.path.parent if scenario.seed_of_repeat is not None else folder.path
     try:
-        return 0, run.run(executor)
+        seconds = experiment.execute(executor)
+        results = results_of(scenario, experiment.plan.slots, experiment.done, experiment.finals,
+                             experiment.final_order(), seconds)
+        folder.write_json("results.json", results)
+        return 0, results
     except KeyboardInterrupt:
         executor.close()
         print(f"\ninterrupted; finished trials are in {folder.path / 'trials.jsonl'}. "
@@ -230,11 +236,11 @@ def _plot(folder) -> list:
         return []
 
 
-def _report(scenario, run, results: dict, folder, paths: list) -> None:
-    from .report import feasibility_note, summary_table, sweep_table
+def _report(scenario, experiment, results: dict, folder, paths: list) -> None:
+    from .report import feasibility_note, run_table, sweep_table
 
     print()
-    print(summary_table(results))
+    print(run_table(results))
     if results.get("sweep"):
         print()
         print(sweep_table(results))
@@ -247,7 +253,7 @@ def _report(scenario, run, results: dict, folder, paths: list) -> None:
 
         print("\nthe study's findings from one seed (no interval: run with --seeds 0-4 for verdicts):")
         print("\n".join(finding_lines(judge({scenario.seed: results}, scenario.findings, scenario.t_inference))))
-    note = feasibility_note(scenario, run.done.values())
+    note = feasibility_note(scenario, experiment.done.values())
     if note:
         print(note)
     if results["failed_trials"]:
@@ -258,39 +264,35 @@ def _report(scenario, run, results: dict, folder, paths: list) -> None:
 
 def _repeats(args: argparse.Namespace, scenario, raw: dict, folder, held: list) -> int:
     """The experiment once per seed, each in ``seed-<n>/``, then the summary over seeds."""
-    from . import folder as run_folder
     from .config import ScenarioError
-    from .summary import finding_lines, judge, paired_lines, summarise, summary_table
+    from .folder import start_run_folder
+    from .plan import make_plan
+    from .report import sweep_table
+    from .summary import finding_lines, judge, paired_lines, seeds_table, summarise
     from .trial import trial_device
 
     seeds = scenario.seeds
     try:
-        folder.path.mkdir(parents=True, exist_ok=True)
-        folder.lock()
-        run_folder.write_scenario_files(folder, raw, scenario, str(trial_device(scenario)), args.argv)
-    except (ScenarioError, OSError) as e:
-        print(f"error: {e if isinstance(e, ScenarioError) else f'cannot write {folder.path}: {e.strerror or e}'}",
-              file=sys.stderr)
+        start_run_folder(folder, raw, scenario, str(trial_device(scenario)), args.argv)
+    except ScenarioError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"{scenario.name}: {len(seeds)} repeats (seeds {', '.join(map(str, seeds))}) of: "
-          f"{plan_line(scenario, None if scenario.mode == 'study' else _plan(scenario))}, devices "
+          f"{plan_line(scenario, None if scenario.mode == 'study' else make_plan(scenario))}, devices "
           f"{', '.join(p['name'] for p in scenario.presets)}; writing to {folder.path}")
     for note in scenario.notes():
         print(f"note: {note}")
     per_seed = {}
     for seed in seeds:
         replicate = scenario.replicate(seed, folder.path)
-        sub = run_folder.RunFolder(replicate.output_dir())
-        held.append(sub)
         try:
-            run_folder.prepare_folder(sub, args.resume, args.force)
-            new_report = args.resume and run_folder.check_resumable(sub, replicate)
-            run = _runner(args, replicate, sub)
+            sub, new_report = _open(args, replicate, held)
+            experiment = _experiment(args, replicate, sub)
         except ScenarioError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
         print(f"seed {seed}: {sub.path}")
-        code, results = _execute(args, replicate, {**raw, "seed": seed, "seeds": None}, sub, run, new_report,
+        code, results = _execute(args, replicate, {**raw, "seed": seed, "seeds": None}, sub, experiment, new_report,
                                  header=False)
         if results is None:
             return code
@@ -306,14 +308,10 @@ def _repeats(args: argparse.Namespace, scenario, raw: dict, folder, held: list) 
         return 2
     paths = _plot(folder)
     print()
-    from crossbar.metrics import metric_label
-
-    metric = metric_label(summary.get("metric", "accuracy"))
+    metric = summary.get("metric_label", summary.get("metric", "accuracy"))
     print(f"test {metric} over {len(seeds)} seeds: mean +- half-width of its {summary['confidence']:.0%} interval")
-    print(summary_table(summary))
+    print(seeds_table(summary))
     if summary["sweep"]:
-        from .report import sweep_table
-
         print()
         print(sweep_table(summary))
     lines = paired_lines(summary)
@@ -331,20 +329,14 @@ def _repeats(args: argparse.Namespace, scenario, raw: dict, folder, held: list) 
     return 0
 
 
-def _plan(scenario):
-    from .plan import make_plan
-
-    return make_plan(scenario)
-
-
-def failure_summary(run) -> str:
+def failure_summary(experiment) -> str:
     """Why a run has no test numbers: its failed trials and final networks, by reason."""
-    failed = [r for r in [*run.done.values(), *run.finals.values()] if r.get("status") != "ok"]
+    failed = [r for r in [*experiment.done.values(), *experiment.finals.values()] if r.get("status") != "ok"]
     counts: dict[str, int] = {}
     for record in failed:
         counts[str(record.get("reason"))] = counts.get(str(record.get("reason")), 0) + 1
     reasons = "; ".join(f"{n} x {reason}" for reason, n in sorted(counts.items(), key=lambda kv: -kv[1])[:3])
-    total = len(run.done) + len(run.finals)
+    total = len(experiment.done) + len(experiment.finals)
     return f"{len(failed)} of {total} trials and final networks failed ({reasons or 'no reason recorded'})"
 
 

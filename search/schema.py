@@ -1,296 +1,83 @@
-"""The scenario's schema: one YAML file describing a whole experiment, validated before any work.
+"""The scenario: one YAML file describing a whole experiment, validated before any work.
 
 Every mistake (an unknown key, a wrong type, a value out of range, an unknown preset, a
 time a preset does not define) is found here; :mod:`search.config` turns it into one
-line naming the field and what is allowed.
-
-Times are seconds since programming; in YAML they may also be readable durations:
-``1d``, ``12h``, ``30min``, ``1w``, ``1y`` (365 days), ``10s``, ``1 day``.
+line naming the field and what is allowed. The sections are in :mod:`search.sections`;
+``baselines`` is made from the method table (:mod:`search.methods`), one key per method
+that has an option.
 """
 
 from __future__ import annotations
 
 import itertools
-import re
 from pathlib import Path
-from typing import Annotated, Any, Callable, Literal, Mapping, Optional, Union
+from typing import Annotated, Any, Literal, Optional
 
 from pydantic import (
     AfterValidator,
     BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     PrivateAttr,
     ValidationError,
+    create_model,
     field_validator,
     model_validator,
 )
 
 import crossbar
 import models
-from crossbar.common import did_you_mean, error_text
-from crossbar.durations import parse_duration, readable
-from crossbar.presets import builtin_preset
+from crossbar.common import did_you_mean, error_text, resolve_device
+from crossbar.durations import readable
 
+from .methods import METHODS, HardwareAwareBaseline
+from .sections import (
+    MAX_CHIPS,
+    DatasetSpec,
+    Execution,
+    Finding,
+    ModelSpec,
+    Objective,
+    PresetSpec,
+    Report,
+    SearchSpec,
+    Strict,
+    Times,
+    Variant,
+    _by_name,
+    _one_of,
+    _safe_name,
+    _seeds,
+    full_preset,
+    one_or_list,
+)
 from .space import Dimension, check_space, dimensions
-from .summary import parse_seeds
 
-#: Upper limits no real experiment reaches: a value beyond is a mistake (a unit, a typo).
-MAX_TIME = 1000 * 365 * 86400.0  # 1,000 years
-MAX_CHIPS = 100_000
-MAX_EPOCHS = 10_000
-MAX_TRIALS = 10_000
+_BASELINES: dict[tuple, type[BaseModel]] = {}
 
 
-def _time(value: Any) -> float:
-    seconds = parse_duration(value)
-    if seconds > MAX_TIME:
-        raise ValueError(f"{value!r} is more than 1,000 years; times are seconds since programming (or 1d, 1y, ...)")
-    return seconds
+def baselines_model() -> type[BaseModel]:
+    """The ``baselines`` section as the method table now makes it: one key per method
+    with an option (:class:`search.methods.Option`), in the table's order."""
+    options = tuple((m.id, m.option) for m in METHODS.values() if m.option is not None)
+    key = tuple((name, id(option)) for name, option in options)
+    if key not in _BASELINES:
+        fields = {name: (option.type, Field(option.default, description=option.description))
+                  for name, option in options}
+        _BASELINES[key] = create_model("Baselines", __base__=Strict, __module__=__name__, **fields)
+    return _BASELINES[key]
 
 
-def _times(values: Any) -> list[float]:
-    if not isinstance(values, (list, tuple)):
-        values = [values]
-    if not values:
-        raise ValueError("list at least one time")
-    times = [_time(v) for v in values]
-    repeated = sorted({t for t in times if times.count(t) > 1})
-    if repeated:  # [86400, 1d]: one time counted twice in the objective, two columns of one time
-        raise ValueError(f"each time once; listed more than once: {', '.join(readable(t) for t in repeated)}")
-    return times
+class FromTable:
+    """Marks a field whose model the method table makes (for the keys an error lists)."""
+
+    def __init__(self, model):
+        self.model = model
 
 
-Time = Annotated[float, BeforeValidator(_time)]  # seconds, or a duration such as "1d"
-Times = Annotated[list[float], BeforeValidator(_times)]  # one time or a list of them
-PresetSpec = Union[str, dict[str, Any]]
-
-
-def _by_name(value: Any) -> Any:
-    """``dataset: mnist`` is short for ``dataset: {name: mnist}`` (also for ``model``)."""
-    return {"name": value} if isinstance(value, str) else value
-
-
-def one_or_list(value: Any) -> Any:
-    """``devices: pcm`` is short for ``devices: [pcm]``."""
-    return [value] if isinstance(value, (str, dict)) else value
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-
-def _one_of(kind: str, valid: Callable[[], list[str]]) -> AfterValidator:
-    def check(name: str) -> str:
-        if name not in valid():
-            raise ValueError(f"unknown {kind} {name!r}{did_you_mean(name, valid())}; valid: {', '.join(valid())}")
-        return name
-
-    return AfterValidator(check)
-
-
-_UNSAFE = re.compile(r'[\x00-\x1f/\\:*?"<>|]')
-
-
-def _safe_name(name: str) -> str:
-    """A scenario's name is the default run folder runs/<name>: one plain folder name."""
-    if not name.strip() or name.startswith(".") or _UNSAFE.search(name) or len(name) > 100:
-        raise ValueError(f"{name!r} cannot name a run folder (runs/<name>): use letters, digits, spaces and "
-                         "_ - + . ( ), not starting with '.', at most 100 characters; --out chooses any folder")
-    return name
-
-
-def _seeds(value: Any) -> Any:
-    return None if value is None else parse_seeds(value)
-
-
-def full_preset(spec: PresetSpec) -> dict[str, Any]:
-    """A device as a run records it: every parameter (:meth:`crossbar.Preset.full_spec`).
-
-    A built-in preset's name labels that preset only as it is: changed (``{name: pcm,
-    p_sa0: 0.05}``, what ``--set devices.0.p_sa0=0.05`` makes of ``devices: [pcm]``),
-    it is labelled ``pcm (p_sa0=0.05)`` in tables and plots.
-    """
-    preset = crossbar.resolve_preset(spec)
-    full = preset.full_spec()
-    builtin = builtin_preset(preset.name)
-    if isinstance(spec, dict) and builtin is not None:
-        reference = builtin.full_spec()
-        fields = crossbar.Preset.model_fields  # an array effect's companion at its default is no change
-        changed = [k for k in full if k not in ("name", "description")
-                   and full[k] != reference.get(k, fields[k].default if k in fields else None)]
-        if changed:
-            full["name"] = f"{preset.name} ({', '.join(f'{k}={full[k]}' for k in changed)})"
-    return full
-
-
-class DatasetSpec(Strict):
-    name: Annotated[str, _one_of("dataset", models.list_datasets)] = "digits"
-    root: Optional[str] = Field(
-        None, description="data folder (default $CROSSBAR_DATA or ./data); for idx the IDX folder"
-    )
-    download: bool = False
-    val_fraction: float = Field(0.15, gt=0, lt=1)
-    test_fraction: float = Field(0.2, gt=0, lt=1)
-    max_train: Optional[int] = Field(None, ge=1)
-    max_val: Optional[int] = Field(None, ge=1)
-    max_test: Optional[int] = Field(None, ge=1)
-
-
-class ModelSpec(Strict):
-    name: Annotated[str, _one_of("model", models.list_models)] = "lenet5"
-    options: dict[str, Any] = Field(default_factory=dict, description="activation, norm, depth, width (per network)")
-
-
-class Objective(Strict):
-    aggregate: Literal["mean", "quantile"] = Field("mean", description="over chips: the mean, or a low quantile")
-    quantile: float = Field(
-        0.1, gt=0, lt=1, description="with aggregate: quantile, e.g. 0.1 = the 10th-percentile chip"
-    )
-    min_clean_accuracy: Optional[float] = Field(
-        None, ge=0, le=1,
-        description="a trial whose clean validation accuracy (detection: mAP@0.5) is below this scores 0"
-    )
-
-
-class SearchSpec(Strict):
-    n_trials: int = Field(
-        20, ge=1, le=MAX_TRIALS, description="trials of the Bayesian optimisation (and of random search)"
-    )
-    n_initial: int = Field(5, ge=1, description="random trials before the Gaussian process takes over")
-    acq_func: Literal["gp_hedge", "EI", "PI", "LCB"] = "gp_hedge"
-    xi: float = Field(0.01, ge=0.0, le=1.0, description="EI and PI: the improvement sought over the best (exploration)")
-    kappa: float = Field(1.96, ge=0.0, le=100.0, description="LCB: standard deviations of optimism (exploration)")
-    bounds: tuple[float, float] = Field((0.0, 0.8), description="range of every dropout rate, within [0, 1)")
-    warm_start: bool = Field(
-        True, description="the optimiser also learns from the baselines' trials that are points of the space"
-    )
-    space: dict[str, tuple[float, float]] = Field(
-        default_factory=dict,
-        description="more dimensions: a slot's own dropout range, or training settings (hwa_scale: [0, 1.5])",
-    )
-
-    _capped: bool = PrivateAttr(False)
-
-    @field_validator("bounds")
-    @classmethod
-    def _bounds(cls, bounds: tuple[float, float]) -> tuple[float, float]:
-        lo, hi = bounds
-        if not (0.0 <= lo < hi < 1.0):
-            raise ValueError(f"must be [low, high] with 0 <= low < high < 1, got [{lo:g}, {hi:g}]")
-        return bounds
-
-    @model_validator(mode="after")
-    def _default_initial_within_budget(self) -> "SearchSpec":
-        if self.n_initial > self.n_trials and "n_initial" not in self.model_fields_set:
-            object.__setattr__(self, "n_initial", self.n_trials)  # the default, capped at a small budget
-            self._capped = True
-        return self
-
-
-class HardwareAwareBaseline(Strict):
-    preset: Optional[PresetSpec] = Field(None, description="default: the first device")
-    t_inference: Optional[Time] = Field(None, description="default: the first objective time")
-    scale: float = Field(1.0, ge=0.0, le=10.0, description="noise strength: 1 the device's own")
-    warmup: float = Field(models.WARMUP, ge=0.0, lt=1.0, description="share of the epochs trained plainly first")
-    ramp: float = Field(models.RAMP, ge=0.0, lt=1.0, description="share of the epochs over which the noise rises")
-
-    @field_validator("preset")
-    @classmethod
-    def _full(cls, spec: Optional[PresetSpec]) -> Optional[dict[str, Any]]:
-        return None if spec is None else full_preset(spec)  # recorded with every parameter, like the devices
-
-
-class Baselines(Strict):
-    erm: bool = Field(True, description="no dropout")
-    uniform: list[float] = Field(
-        [0.1, 0.2, 0.3, 0.5], description="one rate for every slot; the best on validation wins"
-    )
-    random: bool = Field(True, description="random search with the same trial budget")
-    hardware_aware: Union[bool, HardwareAwareBaseline] = Field(True, description="hardware-aware training, no dropout")
-    ecoc: bool = Field(False, description="error-correcting output codes (FTNA, the network's head: ecoc), no dropout")
-
-    @field_validator("uniform")
-    @classmethod
-    def _rates(cls, rates: list[float]) -> list[float]:
-        for r in rates:
-            if not 0 <= r < 1:
-                raise ValueError(f"every rate must lie in [0, 1), got {r:g}")
-        return rates
-
-
-MAX_SWEEP = 1000  # values of one sweep
-
-
-def _sweep_values(value: Any) -> Any:
-    """``[0, 0.5, 1]`` or ``{start: 0, stop: 1.5, num: 16}`` (both ends included)."""
-    if isinstance(value, Mapping):
-        unknown = set(value) - {"start", "stop", "num"}
-        if unknown or not {"start", "stop", "num"} <= set(value):
-            raise ValueError("a list of values, or {start, stop, num} (both ends included)")
-        num = value["num"]
-        if isinstance(num, bool) or not isinstance(num, int) or not 1 <= num <= MAX_SWEEP:
-            raise ValueError(f"num must be an integer in [1, {MAX_SWEEP}], got {num!r}")
-        start, stop = float(value["start"]), float(value["stop"])
-        return [start + (stop - start) * i / (num - 1) for i in range(num)] if num > 1 else [start]
-    if isinstance(value, (list, tuple)) and not 1 <= len(value) <= MAX_SWEEP:
-        raise ValueError(f"between 1 and {MAX_SWEEP} values, got {len(value)}")
-    return value
-
-
-class Sweep(Strict):
-    parameter: str = Field(description="a numeric parameter of every device: sigma, p_sa0, g_max, drift_scale, ...")
-    values: Annotated[list[float], BeforeValidator(_sweep_values)] = Field(
-        description="the values: a list, or {start, stop, num}"
-    )
-
-
-class Report(Strict):
-    t_inference: Times = Field(default_factory=lambda: [1.0, 3600.0, 86400.0, 30 * 86400.0, 365 * 86400.0])
-    n_chips: int = Field(50, ge=1, le=MAX_CHIPS, description="chips per preset and time for the final test numbers")
-    sweep: Optional[Sweep] = Field(None, description="each final network also measured at each value of a "
-                                                     "device parameter")
-
-
-class Variant(Strict):
-    label: str
-    model: dict[str, Any] = Field(
-        default_factory=dict,
-        description="options merged into model.options; with a name (another network), that network's own options only",
-    )
-    dropout: Union[float, list[float], dict[str, float]] = 0.0
-    hardware_aware: bool = False
-
-
-class Finding(Strict):
-    """A claim a study tests: each of ``variants`` against ``baseline`` (default: the
-    first variant), paired by seed, at the objective's first time on each device."""
-
-    claim: str = Field(description="what the claim says, e.g. 'dropout improves robustness'")
-    variants: list[str] = Field(min_length=1, description="labels of the variants the claim is about")
-    expect: Literal["higher", "lower", "same"] = Field(description="their accuracy against the baseline's")
-    baseline: Optional[str] = Field(None, description="the label compared with (default: the first variant)")
-
-
-class Execution(Strict):
-    """Where trials run; the command line's --workers / --dask override these."""
-
-    workers: int = Field(
-        1, ge=1, le=1024, description="parallel trials: local processes, or LocalCluster workers with dask: local"
-    )
-    dask: Optional[str] = Field(None, description="'local' (a LocalCluster) or a scheduler address tcp://HOST:PORT")
-    threads_per_trial: int = Field(
-        1, ge=1, le=1024,
-        description="torch threads of one trial, whatever runs it: results depend on it in the last bits",
-    )
-
-    @field_validator("dask")
-    @classmethod
-    def _address(cls, value: Optional[str]) -> Optional[str]:
-        if value is not None and value != "local" and not re.match(r"^(tcp|tls|inproc|ucx)://[^\s]+$", value):
-            raise ValueError(f"must be 'local' or a scheduler address such as tcp://10.0.0.5:8786, got {value!r}")
-        return value
+def _baselines(value: Any) -> BaseModel:
+    model = baselines_model()
+    return value if isinstance(value, model) else model.model_validate({} if value is None else value)
 
 
 class Scenario(Strict):
@@ -304,8 +91,11 @@ class Scenario(Strict):
     name: Annotated[str, AfterValidator(_safe_name)] = "scenario"
     description: str = ""
     mode: Literal["search", "study"] = "search"
-    task: Literal["classification", "detection"] = Field(
+    task: Annotated[str, _one_of("task", lambda: list(models.TASKS))] = Field(
         "classification", description="classification (scored by accuracy) or detection (mAP@0.5 per chip)")
+    metric: Optional[str] = Field(
+        None, description="what each chip is scored by (default: the task's: accuracy, map50); any metric of the "
+                          "task: map, map75 for detection")
     seed: int = Field(0, ge=0, lt=2**32, description="every random stream of the run comes from it")
     seeds: Annotated[Optional[list[int]], BeforeValidator(_seeds)] = Field(
         None, description="repeat the experiment once per seed (0-4, [0, 2, 5]), each in runs/<name>/seed-<n>"
@@ -328,7 +118,8 @@ class Scenario(Strict):
     execution: Execution = Field(default_factory=Execution)
     objective: Objective = Field(default_factory=Objective)
     search: SearchSpec = Field(default_factory=SearchSpec)
-    baselines: Baselines = Field(default_factory=Baselines)
+    baselines: Annotated[Any, BeforeValidator(_baselines), FromTable(baselines_model)] = Field(
+        default_factory=dict, validate_default=True, description="the baselines, one key per method of the table")
     variants: list[Variant] = Field(default_factory=list, description="study mode: the networks to compare")
     findings: list[Finding] = Field(default_factory=list, description="study mode: claims the report says "
                                                                       "agrees, disagrees or not significant of")
@@ -336,11 +127,30 @@ class Scenario(Strict):
 
     _repeat: Optional[int] = PrivateAttr(None)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _metric_of_task(cls, data: Any) -> Any:
+        """The metric defaults to the task's (recorded, so that a run says what it scored)."""
+        if isinstance(data, dict) and data.get("metric") is None:
+            name = data.get("task", "classification")
+            task = models.TASKS.get(name) if isinstance(name, str) else None
+            if task is not None:
+                data = {**data, "metric": task.metric}
+        return data
+
+    @field_validator("metric")
+    @classmethod
+    def _metric(cls, name: Optional[str]) -> Optional[str]:
+        if name is not None and name not in crossbar.METRICS:
+            known = list(crossbar.METRICS)
+            raise ValueError(f"unknown metric {name!r}{did_you_mean(name, known)}; known: {', '.join(known)}")
+        return name
+
     @field_validator("device")
     @classmethod
     def _device(cls, value: str) -> str:
         if value != "auto":
-            crossbar.resolve_device(value)
+            resolve_device(value)
         return value
 
     @field_validator("presets")
@@ -350,7 +160,7 @@ class Scenario(Strict):
         for i, spec in enumerate(specs):
             if isinstance(spec, dict) and "name" not in spec:
                 try:
-                    crossbar.resolve_preset(spec)
+                    crossbar.preset(spec)
                 except ValueError as e:
                     raise ValueError(f"devices[{i}]: {e}") from None
                 raise ValueError(f"devices[{i}]: a custom preset needs a name (used in reports and plots)")
@@ -381,7 +191,7 @@ class Scenario(Strict):
                 f"search.n_initial ({self.search.n_initial}) must not exceed search.n_trials ({self.search.n_trials}); "
                 f"lower it too (--set search.n_initial={self.search.n_trials}) or leave it out"
             )
-        if isinstance(self.baselines.hardware_aware, HardwareAwareBaseline):
+        if isinstance(getattr(self.baselines, "hardware_aware", None), HardwareAwareBaseline):
             self.hardware_aware_config()  # validates its preset and time
         if self.mode == "study" and not self.variants:
             raise ValueError("mode study needs variants: a list of {label, model, dropout, hardware_aware}")
@@ -411,13 +221,12 @@ class Scenario(Strict):
         return self
 
     def _check_task(self) -> None:
-        """The data set and every network do what ``task`` says."""
+        """The data set, every network, the metric and the baselines do what ``task`` says."""
         data_task = models.dataset_task(self.dataset.name)
-        kinds = {task: [n for n in models.list_datasets() if models.dataset_task(n) == task]
-                 for task in ("classification", "detection")}
+        kinds = {task: [n for n in models.list_datasets() if models.dataset_task(n) == task] for task in models.TASKS}
         if data_task != self.task:
             hint = (f"set task: {data_task}" if "task" not in self.model_fields_set else
-                    f"task: {self.task} takes the data sets {', '.join(kinds[self.task])}")
+                    f"task: {self.task} takes the data sets {', '.join(kinds[self.task]) or 'none yet'}")
             raise ValueError(f"dataset: {self.dataset.name!r} is a {data_task} data set but the task is "
                              f"{self.task}; {hint}")
         networks = [n for n in models.list_models() if models.model_task(n) == self.task]
@@ -427,16 +236,22 @@ class Scenario(Strict):
             if models.model_task(name) != self.task:
                 raise ValueError(f"{where}: {name!r} is a {models.model_task(name)} network; task {self.task} needs "
                                  f"one of {', '.join(networks)}")
-        if self.task == "detection" and self.baselines.ecoc:
-            raise ValueError("baselines.ecoc: error-correcting output codes are a classifier's head; "
-                             "task detection has no ecoc baseline (set baselines.ecoc: false)")
+        metric = crossbar.METRICS[self.metric]
+        if metric.task != self.task:
+            fitting = [m.name for m in crossbar.METRICS.values() if m.task == self.task]
+            raise ValueError(f"metric: {self.metric!r} scores {metric.task}; task {self.task} is scored by "
+                             f"{', '.join(fitting)}")
+        for method in METHODS.values():
+            if method.tasks is not None and self.task not in method.tasks and getattr(self.baselines, method.id, None):
+                raise ValueError(f"baselines.{method.id}: {method.label} applies to {', '.join(method.tasks)} only; "
+                                 f"task {self.task} has no {method.id} baseline (set baselines.{method.id}: false)")
 
     # --- derived values -------------------------------------------------------------
 
     @property
-    def metric(self) -> str:
-        """What each chip is scored by: ``accuracy``, or ``map50`` (mAP@0.5) for detection."""
-        return models.TASK_METRICS[self.task]
+    def score(self) -> crossbar.Metric:
+        """The record of what each chip is scored by (:attr:`metric` names it)."""
+        return crossbar.METRICS[self.metric]
 
     def resolved_presets(self) -> list[crossbar.Preset]:
         return [crossbar.make_preset(spec) for spec in self.presets]
@@ -450,7 +265,7 @@ class Scenario(Strict):
 
     def hardware_aware_config(self) -> Optional[models.HardwareAware]:
         """The hardware-aware baseline's noise: by default the first device at the first time."""
-        spec = self.baselines.hardware_aware
+        spec = getattr(self.baselines, "hardware_aware", False)
         if spec is False:
             return None
         spec = spec if isinstance(spec, HardwareAwareBaseline) else HardwareAwareBaseline()

@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence
 
+from crossbar.common import did_you_mean
+
 
 @dataclass(frozen=True)
 class Training:
@@ -49,8 +51,6 @@ def dimensions(slots: Sequence[str], bounds: tuple[float, float],
 
 def check_space(space: Mapping[str, Any], slots: Sequence[str]) -> Optional[str]:
     """What is wrong with ``search.space`` for a network with ``slots``, or None."""
-    from crossbar.common import did_you_mean
-
     known = [*slots, *TRAINING]
     for name, value in space.items():
         if name not in known:

@@ -12,44 +12,16 @@ interval and how many seeds the search won.
 from __future__ import annotations
 
 import math
-import re
-from typing import Any, Iterable, Optional, Sequence
+from typing import Iterable, Optional, Sequence
 
 from scipy import stats
 
 from crossbar.durations import readable
 
+from .methods import METHODS, label, optimiser_method
+from .report import score_table
+
 CONFIDENCE = 0.95
-
-
-def parse_seeds(text: Any) -> list[int]:
-    """Seeds from ``"0-4"``, ``"0,2,5"``, ``"3"``, an int or a list of ints."""
-    if isinstance(text, bool):
-        raise ValueError(f"{text!r} is not a list of seeds")
-    if isinstance(text, int):
-        values = [text]
-    elif isinstance(text, (list, tuple)):
-        values = list(text)
-    elif isinstance(text, str):
-        values = []
-        for part in text.replace(" ", "").split(","):
-            match = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
-            if not match:
-                raise ValueError(f"{text!r} is not a list or range of seeds; e.g. 0-4 or 0,2,5")
-            lo, hi = int(match.group(1)), int(match.group(2) or match.group(1))
-            if hi < lo:
-                raise ValueError(f"{part!r}: a range of seeds goes up, e.g. 0-4")
-            values += list(range(lo, hi + 1))
-    else:
-        raise ValueError(f"{text!r} is not a list or range of seeds; e.g. 0-4 or 0,2,5")
-    for v in values:
-        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 2**32:
-            raise ValueError(f"a seed is an integer in [0, 2^32), not {v!r}")
-    if len(set(values)) != len(values):
-        raise ValueError(f"each seed once; {values} repeats one")
-    if not values:
-        raise ValueError("list at least one seed")
-    return values
 
 
 def interval(values: Sequence[float]) -> tuple[float, float, float]:
@@ -64,12 +36,14 @@ def interval(values: Sequence[float]) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
-def summarise(per_seed: dict[int, dict], search: str = "bayesft") -> dict:
-    """The summary of each seed's ``results.json`` (``per_seed``: seed -> its content)."""
-    from .methods import label  # the method table imports the schema, which imports parse_seeds from here
-
+def summarise(per_seed: dict[int, dict], search: Optional[str] = None) -> dict:
+    """The summary of each seed's ``results.json`` (``per_seed``: seed -> its content);
+    ``search``: the method paired against each other one (default: the optimiser's)."""
     seeds = sorted(per_seed)
     first = per_seed[seeds[0]]
+    if search is None:
+        search = optimiser_method().id if optimiser_method() else ""
+    sign = 1.0 if first.get("higher_is_better", True) else -1.0
     cells = _by_seed(per_seed, "results", ROW_KEYS)
     rows = [{**row, "per_seed": [cells[key].get(s) for s in seeds]}
             for key, row in zip(cells, _over_seeds(cells, seeds, ROW_KEYS))]
@@ -77,10 +51,10 @@ def summarise(per_seed: dict[int, dict], search: str = "bayesft") -> dict:
     if first["mode"] == "study":  # each variant against the first (the baseline variant)
         reference = next(iter(first["methods"]), None)
         paired = [p for method in first["methods"] if method != reference
-                  for p in _pairs(cells, seeds, method, reference)]
+                  for p in _pairs(cells, seeds, method, reference, sign)]
     else:
         paired = [p for method in dict.fromkeys(m for m, _, _ in cells) if method != search
-                  for p in _pairs(cells, seeds, search, method)]
+                  for p in _pairs(cells, seeds, search, method, sign)]
     methods = {}
     for seed in seeds:
         for method, info in per_seed[seed]["methods"].items():
@@ -95,7 +69,9 @@ def summarise(per_seed: dict[int, dict], search: str = "bayesft") -> dict:
         "scenario": first["scenario"], "mode": first["mode"], "seeds": seeds, "presets": first["presets"],
         "objective_times": first["objective_times"], "objective": first["objective"],
         "n_classes": first.get("n_classes"), "task": first.get("task", "classification"),
-        "metric": first.get("metric", "accuracy"), "methods": methods, "results": rows, "sweep": sweep,
+        "metric": first.get("metric", "accuracy"),
+        **{key: first[key] for key in ("metric_label", "higher_is_better", "chance") if key in first},
+        "methods": methods, "results": rows, "sweep": sweep,
         "paired": paired, "confidence": CONFIDENCE, "band": "ci",
     }
 
@@ -124,9 +100,10 @@ def _over_seeds(cells: dict[tuple, dict[int, float]], seeds: list[int], keys: Se
     return rows
 
 
-def _pairs(cells: dict, seeds: list[int], method: str, baseline: str) -> list[dict]:
+def _pairs(cells: dict, seeds: list[int], method: str, baseline: str, sign: float = 1.0) -> list[dict]:
     """``method`` minus ``baseline`` paired by seed, per preset and time: the mean
-    difference, its 95 % interval, and on how many seeds ``method`` was ahead."""
+    difference, its 95 % interval, and on how many seeds ``method`` was ahead (higher,
+    or with ``sign`` -1, for a metric where lower is better, lower)."""
     rows = []
     for (m, preset, t), theirs in cells.items():
         if m != baseline or (method, preset, t) not in cells:
@@ -138,7 +115,7 @@ def _pairs(cells: dict, seeds: list[int], method: str, baseline: str) -> list[di
         diffs = [ours[s] - theirs[s] for s in common]
         mean, low, high = interval(diffs)
         rows.append({"method": method, "baseline": baseline, "preset": preset, "t_inference": t, "mean_diff": mean,
-                     "ci_low": low, "ci_high": high, "wins": sum(d > 0 for d in diffs),
+                     "ci_low": low, "ci_high": high, "wins": sum(sign * d > 0 for d in diffs),
                      "ties": sum(d == 0 for d in diffs), "n_seeds": len(common)})
     return rows
 
@@ -196,12 +173,10 @@ def finding_lines(judged: list[dict]) -> list[str]:
     return lines
 
 
-def summary_table(summary: dict) -> str:
-    """Mean test accuracy over seeds, +- the half-width of its 95 % interval."""
-    from .report import accuracy_table  # the report imports the schema, which imports parse_seeds from here
-
-    return accuracy_table(summary, lambda r: f"{r['mean']:.3f}+-{(r['ci_high'] - r['ci_low']) / 2:.3f}",
-                          "test_clean_mean")
+def seeds_table(summary: dict) -> str:
+    """Mean test score over seeds, +- the half-width of its 95 % interval."""
+    return score_table(summary, lambda r: f"{r['mean']:.3f}+-{(r['ci_high'] - r['ci_low']) / 2:.3f}",
+                       "test_clean_mean")
 
 
 def paired_lines(summary: dict, times: Optional[Iterable[float]] = None) -> list[str]:
@@ -213,7 +188,8 @@ def paired_lines(summary: dict, times: Optional[Iterable[float]] = None) -> list
         if row["t_inference"] not in wanted:
             continue
         name = summary["methods"].get(row["baseline"], {}).get("label", row["baseline"])
-        ours = "BayesFT" if row["method"] == "bayesft" else row["method"]
+        method = METHODS.get(row["method"])
+        ours = (method.short or method.label) if method is not None else row["method"]
         lines.append(f"{row['preset']}, {readable(row['t_inference'])}: {ours} - {name}: "
                      f"{row['mean_diff']:+.3f} [{row['ci_low']:+.3f}, {row['ci_high']:+.3f}], "
                      f"wins {row['wins']} of {row['n_seeds']}")

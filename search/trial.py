@@ -2,12 +2,13 @@
 the seed) to a plain result record. That is what makes resume and distribution simple:
 any process with the package and the data computes the same record.
 
-- :func:`run_trial`: train with the rates, then score on the *validation* split over
+- :func:`trial_record`: train with the rates, then score on the *validation* split over
   ``n_chips`` simulated chips at the scenario's times and presets -> the objective.
-  Chips are scored by the task's metric (:attr:`Scenario.metric`): accuracy, or a
-  detector's mAP@0.5; rows say which in ``metric``.
-- :func:`run_final`: train the same way, then measure on the *test* split at the report
-  times with ``report.n_chips`` chips -> the numbers a paper reports.
+  Chips are scored by the scenario's metric (:attr:`Scenario.metric`, by default its
+  task's: accuracy, or a detector's mAP@0.5); rows say which in ``metric``.
+- :func:`final_record`: train the same way, then measure on the *test* split at the
+  report times with ``report.n_chips`` chips -> the numbers a paper reports.
+- :func:`record_of`: what an executor runs, either of the two by the spec's ``stage``.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ import torch
 
 import crossbar
 import models
-from crossbar.common import Stream, derive_seed
+from crossbar.common import Stream, derive_seed, resolve_device
 
-from .records import AccuracyRow, FinalRecord, TrialRecord, TrialSpec
+from .records import FinalRecord, ScoreRow, TrialRecord, TrialSpec, worst
 from .schema import Scenario
 
 VAL_CHIPS, TEST_CHIPS = 1, 2  # under Stream.EVALUATION_CHIPS: the validation and the test chips
@@ -67,7 +68,7 @@ def chip_seed(scenario: Scenario, split: str) -> int:
 def trial_device(scenario: Scenario, device: Optional[str] = None) -> torch.device:
     """The device trials run on: ``device`` if given, else the scenario's (auto: CUDA if available)."""
     choice = device or scenario.device
-    return crossbar.resolve_device(None if choice == "auto" else choice)
+    return resolve_device(None if choice == "auto" else choice)
 
 
 def train_network(scenario: Scenario, spec: TrialSpec, *, device=None, progress: bool = False) -> models.TrainResult:
@@ -83,11 +84,11 @@ def train_network(scenario: Scenario, spec: TrialSpec, *, device=None, progress:
         config = config.model_copy(update={"hardware_aware": scenario.trained_with(spec["hwa_scale"])})
     return models.train(net, splits, config, seed=scenario.seed, device=trial_device(scenario, device),
                         progress=progress, desc=f"train {spec.get('id', '')}".strip(),
-                        threads=scenario.execution.threads_per_trial)
+                        threads=scenario.execution.threads_per_trial, metric=scenario.metric)
 
 
 def aggregate(acc: np.ndarray, scenario: Scenario) -> float:
-    """One number from accuracies of shape (presets, times, chips): the mean over chips,
+    """One number from scores of shape (presets, times, chips): the mean over chips,
     or a low quantile over chips, averaged over presets and times."""
     if scenario.objective.aggregate == "quantile":
         per_cell = np.quantile(acc, scenario.objective.quantile, axis=-1)
@@ -97,7 +98,7 @@ def aggregate(acc: np.ndarray, scenario: Scenario) -> float:
 
 
 def _measure(scenario: Scenario, model, data, split: str, times_of, n_chips: int, device,
-             progress: bool, presets=None) -> list[AccuracyRow]:
+             progress: bool, presets=None) -> list[ScoreRow]:
     rows = []
     for preset in presets if presets is not None else scenario.resolved_presets():
         times = times_of(preset)
@@ -131,25 +132,28 @@ def error_reason(e: BaseException, limit: int = 300) -> str:
     return f"{type(e).__name__}: {text}"
 
 
-#: A trained network whose clean validation accuracy is at most this many times chance
-#: (1 / classes) did not learn: its trial fails rather than scoring as a network.
+#: A trained network whose clean validation score is at most this many times chance
+#: (a metric's chance level: 1 / classes for accuracy) did not learn: its trial fails
+#: rather than scoring as a network.
 CHANCE_FACTOR = 1.5
 
 
 def _check_learnt(scenario: Scenario, result: models.TrainResult) -> None:
-    # A detector's mAP has no chance level, and one trained with hardware-aware noise may
-    # score little on clean weights yet well on chips (its box offsets learn the drift's):
-    # it is left to its chips' scores.
-    if result.val_accuracy is None or scenario.task == "detection":
+    # A metric without a chance level (a detector's mAP) leaves the network to its chips'
+    # scores: one trained with hardware-aware noise may score little on clean weights yet
+    # well on chips (its box offsets learn the drift's).
+    metric = scenario.score
+    if result.val_score is None or metric.chance is None or not metric.higher_is_better:
         return
     n_classes = scenario.data_shape()[1]
-    if result.val_accuracy <= CHANCE_FACTOR / n_classes:
-        raise TrialFailed(f"training did not learn: clean validation accuracy {result.val_accuracy:.3f}, chance "
-                          f"{1 / n_classes:.3f} ({n_classes} classes)")
+    chance = metric.chance(n_classes)
+    if result.val_score <= CHANCE_FACTOR * chance:
+        raise TrialFailed(f"training did not learn: clean validation {metric.label} {result.val_score:.3f}, chance "
+                          f"{chance:.3f} ({n_classes} classes)")
 
 
 def _train_and_measure(plain: dict, spec: TrialSpec, split: str, device,
-                       progress: bool) -> tuple[Scenario, models.TrainResult, list[AccuracyRow], float]:
+                       progress: bool) -> tuple[Scenario, models.TrainResult, list[ScoreRow], float]:
     """Train with ``spec``, then measure on ``split`` ("val": the objective's times and
     chips; "test": the report's). Returns the scenario, the training's result, the
     rows and the seconds spent training; raises :class:`TrialFailed`."""
@@ -182,7 +186,7 @@ def _train_and_measure(plain: dict, spec: TrialSpec, split: str, device,
     return scenario, result, rows, trained
 
 
-def _sweep(scenario: Scenario, model, data, device, progress: bool) -> list[AccuracyRow]:
+def _sweep(scenario: Scenario, model, data, device, progress: bool) -> list[ScoreRow]:
     """The test rows of ``report.sweep``: each device with its parameter at each value, at
     the report times, on the same chips as the other rows; each row says its parameter
     and value."""
@@ -206,12 +210,13 @@ def _sweep(scenario: Scenario, model, data, device, progress: bool) -> list[Accu
     return rows
 
 
-def run_trial(plain: dict, spec: TrialSpec, *, device: Optional[str] = None, progress: bool = False) -> TrialRecord:
+def trial_record(plain: dict, spec: TrialSpec, *, device: Optional[str] = None, progress: bool = False) -> TrialRecord:
     """Train with ``spec["rates"]`` and score on the validation chips.
 
     ``spec``: ``{"id", "method", "rates", "hardware_aware"?, "model"?}`` (plain data).
     Returns ``spec`` plus ``status`` ("ok" or "failed"), ``reason``, ``objective``,
-    ``val_clean``, ``accuracy`` (one row per preset and time) and timings. A failure
+    ``val_clean``, ``scores`` (one row per preset and time; also under their old name
+    ``accuracy``) and timings. A failure
     (diverged training, out of memory, any error) is a record, not an exception.
     """
     start = time.perf_counter()
@@ -221,28 +226,28 @@ def run_trial(plain: dict, spec: TrialSpec, *, device: Optional[str] = None, pro
         return failed_record(spec, e.reason, time.perf_counter() - start)
     acc = np.array([row["chips"] for row in rows]).reshape(len(scenario.presets), len(scenario.t_inference), -1)
     objective = aggregate(acc, scenario)
-    feasible = (
-        scenario.objective.min_clean_accuracy is None
-        or result.val_accuracy >= scenario.objective.min_clean_accuracy
-    )
+    floor = scenario.objective.min_clean_score
+    feasible = floor is None or (result.val_score >= floor if scenario.score.higher_is_better
+                                 else result.val_score <= floor)
     for row in rows:
         row.pop("chips")
     return {
         **spec,
         "status": "ok",
         "reason": None,
-        "objective": objective if feasible else 0.0,
+        "objective": objective if feasible else worst(scenario.score.higher_is_better),
         "feasible": feasible,
-        "val_clean": result.val_accuracy,
+        "val_clean": result.val_score,
         "epochs": result.epochs_run,
         "accuracy": rows,
+        "scores": rows,
         "train_seconds": trained,
         "seconds": time.perf_counter() - start,
     }
 
 
-def run_final(plain: dict, spec: TrialSpec, *, device: Optional[str] = None, progress: bool = False) -> FinalRecord:
-    """Train with ``spec`` (as :func:`run_trial` does) and measure on the test split at
+def final_record(plain: dict, spec: TrialSpec, *, device: Optional[str] = None, progress: bool = False) -> FinalRecord:
+    """Train with ``spec`` (as :func:`trial_record` does) and measure on the test split at
     the report times with ``report.n_chips`` chips per preset and time."""
     start = time.perf_counter()
     try:
@@ -253,16 +258,17 @@ def run_final(plain: dict, spec: TrialSpec, *, device: Optional[str] = None, pro
         **spec,
         "status": "ok",
         "reason": None,
-        "test_clean": models.clean_score(result.model, splits_of(scenario).test),
-        "val_clean": result.val_accuracy,
+        "test_clean": models.clean_score(result.model, splits_of(scenario).test, scenario.metric),
+        "val_clean": result.val_score,
         "rows": rows,
         "seconds": time.perf_counter() - start,
     }
 
 
-def run_spec(plain: dict, spec: TrialSpec, *, device: Optional[str] = None,
-             progress: bool = False) -> "TrialRecord | FinalRecord":
-    """What an executor runs: a search trial, or with ``spec["stage"] == "final"`` a
-    final network's test measurement (:func:`run_final`)."""
-    run = run_final if spec.get("stage") == "final" else run_trial
-    return run(plain, spec, device=device, progress=progress)
+def record_of(plain: dict, spec: TrialSpec, *, device: Optional[str] = None,
+              progress: bool = False) -> "TrialRecord | FinalRecord":
+    """What an executor runs: a search trial (:func:`trial_record`), or with
+    ``spec["stage"] == "final"`` a final network's test measurement (:func:`final_record`)."""
+    measure = final_record if spec.get("stage") == "final" else trial_record
+    return measure(plain, spec, device=device, progress=progress)
+

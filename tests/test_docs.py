@@ -46,6 +46,7 @@ def test_the_documents_have_code_to_check():
 
 
 @pytest.mark.parametrize("doc", [d for d in DOCS if "```python" in d.read_text()], ids=lambda d: d.name)
+@pytest.mark.slow
 def test_python_blocks_run(doc, tmp_path):
     code = "\n\n".join(body for lang, body in FENCE.findall(doc.read_text()) if lang == "python")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}

@@ -6,6 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # processes, clusters, subprocesses: minutes in all
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import crossbar
+from crossbar.arrays import split_sizes
 
 CONVERTERS = [
     {},
@@ -55,7 +56,7 @@ def test_each_weight_uses_one_device_of_its_pair():
 
 def test_tiles_follow_aihwkit_split_and_have_their_own_scale():
     for size, max_size in [(1000, 512), (512, 512), (513, 512), (1, 512), (1100, 0), (70, 32)]:
-        assert crossbar.split_sizes(size, max_size) == TileModuleArray.get_split_sizes(None, size, max_size)
+        assert split_sizes(size, max_size) == TileModuleArray.get_split_sizes(None, size, max_size)
     w = torch.ones(6, 10)
     w[:, :5] *= 4.0  # the first input tile holds larger weights
     array = crossbar.program(w, crossbar.get_preset("ideal", max_in=5, max_out=3), 1)

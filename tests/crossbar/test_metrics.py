@@ -71,8 +71,8 @@ def test_map_chips_keep_their_identity_over_chunks_strategies_and_targets(detect
     fold = crossbar.evaluate(net, (x, y), "reram_cmo", [3600.0], 4, seed=2, metric="map50", strategy="fold")
     np.testing.assert_allclose(fold, full, atol=1e-6)
     # a DataLoader of images and one {boxes, labels} dict per image gives the same scores
-    samples = list(zip(x, crossbar.target_dicts(y)))
-    loader = DataLoader(samples, batch_size=32, collate_fn=crossbar.collate_detection)
+    samples = list(zip(x, models.target_dicts(y)))
+    loader = DataLoader(samples, batch_size=32, collate_fn=models.collate_detection)
     assert np.array_equal(crossbar.evaluate(net, loader, "reram_cmo", [3600.0], 4, seed=2, metric="map50"), full)
 
 
@@ -93,7 +93,7 @@ def test_a_callable_metric_sees_each_chips_outputs_and_all_targets(detector):
 def test_bad_metrics_are_one_line(detector, trained_mlp, digits_split):
     net, splits = detector
     cases = [
-        (dict(model=net, data=splits.test, metric="f1"), "metric must be one of accuracy, map50, map, map75"),
+        (dict(model=net, data=splits.test, metric="f1"), "metric: unknown 'f1'; known: accuracy, map50, map, map75"),
         (dict(model=trained_mlp, data=digits_split[1], metric="map50"), "metric 'map50' needs a detector"),
         (dict(model=net, data=splits.test, metric="accuracy"), "labels must be a 1-D integer tensor"),
         (dict(model=net, data=splits.test, metric=lambda o, t: "high"), "must return a number"),

@@ -14,9 +14,10 @@ from crossbar.rng import NoiseStream
 
 
 def _aihwkit(weight, x, periphery, bm):
+    settings = periphery.settings
     io = IOParameters(
-        inp_res=periphery.inp_res, out_res=periphery.out_res, out_noise=periphery.out_noise,
-        inp_bound=periphery.inp_bound, out_bound=periphery.out_bound, bound_management=bm,
+        inp_res=settings.inp_res, out_res=settings.out_res, out_noise=settings.out_noise,
+        inp_bound=settings.inp_bound, out_bound=settings.out_bound, bound_management=bm,
     )
     return AnalogMVM.matmul(weight, x, io, is_test=True)
 
@@ -37,14 +38,14 @@ def _agree(ours, theirs, x, periphery):
 
 def _noiseless_default():
     values = dict(crossbar.AIHWKIT_PERIPHERY, out_noise=0.0)
-    return Periphery(**values)
+    return Periphery.of(**values)
 
 
 def test_dac_adc_and_clipping_match_aihwkit_without_bound_management():
     gen = torch.Generator().manual_seed(0)
     weight = torch.rand(20, 100, generator=gen) * 2 - 1
     x = torch.randn(300, 100, generator=gen) * torch.rand(300, 1, generator=gen) * 5
-    per = Periphery(**dict(crossbar.AIHWKIT_PERIPHERY, out_noise=0.0, bound_management="none"))
+    per = Periphery.of(**dict(crossbar.AIHWKIT_PERIPHERY, out_noise=0.0, bound_management="none"))
     theirs = _aihwkit(weight, x, per, BoundManagementType.NONE)
     ours = _ours(weight, x, per)
     assert (ours.abs() > 0).any() and (ours != x @ weight.T).any()  # quantisation acts
@@ -67,7 +68,7 @@ def test_output_noise_has_aihwkit_strength():
     gen = torch.Generator().manual_seed(2)
     weight = torch.rand(50, 40, generator=gen) - 0.5
     x = torch.rand(400, 40, generator=gen)
-    per = Periphery(out_noise=0.06)
+    per = Periphery.of(out_noise=0.06)
     err = (_ours(weight, x, per, [NoiseStream(3)]) - x @ weight.T) / x.abs().amax(-1, keepdim=True)
     n = err.numel()
     assert abs(err.mean().item()) < 5 * 0.06 / math.sqrt(n)
@@ -128,7 +129,7 @@ def test_crossbar_layers_match_aihwkit_analog_layers(make_layer, shape, max_in):
     close = torch.isclose(ours, theirs, rtol=1e-4, atol=1e-4)
     assert close.double().mean() > 0.995
     # the rest: a value within an ulp of an ADC boundary rounded the other way
-    step = Periphery.from_preset(lsb).out_unit * x.abs().max() * layer.weight.abs().max()
+    step = Periphery(lsb.periphery).out_unit * x.abs().max() * layer.weight.abs().max()
     assert torch.all((ours - theirs).abs() <= step * 1.01)
 
 
@@ -141,7 +142,7 @@ def test_noisy_outputs_have_the_distribution_of_aihwkits():
     gen = torch.Generator().manual_seed(5)
     weight = torch.rand(20, 100, generator=gen) * 2 - 1
     x = torch.rand(2000, 100, generator=gen) - 0.3
-    per = Periphery(**dict(crossbar.AIHWKIT_PERIPHERY, bound_management="none"))
+    per = Periphery.of(**dict(crossbar.AIHWKIT_PERIPHERY, bound_management="none"))
     exact = x @ weight.T
     ours = (_ours(weight, x, per, [NoiseStream(11)]) - exact).flatten().double()
     torch.manual_seed(12)  # aihwkit draws from the global generator

@@ -24,7 +24,7 @@ def test_presets_are_discoverable_and_backed_by_their_noise_models():
         preset = crossbar.get_preset(name)
         assert type(preset.noise_model) is cls
         assert preset.noise_model is preset.noise_model  # the instance the simulator uses
-        assert Periphery.from_preset(preset).perfect and preset.p_sa0 == 0 and preset.p_sa1 == 0
+        assert Periphery(preset.periphery).perfect and preset.p_sa0 == 0 and preset.p_sa1 == 0
 
 
 def test_overrides_reach_the_noise_model():
@@ -55,7 +55,7 @@ def test_custom_presets_from_plain_mappings():
     p = crossbar.make_preset({"base": "pcm", "name": "my_pcm", "g_max": 30.0, "faults": "chen2015"})
     assert p.name == "my_pcm" and p.noise == "pcm" and p.resolved_g_max == 30.0 and p.p_sa0 > 0
     q = crossbar.make_preset({"noise": "lognormal", "sigma": 0.3, "out_noise": 0.02, "out_bound": 10})
-    assert q.noise_model.sigma == 0.3 and not Periphery.from_preset(q).perfect
+    assert q.noise_model.sigma == 0.3 and not Periphery(q.periphery).perfect
     # named after a built-in preset, with neither base nor noise: that preset, changed
     r = crossbar.make_preset({"name": "reram_cmo", "p_sa0": 0.02})
     assert r == crossbar.get_preset("reram_cmo", p_sa0=0.02) and r.name == "reram_cmo"
@@ -64,7 +64,7 @@ def test_custom_presets_from_plain_mappings():
         assert crossbar.get_preset("my_pcm") == p
         assert "my_pcm" in crossbar.list_presets()
     finally:
-        crossbar.presets._PRESETS.pop("my_pcm")
+        crossbar.catalog._PRESETS.pop("my_pcm")
 
 
 @pytest.mark.parametrize(
@@ -77,8 +77,8 @@ def test_custom_presets_from_plain_mappings():
         (lambda: crossbar.get_preset("pcm", g_min=30.0), r"g_min \(30 uS\) must be smaller than g_max \(25 uS\)"),
         (lambda: crossbar.get_preset("pcm", g_max=-1.0), r"g_max.*greater than 0"),
         (lambda: crossbar.get_preset("pcm", gmax=3.0), r"unknown parameter 'gmax' \(did you mean 'g_max'\?\); "
-         r"allowed: noise, g_max"),
-        (lambda: crossbar.get_preset("pcm", sigma=0.3), r"sigma does not apply to noise='pcm'; "
+         r"allowed: physics, g_max"),
+        (lambda: crossbar.get_preset("pcm", sigma=0.3), r"sigma does not apply to physics='pcm'; "
          r"its parameters are: prog_noise_scale"),
         (lambda: crossbar.get_preset("pcm", faults="nope"), r"unknown fault profile 'nope'; known: chen2015"),
         (lambda: crossbar.get_preset("pcm", g_converter="dual_pair"), r"needs f_lst"),

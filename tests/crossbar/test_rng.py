@@ -90,11 +90,11 @@ def test_noisy_adc_adds_the_streams_values_and_rounds():
     noise = NoiseStream(5).normal_(torch.empty_like(z), std=1.3)
     expected = torch.round(z + noise)
     out, stream = z.clone(), NoiseStream(5)
-    over = noisy_adc(out, stream, 1.3, True, 12.0, 0, stream.take(out.numel()))
+    over = noisy_adc(out, stream.key, 1.3, True, 12.0, 0, stream.take(out.numel()))
     assert torch.equal(out, expected)
     assert over == int((expected.abs() > 12).sum()) > 0
     unrounded = z.clone()
-    noisy_adc(unrounded, NoiseStream(5), 1.3, False, math.inf, 0, 0)
+    noisy_adc(unrounded, NoiseStream(5).key, 1.3, False, math.inf, 0, 0)
     assert torch.equal(unrounded, z + noise)
     plain = z.clone()
     assert noisy_adc(plain, None, 1.3, True, 12.0) == int((torch.round(z).abs() > 12).sum())
@@ -105,17 +105,17 @@ def test_noisy_adc_adds_the_streams_values_and_rounds():
 def test_a_draw_made_in_pieces_gives_the_numbers_of_one_draw(cuts):
     z = torch.randn(4000, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     whole, stream = z.clone(), NoiseStream(8)
-    noisy_adc(whole, stream, 0.7, True, math.inf, 0, stream.take(whole.numel()))
+    noisy_adc(whole, stream.key, 0.7, True, math.inf, 0, stream.take(whole.numel()))
     pieces, stream = z.clone(), NoiseStream(8)
     start = stream.take(pieces.numel())
     for lo, hi in zip(cuts[:-1], cuts[1:]):
-        noisy_adc(pieces[lo:hi], stream, 0.7, True, math.inf, lo, start)
+        noisy_adc(pieces[lo:hi], stream.key, 0.7, True, math.inf, lo, start)
     assert torch.equal(pieces, whole)
 
 
 def test_nan_stays_nan_and_is_not_counted_as_clipping():
     z = torch.tensor([float("nan"), 30.0, -2.0, float("inf")])
-    over = noisy_adc(z, NoiseStream(0), 0.1, True, 12.0, 0, 0)
+    over = noisy_adc(z, NoiseStream(0).key, 0.1, True, 12.0, 0, 0)
     assert torch.isnan(z[0]) and over == 2  # 30 and inf exceed the bound
 
 

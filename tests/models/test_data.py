@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import models
-from models.idx import read_idx, write_idx
+from models.datasets.idx import read_idx, write_idx
 
 
 def unique_images(n: int, size: int, offset: int = 0) -> np.ndarray:
@@ -112,7 +112,7 @@ def test_mnist_like_through_torchvision(tmp_path, name, folder, compressed):
     models.check_dataset(name, tmp_path)
     splits = models.load_dataset(name, root=tmp_path, val_fraction=0.25)
     assert splits.sizes() == {"train": 150, "val": 50, "test": 40}
-    assert splits.in_shape == (1, 28, 28) and splits.n_classes == 10
+    assert models.dataset_shape(name) == (splits.in_shape, splits.n_classes) == ((1, 28, 28), 10)  # the table's
     train, val, test = (ids_of(getattr(splits, k)[0], splits) for k in ("train", "val", "test"))
     assert test == set(range(1000, 1040))  # the official test split is the test split
     assert not train & val and train | val == set(range(200))
@@ -138,6 +138,7 @@ def test_cifar10_reads_the_pickle_batches(tmp_path):
     write_cifar(tmp_path)
     splits = models.load_dataset("cifar10", root=tmp_path, verify=False, normalize=False, val_fraction=0.2)
     assert splits.in_shape == (3, 32, 32) and splits.classes[1] == "automobile"
+    assert models.dataset_shape("cifar10") == (splits.in_shape, splits.n_classes)  # the table's, as read
     assert splits.sizes() == {"train": 80, "val": 20, "test": 30}
     batch = lambda x: set(torch.round(x[:, 0, 0, 0] * 255).long().tolist())  # noqa: E731
     assert batch(splits.test[0]) == {5}
@@ -168,6 +169,7 @@ def test_gtsrb_reads_ppm_folders_and_csv(tmp_path):
     (base / "GT-final_test.csv").write_text("\n".join(lines) + "\n")
     splits = models.load_dataset("gtsrb", root=tmp_path, normalize=False, val_fraction=0.25)
     assert splits.in_shape == (3, 32, 32) and splits.sizes() == {"train": 9, "val": 3, "test": 5}
+    assert models.dataset_shape("gtsrb")[0] == splits.in_shape  # the table's (its 43 classes: the real set's)
     for key in ("train", "val", "test"):  # the image's colour is its class
         x, y = getattr(splits, key)
         assert torch.allclose(x.mean(dim=(1, 2, 3)), y.float() * 60 / 255, atol=1e-2)

@@ -1,4 +1,4 @@
-"""The detection data sets and the FCOS detector (models.detection)."""
+"""The detection data sets (models.datasets.scenes, .voc) and the FCOS detector (models.fcos)."""
 
 import xml.etree.ElementTree as ET
 
@@ -9,8 +9,8 @@ from torchvision.models.detection import FCOS
 
 import crossbar
 import models
-from models import detection
-from models.detection import INK, MAX_OBJECTS, OBJECT_SIZES, SCENE_SIZE, make_scenes
+from models.datasets import voc
+from models.datasets.scenes import INK, MAX_OBJECTS, OBJECT_SIZES, SCENE_SIZE, make_scenes
 
 
 @pytest.fixture(scope="module")
@@ -116,8 +116,8 @@ def test_voc_folder_is_read_with_boxes_scaled_and_difficult_ones_dropped(tmp_pat
         ((96, 48), [("boat", (1, 1, 10, 10), 0)]),
         ((96, 96), [("cow", (5, 5, 50, 50), 0)]),
     ])
-    x, y, classes = detection.load_voc(tmp_path, False, False)
-    assert x.shape == (5, 3, detection.VOC_SIZE, detection.VOC_SIZE) and classes == list(detection.VOC_CLASSES)
+    x, y, classes = voc.load_voc(tmp_path, False, False)
+    assert x.shape == (5, 3, voc.VOC_SIZE, voc.VOC_SIZE) and classes == list(voc.VOC_CLASSES)
     first = y[0][y[0][:, 0] >= 0]
     assert len(first) == 2  # the difficult cat is dropped
     assert first[0].tolist() == [classes.index("dog"), 0, 0, 48, 48]  # the larger box first, scaled 192x96 -> 96x96
@@ -139,7 +139,7 @@ def test_missing_voc_folder_is_one_line(tmp_path):
 def test_detector_slots_outputs_and_crossbar_mapping():
     net = models.build("fcos", (1, 48, 48), 10, dropout=0.1, seed=0)
     assert net.dropout_slots == ["stage1", "stage2", "stage3", "cls_head", "reg_head"]
-    assert net.task == "detection" and models.task_metric(net) == "map50" and models.model_task("fcos") == "detection"
+    assert net.task == "detection" and models.metric_of(net) == "map50" and models.model_task("fcos") == "detection"
     out = net.eval()(torch.randn(2, 1, 48, 48))
     assert out.shape == (2, 36, 10 + 5)  # 6x6 locations of stride 8
     convs = [n for n, m in net.named_modules() if isinstance(m, torch.nn.Conv2d)]
@@ -156,7 +156,7 @@ def test_matching_and_loss_are_torchvisions(scenes):
     """The batched matching gives torchvision FCOS.compute_loss's matches, so the loss is its loss."""
     images, targets = scenes
     net = models.build("fcos", (1, 48, 48), 10, seed=1)
-    truth = crossbar.target_dicts(targets[:64])
+    truth = models.target_dicts(targets[:64])
     truth[3] = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)}  # an image with no object
     out = net(images[:64] / 16)
     anchors = [net.anchors] * 64
@@ -165,7 +165,7 @@ def test_matching_and_loss_are_torchvisions(scenes):
     assert all(torch.equal(reference[k], mine[k]) for k in reference)
     assert sum(int((m >= 0).sum()) for m in net.match(truth)) > 64  # most objects own several points
     assert torch.equal(net.loss(out, targets[:64]), sum(net.head.compute_loss(
-        crossbar.target_dicts(targets[:64]), net._split(out), anchors, net.match(crossbar.target_dicts(targets[:64])))
+        models.target_dicts(targets[:64]), net._split(out), anchors, net.match(models.target_dicts(targets[:64])))
         .values()))
 
 
@@ -174,9 +174,9 @@ def test_a_detector_learns_and_is_scored_by_map():
     net = models.build("fcos", splits.in_shape, splits.n_classes, seed=0)
     before = models.clean_score(net, splits.val)
     result = models.train(net, splits, models.TrainConfig(epochs=6, lr=0.01), seed=0)
-    assert result.ok and result.val_accuracy == max(h["val_accuracy"] for h in result.history)
-    assert result.val_accuracy == pytest.approx(models.mean_average_precision(net, splits.val, ("map50",))["map50"])
-    assert result.val_accuracy > before + 0.05
+    assert result.ok and result.val_score == max(h["val_score"] for h in result.history)
+    assert result.val_score == pytest.approx(models.mean_average_precision(net, splits.val, ("map50",))["map50"])
+    assert result.val_score > before + 0.05
     scores = models.mean_average_precision(net, splits.val)
     assert 0 <= scores["map"] <= scores["map50"] <= 1
 

@@ -5,6 +5,7 @@ import torch
 
 import crossbar
 import models
+from models.networks import ACTIVATIONS, NORMS
 
 SHAPES = [(1, 8, 8), (1, 28, 28), (3, 32, 32)]  # digits, MNIST-like, CIFAR/GTSRB-like
 SMALL = {
@@ -83,8 +84,8 @@ def test_bad_models_and_options_get_one_clear_line(kwargs, match):
         models.build(args.pop("name"), args.pop("in_shape"), args.pop("n_classes"), **args)
 
 
-@pytest.mark.parametrize("norm", models.NORMS)
-@pytest.mark.parametrize("activation", sorted(models.ACTIVATIONS))
+@pytest.mark.parametrize("norm", NORMS)
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
 def test_component_study_options_build_and_run(norm, activation):
     net = models.build("mlp", (1, 8, 8), 10, norm=norm, activation=activation, depth=3, width=16)
     assert len(net.dropout_slots) == 3

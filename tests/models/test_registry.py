@@ -6,8 +6,9 @@ import torch
 from torch import nn
 
 import models
-from models.idx import write_idx
+from models.datasets.idx import write_idx
 from models.networks import _NETWORKS
+from models.training import SMALL_STEP, multiply_adds
 
 
 def test_a_registered_network_builds_by_name_with_options_from_its_signature():
@@ -17,7 +18,7 @@ def test_a_registered_network_builds_by_name_with_options_from_its_signature():
         def __init__(self, in_shape, n_classes, width: int = 4, activation: str = "relu"):
             super().__init__()
             self.net = nn.Sequential(nn.Flatten(), nn.Linear(int(np.prod(in_shape)), width), nn.ReLU(),
-                                     self._slot("hidden"), nn.Linear(width, n_classes))
+                                     self.slot("hidden"), nn.Linear(width, n_classes))
 
         def forward(self, x):
             return self.net(x)
@@ -38,9 +39,7 @@ def test_a_registered_network_builds_by_name_with_options_from_its_signature():
 def test_the_dataset_table_knows_each_shape_without_loading(tmp_path):
     splits = models.load_dataset("digits", seed=0)
     assert models.dataset_shape("digits") == (splits.in_shape, splits.n_classes) == ((1, 8, 8), 10)
-    for name in ("mnist", "cifar10", "gtsrb"):
-        shape, classes = models.dataset_shape(name)
-        assert shape == models.DATASETS[name].shape and classes == models.DATASETS[name].n_classes
+    # the torchvision data sets' shapes are checked against their readers in test_data.py
     rng = np.random.default_rng(0)
     write_idx(tmp_path / "x-images-idx3-ubyte", rng.integers(0, 255, (30, 12, 9), dtype=np.uint8))
     write_idx(tmp_path / "x-labels-idx1-ubyte.gz", rng.integers(0, 7, 30).astype(np.uint8))
@@ -66,17 +65,17 @@ class _ThreadProbe(nn.Module):
 
 def test_multiply_adds_counts_linear_and_convolution_layers():
     net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 5 * 5, 7))
-    assert models.multiply_adds(net, torch.zeros(1, 3, 5, 5)) == 4 * 5 * 5 * 3 * 3 * 3 + 100 * 7
+    assert multiply_adds(net, torch.zeros(1, 3, 5, 5)) == 4 * 5 * 5 * 3 * 3 * 3 + 100 * 7
     lenet = models.build("lenet5", (1, 8, 8), 10)
-    assert 2e6 < 64 * models.multiply_adds(lenet, torch.zeros(1, 1, 8, 8)) < models.SMALL_STEP  # digits: one thread
+    assert 2e6 < 64 * multiply_adds(lenet, torch.zeros(1, 1, 8, 8)) < SMALL_STEP  # digits: one thread
     lenet = models.build("lenet5", (1, 28, 28), 10)
-    assert 64 * models.multiply_adds(lenet, torch.zeros(1, 1, 28, 28)) > 2 * models.SMALL_STEP  # MNIST: torch's
+    assert 64 * multiply_adds(lenet, torch.zeros(1, 1, 28, 28)) > 2 * SMALL_STEP  # MNIST: torch's
 
 
 @pytest.mark.parametrize("n_in, threads, expected", [
     (200, None, 1),                                # a small step: one thread
     (200, 2, 2),                                   # asked for
-    (models.SMALL_STEP // (32 * 10) * 2, None, None),  # a large step (batch 32): torch's own count
+    (SMALL_STEP // (32 * 10) * 2, None, None),  # a large step (batch 32): torch's own count
 ])
 def test_small_steps_train_on_one_thread_and_the_callers_count_comes_back(n_in, threads, expected):
     x = torch.randn(64, n_in)

@@ -55,8 +55,8 @@ def test_early_stopping_keeps_the_best_epoch(digits):
     result = fit(digits, epochs=60, patience=3, lr=1e-2, schedule="constant")
     assert result.epochs_run < 60  # it stopped
     assert result.epochs_run - result.best_epoch == 3
-    best = max(h["val_accuracy"] for h in result.history)
-    assert result.val_accuracy == best == result.history[result.best_epoch - 1]["val_accuracy"]
+    best = max(h["val_score"] for h in result.history)
+    assert result.val_score == best == result.history[result.best_epoch - 1]["val_score"]
     assert models.accuracy(result.model, digits.val) == pytest.approx(best)  # best weights restored
 
 
@@ -74,7 +74,7 @@ def test_schedules(digits):
 def test_divergence_is_reported_not_raised(digits):
     result = fit(digits, optimizer="sgd", lr=1e4, schedule="constant")
     assert not result.ok and "diverged" in result.reason
-    assert result.val_accuracy is None and result.epochs_run < 15
+    assert result.val_score is None and result.epochs_run < 15
     assert "model" not in result.summary() and result.summary()["ok"] is False
 
 
@@ -98,7 +98,7 @@ def test_hardware_aware_injects_the_presets_noise(digits):
     assert all(n["loss"] > p["loss"] for n, p in zip(noisy.history[2:], plain.history[2:]))
     assert noisy.best_epoch > 2  # the network kept is one trained under the noise
     # ...the network still learns, and the noise is deterministic from the seed
-    assert noisy.ok and noisy.val_accuracy > 0.5  # chance is 0.1
+    assert noisy.ok and noisy.val_score > 0.5  # chance is 0.1
     assert [h["loss"] for h in noisy.history] == [h["loss"] for h in again.history]
     # pcm (with drift compensation) and stuck-at faults go through the same path
     faulty = fit(digits, epochs=2,
@@ -134,9 +134,9 @@ def test_a_network_built_for_other_data_is_refused_before_training(digits, in_sh
 
 def test_checkpoint_round_trip(digits, tmp_path):
     result = fit(digits, name="lenet5", dropout=[0.1, 0.2, 0.3, 0.0], epochs=2)
-    path = models.save_checkpoint(tmp_path / "sub" / "net.pt", result.model, val_accuracy=result.val_accuracy, seed=0)
+    path = models.save_checkpoint(tmp_path / "sub" / "net.pt", result.model, val_score=result.val_score, seed=0)
     model, meta = models.load_checkpoint(path)
-    assert meta == {"val_accuracy": result.val_accuracy, "seed": 0}
+    assert meta == {"val_score": result.val_score, "seed": 0}
     assert model.dropout_rates == pytest.approx([0.1, 0.2, 0.3, 0.0]) and not model.training
     x = digits.test[0][:64]
     assert torch.equal(model(x), result.model.cpu()(x))  # trained on CUDA where there is one

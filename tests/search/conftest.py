@@ -1,5 +1,8 @@
 import pytest
 import yaml
+from run_helpers import SMALL
+
+import search.run
 
 TINY = {
     "name": "tiny",
@@ -30,3 +33,13 @@ def tiny(tmp_path):
         path.write_text(yaml.safe_dump(data))
         return path
     return write
+
+
+@pytest.fixture(scope="module")
+def done(tmp_path_factory, tiny_data):
+    """A finished small run, copied by the tests that damage it."""
+    folder = tmp_path_factory.mktemp("done")
+    path = folder / "tiny.yaml"
+    path.write_text(yaml.safe_dump({**tiny_data, **SMALL}))
+    assert search.run.main([str(path), "--out", str(folder / "run"), "--quiet"]) == 0
+    return path, folder / "run"

@@ -1,11 +1,17 @@
-"""Scenario validation: every mistake is one clear line, exit code 2, nothing written."""
+"""Scenario validation: every mistake is one clear line, exit code 2, nothing written; and
+what a hostile but realistic user gets wrong in numbers and names, in the API too."""
 
+import math
+import os
+import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 import crossbar
+import models
 import search.run
 from crossbar.durations import parse_duration, readable
 from search.config import ScenarioError, load_scenario
@@ -214,3 +220,90 @@ def test_a_key_given_twice_is_refused_not_silently_the_last(tmp_path):
     from search.config import read_yaml
     path.write_text("a: &d {x: 1, y: 2}\nb:\n  <<: *d\n  y: 3\n")
     assert read_yaml(path) == {"a": {"x": 1, "y": 2}, "b": {"x": 1, "y": 3}}
+
+
+# ------------------------------------------------------------------ numbers and names
+
+
+@pytest.mark.parametrize("change, where", [
+    ({"devices": [{"name": "x", "base": "pcm", "g_max": math.inf}]}, "devices[0].g_max: inf is not a finite number"),
+    ({"devices": [{"name": "x", "base": "lognormal", "sigma": math.inf}]}, "devices[0].sigma: inf"),
+    ({"devices": [{"name": "x", "base": "pcm", "read_noise_scale": math.nan}]}, "devices[0].read_noise_scale: nan"),
+    ({"training": {"lr": math.inf}}, "training.lr: inf is not a finite number"),
+    ({"training": {"weight_decay": math.inf}}, "training.weight_decay: inf"),
+    ({"model": {"name": "mlp", "options": {"width": math.inf}}}, "model.options.width: inf"),
+    ({"n_chips": 1e10}, "n_chips: Input should be less than or equal to 100000"),
+    ({"training": {"epochs": 100_000_000}}, "training.epochs: Input should be less than or equal to 10000"),
+    ({"t_inference": 1e300}, "t_inference: 1e+300 is more than 1,000 years"),
+    ({"seed": 2**32}, "seed: Input should be less than 4294967296"),
+    ({"name": "../../escaped"}, "name: '../../escaped' cannot name a run folder"),
+    ({"name": "/tmp/absolute"}, "name: '/tmp/absolute' cannot name a run folder"),
+    ({"name": ""}, "name: '' cannot name a run folder"),
+    ({"name": ".."}, "name: '..' cannot name a run folder"),
+])
+def test_a_number_or_name_no_run_can_use_is_one_line(change, where):
+    with pytest.raises(ScenarioError) as err:
+        load_scenario(data=change)
+    assert where in str(err.value) and "\n" not in str(err.value), str(err.value)
+
+
+def test_the_api_refuses_non_finite_parameters_and_a_set_cannot_sneak_one_in():
+    for kw in ({"g_max": math.inf}, {"sigma": math.inf}, {"p_sa0": math.nan}):
+        with pytest.raises(ValueError, match="Input should be a finite number"):
+            crossbar.get_preset("lognormal", **kw)
+    with pytest.raises(ValueError, match="Input should be a finite number"):
+        models.TrainConfig(lr=math.inf)
+    with pytest.raises(ScenarioError, match=r"devices\[0\].sigma: inf is not a finite number"):
+        load_scenario(data={"devices": ["lognormal"]}, overrides=["devices.0.sigma=.inf"])
+
+
+def test_a_yaml_alias_bomb_is_refused_within_a_second(tmp_path):
+    lines_ = ["a: &a [x, x, x, x, x, x, x, x, x, x]"]
+    for i in range(1, 9):
+        lines_.append(f"{'abcdefghij'[i]}: &{'abcdefghij'[i]} [" + ", ".join([f"*{'abcdefghij'[i - 1]}"] * 10) + "]")
+    lines_.append("description: *i")  # 10^9 strings once expanded
+    path = tmp_path / "bomb.yaml"
+    path.write_text("\n".join(lines_) + "\n")
+    start = time.perf_counter()
+    with pytest.raises(ScenarioError, match=r"expands to more than 100,000 values \(YAML anchors and aliases"):
+        load_scenario(path)
+    assert time.perf_counter() - start < 1.0
+    ok = tmp_path / "merge.yaml"  # anchors and merges as people use them stay fine
+    ok.write_text("defaults: &d {epochs: 3, lr: 0.01}\ntraining: {<<: *d, epochs: 4}\n".replace("defaults", "x-d"))
+    with pytest.raises(ScenarioError, match="x-d: unknown key"):
+        load_scenario(ok)
+
+
+def test_a_scenario_that_is_not_utf8_text_is_one_line(tmp_path):
+    for name, content in (("binary.yaml", bytes(range(256))), ("utf16.yaml", "seed: 1\n".encode("utf-16"))):
+        path = tmp_path / name
+        path.write_bytes(content)
+        with pytest.raises(ScenarioError, match=r"not UTF-8 text \(byte \d+: .*\); save the scenario as UTF-8"):
+            load_scenario(path)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
+def test_an_unreadable_scenario_is_one_line(tmp_path):
+    path = tmp_path / "secret.yaml"
+    path.write_text("seed: 1\n")
+    path.chmod(0)
+    with pytest.raises(ScenarioError, match=r"cannot be read \(Permission denied\)"):
+        load_scenario(path)
+
+
+def test_a_seed_numpy_cannot_take_writes_nothing(tiny, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert search.run.main([str(tiny()), "--out", str(out), "--set", f"seed={2**32}"]) == 2
+    assert "seed: Input should be less than 4294967296" in capsys.readouterr().err and not out.exists()
+
+
+def test_a_model_on_the_meta_device_and_non_finite_inputs_are_one_line():
+    with torch.device("meta"):
+        model = torch.nn.Linear(4, 3)
+    with pytest.raises(ValueError, match="weight is on the meta device: it has a shape but no values"):
+        crossbar.convert(model, "ideal")
+    model = torch.nn.Linear(4, 3)
+    x = torch.randn(8, 4)
+    x[2, 1] = math.nan
+    with pytest.raises(ValueError, match=r"data: the inputs hold 1 NaN or infinite value\(s\) of 32"):
+        crossbar.evaluate(model, (x, torch.zeros(8, dtype=torch.long)), "ideal", [1.0], 2)

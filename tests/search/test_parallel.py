@@ -11,14 +11,17 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 import search.run
 from search.config import load_scenario
 from search.executors import DaskExecutor, Processes
+from search.experiment import Experiment
 from search.folder import RunFolder
-from search.runner import Runner
-from search.trial import run_final, run_trial
+from search.trial import final_record, trial_record
+
+pytestmark = pytest.mark.slow  # processes, clusters, subprocesses: minutes in all
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,10 +36,10 @@ def same_as_sequential(plain, records):
         spec = {k: record[k] for k in ("id", "method", "rates") if k in record}
         if record.get("hardware_aware"):
             spec["hardware_aware"] = True
-        here = run_trial(plain, spec)
+        here = trial_record(plain, spec)
         assert record["status"] == here["status"] == "ok"
         assert record["objective"] == here["objective"], record["id"]
-        assert record["accuracy"] == here["accuracy"]
+        assert record["scores"] == here["scores"]
 
 
 @pytest.fixture
@@ -70,7 +73,7 @@ def test_local_processes_run_the_search(small, tmp_path):
     finals = [json.loads(line) for line in (out / "final.jsonl").read_text().splitlines()]
     assert len(finals) == 4 and len({r["worker"] for r in finals}) == 2
     record = finals[0]
-    here = run_final(scenario.plain(), {k: v for k, v in record.items() if k in ("id", "method", "rates", "trial")})
+    here = final_record(scenario.plain(), {k: v for k, v in record.items() if k in ("id", "method", "rates", "trial")})
     assert record["rows"] == here["rows"] and record["test_clean"] == here["test_clean"]
 
 
@@ -102,23 +105,23 @@ def test_a_worker_killed_mid_trial_loses_nothing(tiny, tmp_path, kind):
     scenario, _ = load_scenario(path, [f"output={tmp_path / 'run'}"])
     folder = RunFolder(tmp_path / "run")
     folder.path.mkdir()
-    runner = Runner(scenario, folder, quiet=True)
+    experiment = Experiment(scenario, folder, quiet=True)
     if kind == "dask":
-        executor = DaskExecutor(runner.plain, "local", workers=2)
+        executor = DaskExecutor(experiment.plain, "local", workers=2)
         pids_of = lambda: sorted(executor.client.run(os.getpid).values())  # noqa: E731
     else:
-        executor = Processes(runner.plain, 2)
+        executor = Processes(experiment.plain, 2)
         pids_of = lambda: sorted(p.pid for p in executor.pool._processes.values())  # noqa: E731
     thread, killed = kill_a_worker_once_trials_run(folder.path, pids_of)
-    results = runner.run(executor)
+    experiment.execute(executor)
     thread.join()
     assert killed, "no worker was killed"
     records = trials(folder.path)
     ids = [r["id"] for r in records]
     assert sorted(ids) == sorted(["erm", "uniform-0.2", "bayesft-001", "bayesft-002", "bayesft-003", "bayesft-004"])
     assert all(r["status"] == "ok" for r in records)  # the lost trials were retried
-    assert results["n_trials"] == 6
-    same_as_sequential(runner.plain, records[-2:])
+    assert len(experiment.done) == 6 and len(experiment.finals) == 3  # each method's final network
+    same_as_sequential(experiment.plain, records[-2:])
 
 
 @pytest.mark.parametrize("how", [["--workers", "2"], ["--dask", "local", "--workers", "2"]], ids=["processes", "dask"])
@@ -222,10 +225,10 @@ def test_an_existing_cluster_runs_the_same_trials(tiny, tmp_path, dask_cluster):
 
 def test_chunked_monte_carlo_gives_the_same_trial(tiny):
     scenario, _ = load_scenario(tiny())
-    whole = run_trial(scenario.plain(), {"id": "a", "method": "erm", "rates": [0.1, 0.1]})
+    whole = trial_record(scenario.plain(), {"id": "a", "method": "erm", "rates": [0.1, 0.1]})
     chunked, _ = load_scenario(tiny(chunk_size=1))
-    one_by_one = run_trial(chunked.plain(), {"id": "a", "method": "erm", "rates": [0.1, 0.1]})
-    assert whole["accuracy"] == one_by_one["accuracy"] and whole["objective"] == one_by_one["objective"]
+    one_by_one = trial_record(chunked.plain(), {"id": "a", "method": "erm", "rates": [0.1, 0.1]})
+    assert whole["scores"] == one_by_one["scores"] and whole["objective"] == one_by_one["objective"]
 
 
 def test_bad_execution_settings_are_caught(tiny, capsys, tmp_path):
@@ -247,8 +250,29 @@ def test_a_trial_does_not_depend_on_the_callers_thread_count(tiny):
     records = []
     for threads in (1, 2):
         torch.set_num_threads(threads)
-        records.append(run_trial(scenario.plain(), spec))
+        records.append(trial_record(scenario.plain(), spec))
         assert torch.get_num_threads() == threads  # restored
     torch.set_num_threads(before)
     assert records[0]["status"] == "ok"
-    assert records[0]["accuracy"] == records[1]["accuracy"] and records[0]["val_clean"] == records[1]["val_clean"]
+    assert records[0]["scores"] == records[1]["scores"] and records[0]["val_clean"] == records[1]["val_clean"]
+
+
+# ------------------------------------------------------------------ workers
+
+
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM])
+def test_workers_end_when_their_driver_is_killed(tiny, tmp_path, how):
+    path = tiny(training={"epochs": 40}, search={"n_trials": 8, "n_initial": 2})
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "search.run", str(path), "--out", str(out), "--quiet",
+                             "--workers", "2"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    driver = psutil.Process(proc.pid)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out / "trials.jsonl").exists():
+        time.sleep(0.2)
+    children = driver.children(recursive=True)
+    assert len(children) >= 2, "the workers never started"
+    proc.send_signal(how)
+    proc.wait(timeout=30)
+    gone, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive, f"{len(alive)} worker(s) outlived their driver by 10 s"

@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from search import plot
+from search import figures, plot
 
 LABELS = {"bayesft": "BayesFT (Bayesian search)", "erm": "no dropout (ERM)", "uniform": "best uniform dropout",
           "random": "random search", "hardware_aware": "hardware-aware training"}
@@ -35,7 +35,7 @@ def inside_figure(fig, artist):
 @pytest.mark.parametrize("n_presets", [1, 2, 5])
 def test_every_legend_fits_inside_its_figure(n_presets):
     res = results([f"preset {i}" for i in range(n_presets)], [1.0, 86400.0])
-    for fig in (plot._technologies_figure(res), plot._accuracy_vs_time_figure(res)):
+    for fig in (figures.technologies(res), figures.scores_vs_time(res)):
         legend = fig.legends[0] if fig.legends else fig.axes[0].get_legend()
         assert [t.get_text() for t in legend.get_texts()] == list(LABELS.values())
         assert inside_figure(fig, legend)
@@ -44,7 +44,7 @@ def test_every_legend_fits_inside_its_figure(n_presets):
 
 def test_one_time_spreads_the_methods_side_by_side_around_it():
     t = 86400.0
-    fig = plot._accuracy_vs_time_figure(results(["sigma 0.5", "sigma 1.0"], [t]))
+    fig = figures.scores_vs_time(results(["sigma 0.5", "sigma 1.0"], [t]))
     ax = fig.axes[0]
     xs = [float(line.get_xdata()[0]) for line in ax.get_lines() if line.get_marker() == "o"]
     assert len(xs) == len(LABELS) and len(set(xs)) == len(LABELS)  # no two methods' points on top of each other
@@ -57,7 +57,7 @@ def test_one_time_spreads_the_methods_side_by_side_around_it():
 
 def test_several_times_keep_each_point_at_its_own_time():
     times = [1.0, 3600.0, 86400.0]
-    fig = plot._accuracy_vs_time_figure(results(["pcm"], times))
+    fig = figures.scores_vs_time(results(["pcm"], times))
     lines = [line for line in fig.axes[0].get_lines() if line.get_marker() == "o"]
     assert len(lines) == len(LABELS) and all(list(line.get_xdata()) == times for line in lines)
     assert "line = mean, band = 10th to 90th percentile chip" in fig._suptitle.get_text()
@@ -65,7 +65,7 @@ def test_several_times_keep_each_point_at_its_own_time():
 
 
 def test_time_zero_is_labelled_0s_a_decade_before_the_first_time():
-    fig = plot._accuracy_vs_time_figure(results(["pcm"], [0.0, 60.0, 86400.0]))
+    fig = figures.scores_vs_time(results(["pcm"], [0.0, 60.0, 86400.0]))
     ax = fig.axes[0]
     assert [tick.get_text() for tick in ax.get_xticklabels()] == ["0s", "1min", "1d"]
     assert list(ax.get_xticks()) == [6.0, 60.0, 86400.0]
@@ -81,7 +81,7 @@ def test_methods_with_the_same_numbers_share_one_line_and_one_legend_entry():
             row.update(next({k: r[k] for k in ("mean", "p10", "p90")} for r in res["results"]
                             if r["method"] == "bayesft" and r["preset"] == row["preset"]
                             and r["t_inference"] == row["t_inference"]))
-    fig = plot._accuracy_vs_time_figure(res)
+    fig = figures.scores_vs_time(res)
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
     assert labels == ["BayesFT (Bayesian search) = no dropout (ERM)", *list(LABELS.values())[2:]]
     assert len([line for line in fig.axes[0].get_lines() if line.get_marker() == "o"]) == len(LABELS) - 1
@@ -90,7 +90,7 @@ def test_methods_with_the_same_numbers_share_one_line_and_one_legend_entry():
     res["results"] = [r for r in res["results"] if not (r["method"] == "erm" and r["preset"] == "lognormal")]
     res["results"] += [{**r, "method": "erm", "mean": r["mean"] - 0.1} for r in res["results"]
                        if r["method"] == "bayesft" and r["preset"] == "lognormal"]
-    fig = plot._accuracy_vs_time_figure(res)
+    fig = figures.scores_vs_time(res)
     assert [t.get_text() for t in fig.legends[0].get_texts()] == list(LABELS.values())
     plt.close(fig)
 
@@ -103,7 +103,7 @@ def test_convergence_steps_at_trials_and_keeps_its_legend_off_the_points():
     trials = [{"id": f"{m}-{i + 1:03d}", "method": m, "status": "ok", "objective": v}
               for m, values in objectives.items() for i, v in enumerate(values)]
     res["objective"] = {"aggregate": "mean", "quantile": 0.1}
-    fig = plot._convergence_figure(res, trials)
+    fig = figures.convergence(res, trials)
     ax = fig.axes[0]
     best = next(line for line in ax.get_lines() if line.get_label().startswith("BayesFT") and line.get_linewidth() == 2)
     assert best.get_drawstyle() == "steps-post" and list(best.get_ydata()) == [0.70, 0.85, 0.85, 0.90]
@@ -116,7 +116,7 @@ def test_convergence_steps_at_trials_and_keeps_its_legend_off_the_points():
     plt.close(fig)
     # with a floor on clean accuracy, the title says what an objective of 0 means
     res["objective"]["min_clean_accuracy"] = 0.9
-    fig = plot._convergence_figure(res, trials)
+    fig = figures.convergence(res, trials)
     assert fig.axes[0].get_title() == "layout: search convergence (objective at 1d; 0 = clean accuracy below 0.9)"
     plt.close(fig)
 
@@ -127,7 +127,7 @@ def test_a_dropout_rate_of_zero_is_written_where_its_bar_would_be():
     res["methods"]["bayesft"]["rates"] = {"conv1": 0.31, "conv2": 0.0, "fc1": 0.0}
     res["methods"]["uniform"]["rates"] = {"conv1": 0.1, "conv2": 0.1, "fc1": 0.1}
     res["methods"]["random"]["rates"] = {"conv1": 0.0, "conv2": 0.4, "fc1": 0.2}
-    fig = plot._dropout_rates_figure(res)
+    fig = figures.dropout_rates(res)
     ax = fig.axes[0]
     zeros = sorted(round(t.get_position()[0], 6) for t in ax.texts if t.get_text() == "0")
     bars = {round(b.get_x() + b.get_width() / 2, 6): b.get_height() for b in ax.patches}
@@ -140,7 +140,7 @@ def test_digital_accuracy_and_chance_are_marked_and_chance_far_below_is_named_no
     res = results(["pcm"], [1.0, 86400.0])
     res["n_classes"] = 10
     res["methods"]["erm"]["test_clean"] = 0.97
-    fig = plot._accuracy_vs_time_figure(res)
+    fig = figures.scores_vs_time(res)
     ax = fig.axes[0]
     texts = [t.get_text() for t in ax.texts]
     assert "digital accuracy, no dropout (ERM): 0.970" in texts
@@ -150,7 +150,7 @@ def test_digital_accuracy_and_chance_are_marked_and_chance_far_below_is_named_no
     plt.close(fig)
     for row in res["results"]:  # chips near chance: its line is drawn, inside the axis
         row["p10"] = 0.12
-    fig = plot._accuracy_vs_time_figure(res)
+    fig = figures.scores_vs_time(res)
     ax = fig.axes[0]
     assert "chance (1 of 10 classes): 0.10" in [t.get_text() for t in ax.texts]
     assert 0.1 in [line.get_ydata()[0] for line in ax.get_lines() if line.get_linestyle() == ":"]
@@ -164,7 +164,7 @@ def test_dropout_rates_are_drawn_against_the_search_bounds():
     for method in ("bayesft", "uniform", "random"):
         res["methods"][method]["rates"] = {"fc1": 0.2, "fc2": 0.45}
     res["bounds"] = [0.0, 0.5]
-    fig = plot._dropout_rates_figure(res)
+    fig = figures.dropout_rates(res)
     ax = fig.axes[0]
     assert 0.5 < ax.get_ylim()[1] < 0.7  # the bounds' range, not 0 to 1
     assert [line.get_ydata()[0] for line in ax.get_lines()] == [0.5]

@@ -1,6 +1,7 @@
 """End to end: a tiny search, its run folder, plots, reproducibility, overwrite
 protection, a failing trial, and resume after SIGKILL."""
 
+import errno
 import json
 import os
 import shlex
@@ -13,12 +14,13 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from run_helpers import SMALL
 
 import search.plot
 import search.run
 from search.config import load_scenario
 from search.folder import PLOT_FILES, RunFolder
-from search.trial import error_reason, run_trial
+from search.trial import error_reason, trial_record
 
 ROOT = Path(__file__).resolve().parents[2]
 PLOTS = set(PLOT_FILES)  # every plot search.plot draws; --force removes these and no other PNG
@@ -56,7 +58,7 @@ def test_tiny_search_end_to_end(finished, capsys):
                    "random-001", "random-002", "random-003", "random-004"]
     for r in records:
         assert r["status"] == "ok" and 0 <= r["objective"] <= 1 and len(r["rates"]) == 2
-        assert {(a["preset"], a["t_inference"]) for a in r["accuracy"]} == {
+        assert {(a["preset"], a["t_inference"]) for a in r["scores"]} == {
             ("lognormal", 86400.0), ("cmo_faulty", 86400.0)
         }
         assert all(0 <= rate <= 0.8 for rate in r["rates"])
@@ -178,17 +180,17 @@ def test_resume_with_a_new_report_tests_the_finals_again(finished, tmp_path, cap
     assert (run / "results.json").read_text() == again  # a refused resume touches nothing
 
 
-def test_min_clean_accuracy_scores_weak_networks_0_and_says_so(tiny, tmp_path, capsys):
+def test_min_clean_score_scores_weak_networks_0_and_says_so(tiny, tmp_path, capsys):
     path = tiny(search={"n_trials": 3, "n_initial": 2},
                 baselines={"uniform": [0.5], "random": True, "hardware_aware": False})
     # out of reach: every trial scores 0, and the run says its "best" rates mean nothing
     assert search.run.main([str(path), "--out", str(tmp_path / "a"), "--quiet",
-                            "--set", "objective.min_clean_accuracy=0.999"]) == 0
+                            "--set", "objective.min_clean_score=0.999"]) == 0
     out = capsys.readouterr().out
     records = trials(tmp_path / "a")
     assert all(r["feasible"] is False and r["objective"] == 0.0 for r in records)
     best = max(r["val_clean"] for r in records)
-    assert (f"no trial reached objective.min_clean_accuracy = 0.999 (the best clean validation accuracy was {best:.3f})"
+    assert (f"no trial reached objective.min_clean_score = 0.999 (the best clean validation accuracy was {best:.3f})"
             in out)
     assert json.loads((tmp_path / "a" / "results.json").read_text())["infeasible_trials"] == len(records) == 8
     # between the trials' accuracies: those below score 0, the others their accuracy on chips
@@ -240,6 +242,7 @@ def test_a_folder_of_other_files_is_not_written_into(finished, tmp_path, capsys,
     assert RunFolder(empty).foreign_files() == []
 
 
+@pytest.mark.slow
 def test_a_folder_another_run_is_writing_is_refused(finished, tmp_path, capsys):
     # e.g. `make run` (which resumes) in a second terminal while the first still runs
     path, run = finished
@@ -265,6 +268,7 @@ def test_a_folder_another_run_is_writing_is_refused(finished, tmp_path, capsys):
     assert search.run.main([str(path), "--out", str(copy), "--quiet", "--resume"]) == 0
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_the_run_and_names_the_command_that_resumes_it(tiny, tmp_path):
     path = tiny(training={"epochs": 6, "lr": 0.01}, search={"n_trials": 4, "n_initial": 2})
     out = tmp_path / "my run"
@@ -290,6 +294,7 @@ def test_ctrl_c_stops_the_run_and_names_the_command_that_resumes_it(tiny, tmp_pa
     assert len(trials(out)) == 11
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="watches /proc/PID/maps (Linux)")
 def test_ctrl_c_while_torch_loads_is_one_line(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
@@ -336,7 +341,7 @@ def test_a_failing_trial_is_recorded_and_the_search_goes_on(tiny, tmp_path, caps
 def test_an_error_inside_a_trial_becomes_a_failed_record():
     scenario, _ = load_scenario(data={"dataset": {"name": "digits", "max_train": 50}, "model": {"name": "mlp"},
                                       "training": {"epochs": 1}})
-    record = run_trial(scenario.plain(), {"id": "x", "method": "bayesft", "rates": [0.1, 0.2, 0.3]})  # 3 rates, 2 slots
+    record = trial_record(scenario.plain(), {"id": "x", "method": "bayesft", "rates": [0.1, 0.2, 0.3]})  # 2 slots
     assert record["status"] == "failed" and "dropout: 3 rate(s) given for 2 slot(s)" in record["reason"]
 
 
@@ -351,6 +356,7 @@ def test_a_failure_reason_is_one_line_with_its_first_paragraph_whole():
     assert error_reason(KeyError()) == "KeyError: "
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_loses_and_repeats_nothing(tiny, tmp_path):
     path = tiny(training={"epochs": 6, "lr": 0.01}, search={"n_trials": 4, "n_initial": 2})
     out = tmp_path / "run"
@@ -402,3 +408,26 @@ def test_study_mode_compares_variants_without_a_search(tiny, tmp_path, capsys):
     clean = {m: info["test_clean"] for m, info in results["methods"].items()}
     assert len(set(clean.values())) == 3, clean
     assert {p.name for p in out.glob("*.png")} == {"accuracy_vs_time.png", "technologies.png"}
+
+
+def test_a_plot_that_fails_hides_neither_the_table_nor_the_results(tiny, tmp_path, monkeypatch, capsys):
+    def fail(run_dir):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(search.plot, "plot_run", fail)
+    out = tmp_path / "run"
+    assert search.run.main([str(tiny(**SMALL)), "--out", str(out), "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert "BayesFT (Bayesian search)" in captured.out and (out / "results.json").is_file()
+    assert "warning: the plots were not drawn (OSError: [Errno 30] Read-only file system)" in captured.err
+
+
+@pytest.mark.slow
+def test_a_closed_stdout_stops_nothing(tiny, tmp_path):
+    out = tmp_path / "run"
+    command = f"{sys.executable} -m search.run {tiny(**SMALL)} --out {out} --quiet | head -1"
+    proc = subprocess.run(["bash", "-o", "pipefail", "-c", command], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("tiny: ") and len(proc.stdout.splitlines()) == 1
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr
+    assert (out / "results.json").is_file()

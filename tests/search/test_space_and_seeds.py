@@ -12,7 +12,8 @@ import search.plot
 import search.run
 from search.config import ScenarioError, load_scenario
 from search.plan import make_plan
-from search.summary import interval, paired_lines, parse_seeds, summarise
+from search.seeds import parse_seeds
+from search.summary import interval, paired_lines, summarise
 
 
 def test_the_space_holds_the_slots_then_the_training_dimensions():
@@ -100,21 +101,21 @@ def test_hardware_aware_training_trains_and_is_robust_on_a_small_case():
                          ("hwa", models.TrainConfig(hardware_aware={"preset": "lognormal"}))):
         result = models.train(models.build("lenet5", splits.in_shape, splits.n_classes, seed=0), splits, config, seed=0)
         chips = crossbar.evaluate(result.model, splits.val, preset, [86400.0], 20, seed=1)
-        scores[name] = (result.val_accuracy, float(chips.mean()))
+        scores[name] = (result.val_score, float(chips.mean()))
     assert scores["hwa"][0] >= scores["plain"][0] - 0.05
     assert scores["hwa"][1] > scores["plain"][1] + 0.02, scores
 
 
 def test_a_training_that_did_not_learn_fails_its_trial_with_the_reason(tiny):
-    from search.trial import run_trial
+    from search.trial import trial_record
 
     scenario, _ = load_scenario(tiny(training={"epochs": 1, "lr": 1e-9}))
-    record = run_trial(scenario.plain(), {"id": "hardware_aware", "method": "hardware_aware", "rates": [0.0, 0.0],
+    record = trial_record(scenario.plain(), {"id": "hardware_aware", "method": "hardware_aware", "rates": [0.0, 0.0],
                                           "hardware_aware": True})
     assert record["status"] == "failed" and record["objective"] is None
     assert "training did not learn: clean validation accuracy" in record["reason"] and "10 classes" in record["reason"]
     scenario, _ = load_scenario(tiny())  # the same network, trained: scores
-    assert run_trial(scenario.plain(), {"id": "erm", "method": "erm", "rates": [0.0, 0.0]})["status"] == "ok"
+    assert trial_record(scenario.plain(), {"id": "erm", "method": "erm", "rates": [0.0, 0.0]})["status"] == "ok"
 
 
 def test_the_noise_strength_follows_its_schedule():

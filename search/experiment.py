@@ -1,9 +1,12 @@
-"""The experiment loop: trials, the Bayesian optimiser, the final test measurements.
+"""One experiment in one run folder: its trials, the Bayesian optimiser, the final
+test measurements.
 
 The optimiser only proposes (``Optimizer.ask``) and learns (``Optimizer.tell``); the
-:class:`Runner` owns the loop, and every finished trial is appended to
+:class:`Experiment` owns the loop, and every finished trial is appended to
 ``trials.jsonl`` at once. ``--resume`` replays the recorded trials into a fresh
-optimiser (same proposals, the recorded results) and runs only what is missing.
+optimiser (same proposals, the recorded results) and runs only what is missing. What
+the records add up to (``results.json``, tables, plots) is the presentation's
+(:mod:`search.report`).
 """
 
 from __future__ import annotations
@@ -15,11 +18,11 @@ from typing import Callable, Optional
 from skopt import Optimizer
 from tqdm.auto import tqdm
 
-from .executors import Executor
+from .executors import Executor, Sequential
 from .folder import RunFolder
-from .plan import best_of_each_method, final_specs, loss_of, make_optimizer, make_plan, warm_points
-from .records import FinalRecord, TrialRecord, TrialSpec, final_problem, trial_problem
-from .report import results
+from .methods import optimiser_method, search_methods
+from .plan import final_specs, loss_of, make_optimizer, make_plan, warm_points
+from .records import FinalRecord, TrialRecord, TrialSpec, best_of_each_method, final_problem, trial_problem
 from .schema import Scenario
 from .space import Dimension, point_of, spec_of
 
@@ -39,7 +42,15 @@ def schedule(executor: Executor, queue: list, take: Callable[[object], Optional[
 
 
 @dataclass
-class Runner:
+class Experiment:
+    """The trials and final networks of one scenario in one run folder.
+
+    :meth:`load_previous` takes what an earlier start finished; :meth:`execute` runs
+    the rest on an executor and leaves every record in :attr:`done` (trials, by id)
+    and :attr:`finals` (final networks, by id), each appended to the folder's files as
+    it finishes.
+    """
+
     scenario: Scenario
     folder: RunFolder
     device: Optional[str] = None
@@ -66,8 +77,9 @@ class Runner:
         this scenario (damaged, edited, repeated) is moved to ``<file>.damaged`` and said,
         and its trial or final network runs again."""
         ids, slots, dims = set(self.plan.ids), len(self.plan.slots), self.scenario.dimensions()
+        searched = search_methods()
         trials, damaged = self.folder.read_records(
-            "trials.jsonl", lambda r: trial_problem(r, slots, ids, dims), repair=True, unique=True,
+            "trials.jsonl", lambda r: trial_problem(r, slots, ids, dims, searched), repair=True, unique=True,
         )
         for entry in damaged:
             self.log(f"{self.folder.path / 'trials.jsonl'}: line {entry.line}: {entry.problem}; "
@@ -81,12 +93,13 @@ class Runner:
 
     def best_trials(self) -> dict[str, TrialRecord]:
         """The best trial of each method by its validation objective."""
-        return best_of_each_method(self.done.values())
+        return best_of_each_method(self.done.values(), self.scenario.score.higher_is_better)
 
     # -- the search
 
-    def run(self, executor: Optional[Executor] = None) -> dict:
-        """Run every trial not yet done, then the test measurements; write results.json.
+    def execute(self, executor: Optional[Executor] = None) -> float:
+        """Run every trial not yet done, then the test measurements; returns the seconds
+        it took.
 
         With an executor of capacity > 1, trials run in parallel: the optimiser proposes
         a point whenever a worker is free, treating the trials still running as if they
@@ -94,8 +107,6 @@ class Runner:
         learns each result as soon as it arrives. One at a time, the proposals are exactly
         those of the plain ask/tell loop, and a resumed run repeats them.
         """
-        from .executors import Sequential
-
         executor = executor or Sequential(self.plain, device=self.device, progress=not self.quiet)
         start = time.perf_counter()
         try:
@@ -103,10 +114,7 @@ class Runner:
             self._finals(executor)
         finally:
             executor.close()
-        data = results(self.scenario, self.plan.slots, self.done, self.finals, self.final_order(),
-                       time.perf_counter() - start)
-        self.folder.write_json("results.json", data)
-        return data
+        return time.perf_counter() - start
 
     def _trials(self, executor: Executor) -> None:
         resumed = sum(1 for trial_id in self.plan.ids if trial_id in self.done)
@@ -114,7 +122,9 @@ class Runner:
         warm = warm_points(self.scenario, self.plan)  # baselines the optimiser learns from, as they finish
         optimizer = make_optimizer(self.scenario, len(warm))
         dims = self.scenario.dimensions()
-        in_flight: dict[str, list[float]] = {}  # bayesft trials running: id -> point
+        higher = self.scenario.score.higher_is_better
+        proposed = optimiser_method()
+        in_flight: dict[str, list[float]] = {}  # the optimiser's trials running: id -> point
 
         def take(item) -> Optional[TrialSpec]:
             trial_id, spec = item
@@ -122,17 +132,17 @@ class Runner:
                 return self._propose(optimizer, dims, trial_id, in_flight)
             if trial_id in self.done:  # resumed: learnt where a fresh run learnt it
                 if trial_id in warm:
-                    optimizer.tell(warm[trial_id], loss_of(self.done[trial_id]))
+                    optimizer.tell(warm[trial_id], loss_of(self.done[trial_id], higher))
                 return None
             return spec
 
         def finished(record: TrialRecord) -> None:
             self._record(record, bar)
-            if record["method"] == "bayesft":
+            if proposed is not None and record["method"] == proposed.id:
                 in_flight.pop(record["id"], None)
-                optimizer.tell(point_of(dims, record), loss_of(record))
+                optimizer.tell(point_of(dims, record), loss_of(record, higher))
             elif record["id"] in warm:
-                optimizer.tell(warm[record["id"]], loss_of(record))
+                optimizer.tell(warm[record["id"]], loss_of(record, higher))
 
         try:
             schedule(executor, list(self.plan.trials), take, finished)
@@ -160,10 +170,10 @@ class Runner:
             x = [float(v) for v in optimizer.ask()]
         previous = self.done.get(trial_id)
         if previous is not None:  # resumed: what was run is what the optimiser learns from
-            optimizer.tell(point_of(dims, previous), loss_of(previous))
+            optimizer.tell(point_of(dims, previous), loss_of(previous, self.scenario.score.higher_is_better))
             return None
         in_flight[trial_id] = x
-        return {"id": trial_id, "method": "bayesft", **spec_of(dims, x)}
+        return {"id": trial_id, "method": optimiser_method().id, **spec_of(dims, x)}
 
     # -- the final networks
 

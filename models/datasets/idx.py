@@ -1,4 +1,6 @@
-"""IDX files, the MNIST format: reading, writing, and a folder of them as a dataset."""
+"""IDX files, the MNIST format: reading, writing, and a folder of them as the data set
+``idx`` (``*-images-idx3-ubyte`` with the matching ``*-labels-idx1-ubyte``, plain or
+``.gz``), pooled and split like ``digits``; its shape and classes read from the files."""
 
 from __future__ import annotations
 
@@ -10,7 +12,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .errors import DatasetNotFound, Pathish
+from ..errors import DatasetNotFound, Pathish
+from .base import Dataset, register_dataset
 
 
 def expected_idx(folder: Path) -> str:
@@ -99,3 +102,10 @@ def load_idx_folder(folder: Path) -> tuple[Tensor, Tensor, list[str]]:
     y = torch.from_numpy(np.concatenate(ys).astype(np.int64))
     classes = [str(c) for c in range(int(y.max()) + 1)]
     return x, y, classes
+
+
+register_dataset(Dataset(
+    "idx", "a folder of MNIST-format IDX files (*-images-idx3-ubyte[.gz] with *-labels-idx1-ubyte[.gz])",
+    lambda root, download, verify: load_idx_folder(root), official_test=False, scale=255.0, shape=None,
+    n_classes=None, read_shape=idx_shape, guess=((1, 28, 28), 10), files=expected_idx,
+    present=lambda root: root.is_dir() and bool(idx_pairs(root)), needs_root=True))

@@ -1,0 +1,180 @@
+"""Datasets, split into train / validation / test with a fixed seed.
+
+    splits = models.load_dataset("digits", seed=0)          # bundled, no download
+    splits = models.load_dataset("mnist", root="data", download=True)
+    splits = models.load_dataset("idx", root="../shared/data/mnist-t10k")
+    x, y = splits.train                                     # float32 (N, C, H, W), int64 (N,)
+
+The search selects on ``val`` and reports on ``test``; the two never overlap.
+
+- ``digits``: scikit-learn's bundled 8x8 handwritten digits (1,797 images), split into
+  train / validation / test by ``val_fraction`` and ``test_fraction``.
+- ``mnist``, ``fashion_mnist``, ``cifar10``, ``gtsrb``: through torchvision, under
+  ``root``; ``download=True`` fetches them (needs internet). Their official test split
+  is the test split; the validation split is ``val_fraction`` of the official training
+  split. GTSRB images are resized to 32x32.
+- ``digit_scenes`` (detection): 2,000 generated 48x48 scenes of 1 to 3 digits with
+  clutter; targets ``(N, 3, 5)`` rows ``[label, x1, y1, x2, y2]`` (label -1: none), see
+  :mod:`models.datasets.scenes`. ``voc`` (detection): a Pascal VOC folder, resized to
+  96x96. Both are pooled and split like ``digits``.
+- ``idx``: a folder of MNIST-format IDX files (``*-images-idx3-ubyte`` with the matching
+  ``*-labels-idx1-ubyte``, plain or ``.gz``), pooled and split like ``digits``.
+
+Each is one :class:`Dataset` record of :data:`DATASETS` (its loader, shape, classes,
+task, the files it needs and a check that they are there), registered by the module
+that reads it: ``digits``, ``idx``, ``vision`` (torchvision's), ``scenes``, ``voc``. A
+new data set is one call, :func:`register_dataset`.
+
+Images are scaled to [0, 1], then standardised per channel with the training split's
+mean and standard deviation (``normalize=False`` keeps [0, 1]).
+
+Missing data gets a :class:`DatasetNotFound` whose one-line message names the folder
+and the files expected; :func:`check_dataset` finds that without loading anything, so
+a caller can fail before any work.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from crossbar.common import check_seed, did_you_mean
+
+from ..errors import DatasetNotFound, Pathish
+
+# each registers its data sets, in the order they are listed
+from . import digits, idx, vision, scenes, voc  # noqa: F401  # isort: skip
+from .base import DATASETS, Dataset, Splits, default_root, register_dataset
+
+__all__ = ["DATASETS", "Dataset", "Splits", "check_dataset", "dataset_shape", "dataset_task", "default_root",
+           "list_datasets", "load_dataset", "register_dataset"]
+
+
+def dataset_task(name: str) -> str:
+    """``"classification"`` or ``"detection"``: what the data set's targets are."""
+    return _dataset(name).task
+
+
+def list_datasets() -> list[str]:
+    """Names accepted by :func:`load_dataset`."""
+    return list(DATASETS)
+
+
+def _dataset(name: str) -> Dataset:
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}{did_you_mean(name, DATASETS)}; valid datasets: "
+                         f"{', '.join(DATASETS)}")
+    return DATASETS[name]
+
+
+def dataset_shape(name: str, root: Optional[Pathish] = None) -> tuple[tuple[int, int, int], int]:
+    """``(in_shape, n_classes)`` of a data set without loading it (:meth:`Dataset.shape_of`)."""
+    return _dataset(name).shape_of(root)
+
+
+def check_dataset(name: str, root: Optional[Pathish] = None, download: bool = False) -> None:
+    """Fail now, with one line, if :func:`load_dataset` could not find the data.
+
+    Checks the name and, without reading them, that the expected files are present
+    (unless ``download`` is set, when they may be fetched).
+    """
+    dataset = _dataset(name)
+    if dataset.needs_root:
+        if root is None:
+            raise ValueError(f"dataset {name!r} needs root: the folder holding its files")
+        if not dataset.present(Path(root)):
+            raise DatasetNotFound(f"dataset {name!r}: {dataset.files(Path(root))}")
+        return
+    root = Path(root) if root is not None else default_root()
+    if (download and dataset.downloads) or dataset.present(root):
+        return
+    fetch = "enable download to fetch it (needs internet) or " if dataset.downloads else ""
+    raise DatasetNotFound(
+        f"dataset {name!r} not found: {dataset.files(root)}; {fetch}copy the files there{dataset.advice(root)}"
+    )
+
+
+def _check_fraction(name: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0.0 < value < 1.0):
+        raise ValueError(f"{name} must lie in (0, 1), got {value!r}")
+    return float(value)
+
+
+def _check_limit(name: str, value: Optional[int]) -> Optional[int]:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
+    return value
+
+
+def load_dataset(
+    name: str = "digits",
+    root: Optional[Pathish] = None,
+    *,
+    download: bool = False,
+    seed: int = 0,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.2,
+    max_train: Optional[int] = None,
+    max_val: Optional[int] = None,
+    max_test: Optional[int] = None,
+    normalize: bool = True,
+    verify: bool = True,
+) -> Splits:
+    """Load a dataset and split it into train / validation / test with ``seed``.
+
+    ``root``: the data folder (default ``$CROSSBAR_DATA`` or ``./data``; for ``idx``, the
+    folder of IDX files). ``test_fraction``: share of all samples held out for test,
+    for datasets without an official test split (``digits``, ``idx``).
+    ``val_fraction``: share of the remaining (training) samples held out for validation.
+    ``max_train`` / ``max_val`` / ``max_test``: keep only that many (a random, seeded
+    subset) for faster experiments. ``verify``: check CIFAR-10's md5 sums.
+    """
+    check_dataset(name, root, download)
+    dataset = DATASETS[name]
+    val_fraction = _check_fraction("val_fraction", val_fraction)
+    test_fraction = _check_fraction("test_fraction", test_fraction)
+    limits = {
+        k: _check_limit(k, v) for k, v in (("max_train", max_train), ("max_val", max_val), ("max_test", max_test))
+    }
+    check_seed(seed)
+    folder = Path(root) if root is not None else default_root()
+    if download and dataset.downloads:
+        folder.mkdir(parents=True, exist_ok=True)
+
+    generator = torch.Generator().manual_seed(seed)
+    if dataset.official_test:
+        (x_pool, y_pool), test, classes = dataset.load(folder, download, verify)
+    else:
+        x_all, y_all, classes = dataset.load(folder, download, verify)
+        perm = torch.randperm(len(y_all), generator=generator)
+        n_test = max(1, round(test_fraction * len(y_all)))
+        test = (x_all[perm[:n_test]], y_all[perm[:n_test]])
+        x_pool, y_pool = x_all[perm[n_test:]], y_all[perm[n_test:]]
+    perm = torch.randperm(len(y_pool), generator=generator)
+    n_val = max(1, round(val_fraction * len(y_pool)))
+    if len(y_pool) - n_val < 1:
+        raise ValueError(f"dataset {name!r}: too few samples ({len(y_pool)}) to split off validation")
+    val = (x_pool[perm[:n_val]], y_pool[perm[:n_val]])
+    train = (x_pool[perm[n_val:]], y_pool[perm[n_val:]])
+
+    splits = {"train": train, "val": val, "test": test}
+    for key, limit in zip(splits, limits.values()):
+        x, y = splits[key]
+        if limit is not None and limit < len(y):
+            keep = torch.randperm(len(y), generator=generator)[:limit]
+            splits[key] = (x[keep], y[keep])
+
+    splits = {k: (x.to(torch.float32) / dataset.scale, y) for k, (x, y) in splits.items()}
+    x_train = splits["train"][0]
+    if normalize:
+        mean = x_train.mean(dim=(0, 2, 3))
+        std = x_train.std(dim=(0, 2, 3)).clamp_min(1e-6)
+        shape = (1, -1, 1, 1)
+        splits = {k: ((x - mean.view(shape)) / std.view(shape), y) for k, (x, y) in splits.items()}
+        mean_l, std_l = mean.tolist(), std.tolist()
+    else:
+        mean_l, std_l = [0.0] * x_train.shape[1], [1.0] * x_train.shape[1]
+    return Splits(name, splits["train"], splits["val"], splits["test"], list(classes), mean_l, std_l, dataset.task)
