@@ -49,7 +49,9 @@ class Metric:
     """One way to score a chip.
 
     Attributes:
-        name: how scenarios, records and :func:`crossbar.evaluate` name it.
+        name: how scenarios, records and :func:`crossbar.evaluate` name it. A search
+            takes a metric whose scores lie in [0, 1] (its floor and failed trials are
+            the ends of that range); :func:`crossbar.evaluate` takes any.
         label: how tables and plots name it (``"mAP@0.5"``).
         task: the task whose networks it scores (``"classification"``, ``"detection"``).
         scores: ``scores(n_chips, module)`` -> a new :class:`ChipScores`; ``module`` is the

@@ -360,6 +360,8 @@ class Preset(BaseModel):
     def with_overrides(self, **overrides: Any) -> "Preset":
         """A copy with some fields changed, validated again."""
         data = self._set_fields()
+        if "noise" in overrides and "physics" not in overrides:  # the old name, as an override: the physics
+            overrides = {("physics" if k == "noise" else k): v for k, v in overrides.items()}
         if ("p_sa0" in overrides or "p_sa1" in overrides) and "faults" not in overrides:
             data.pop("faults", None)  # explicit probabilities replace a fault profile
         return validated_preset(overrides.get("name", self.name), {**data, **overrides})

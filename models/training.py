@@ -242,7 +242,7 @@ def train(
     history: list[dict[str, float]] = []
     metric = crossbar.get_metric(metric if metric is not None else metric_of(model))
     sign = 1.0 if metric.higher_is_better else -1.0  # what a better epoch is
-    best_score, best_epoch, best_state = -sign, 0, None
+    best_score, best_epoch, best_state = -sign * math.inf, 0, None
     ok, reason, epoch = True, None, 0
     step = 0
 

@@ -147,7 +147,8 @@ def _references(ax, results: dict, key: str) -> None:
     far = None
     chance = _chance(results)
     if chance is not None:
-        text = f"chance (1 of {n_classes} classes): {chance:.2f}" if n_classes else f"chance: {chance:.2f}"
+        guess = n_classes and abs(chance - 1.0 / n_classes) < 1e-12  # a classifier's: one class of n
+        text = f"chance (1 of {n_classes} classes): {chance:.2f}" if guess else f"chance: {chance:.2f}"
         if chance >= low - 0.25:
             lines.append((chance, text))
         else:

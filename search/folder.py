@@ -21,6 +21,7 @@ from typing import Any, Callable, Optional
 import yaml
 from pydantic import ValidationError
 
+import crossbar
 from crossbar.common import error_text
 
 from .errors import ScenarioError
@@ -35,9 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RUN_FILES = ("scenario.yaml", "resolved.yaml", "environment.json", "trials.jsonl", "final.jsonl", "results.json",
              "trials.jsonl.damaged", "final.jsonl.damaged")
 PLOT_FILES = ("accuracy_vs_time.png", "technologies.png", "convergence.png", "dropout_rates.png")  # search.plot's
-#: search.plot's too: the scores against time of a metric other than accuracy (map50_vs_time.png),
-#: one plot per swept parameter (report.sweep)
-PLOT_PATTERNS = ("*_vs_time.png", "sweep_*.png")
+SWEEP_PLOTS = "sweep_*.png"  # search.plot's too: one per swept parameter (report.sweep)
 
 
 def scores_plot(metric: str) -> str:
@@ -107,15 +106,15 @@ class RunFolder:
         return sorted(p for p in self.path.glob("seed-*") if p.is_dir()) if self.path.is_dir() else []
 
     def sweep_plots(self) -> list[Path]:
-        return sorted(self.path.glob("sweep_*.png")) if self.path.is_dir() else []
+        return sorted(self.path.glob(SWEEP_PLOTS)) if self.path.is_dir() else []
 
     def plots(self) -> list[Path]:
-        """The plots search.plot drew here (of any metric, of any swept parameter)."""
+        """The plots search.plot drew here: its named ones, the scores against time of any
+        known metric (map50_vs_time.png), one per swept parameter."""
         if not self.path.is_dir():
             return []
-        found = {p for name in PLOT_FILES if (p := self.path / name).exists()}
-        found |= {p for pattern in PLOT_PATTERNS for p in self.path.glob(pattern)}
-        return sorted(found)
+        names = [*PLOT_FILES, *(scores_plot(metric) for metric in crossbar.METRICS)]
+        return sorted({p for name in names if (p := self.path / name).exists()} | set(self.sweep_plots()))
 
     def clear(self) -> None:
         names = RUN_FILES + tuple(p.name for p in self.plots())

@@ -27,6 +27,26 @@ def test_presets_are_discoverable_and_backed_by_their_noise_models():
         assert Periphery(preset.periphery).perfect and preset.p_sa0 == 0 and preset.p_sa1 == 0
 
 
+def test_groups_read_flat_and_nested_and_noise_is_the_old_name_of_physics():
+    flat = crossbar.preset("pcm", g_max=20.0, max_in=64, out_noise=0.02, levels=8)
+    assert flat.mapping.g_max == flat.g_max == 20.0 and flat.tiles.max_in == flat.max_in == 64
+    assert flat.periphery.out_noise == flat.out_noise == 0.02 and flat.effects.levels == flat.levels == 8
+    nested = crossbar.make_preset({"name": "pcm", "physics": "pcm", "tiles": {"max_in": 64},
+                                   "mapping": {"g_max": 20.0, "drift_compensation": True},
+                                   "periphery": {"out_noise": 0.02}, "effects": {"levels": 8}})
+    assert {**nested.full_spec(), "description": ""} == {**flat.full_spec(), "description": ""}
+    changed = {"g_max": 20.0, "max_in": 64, "out_noise": 0.02, "levels": 8}
+    assert flat.changes_from(crossbar.get_preset("pcm")) == changed
+    with pytest.raises(ValueError, match="g_max is given twice, flat and in mapping"):
+        crossbar.make_preset({"name": "x", "physics": "pcm", "g_max": 1.0, "mapping": {"g_max": 2.0}})
+    old = crossbar.preset({"name": "ln", "noise": "lognormal", "sigma": 0.3})
+    assert old.physics == old.noise == "lognormal" and old == crossbar.preset({"name": "ln", "physics": "lognormal",
+                                                                                "sigma": 0.3})
+    assert crossbar.get_preset("ideal", noise="lognormal", sigma=0.3).physics == "lognormal"  # an override, old name
+    with pytest.raises(ValueError, match="give physics \\(or its old name noise\\) once"):
+        crossbar.make_preset({"name": "x", "physics": "pcm", "noise": "lognormal"})
+
+
 def test_overrides_reach_the_noise_model():
     p = crossbar.get_preset("pcm", g_max=20.0, g_min=1.0, prog_noise_scale=0.5, drift_compensation=False)
     assert p.noise_model.g_max == 20.0 and p.noise_model.g_converter.g_min == 1.0

@@ -5,6 +5,7 @@ import pydantic
 import pytest
 import torch
 
+import crossbar
 import models
 
 
@@ -58,6 +59,34 @@ def test_early_stopping_keeps_the_best_epoch(digits):
     best = max(h["val_score"] for h in result.history)
     assert result.val_score == best == result.history[result.best_epoch - 1]["val_score"]
     assert models.accuracy(result.model, digits.val) == pytest.approx(best)  # best weights restored
+
+
+class Mistakes:
+    """How many validation samples a network gets wrong: lower is better, and above 1."""
+
+    def __init__(self, n, module):
+        self.wrong = torch.zeros(n, dtype=torch.float64)
+
+    def update(self, outputs, labels):
+        self.wrong += (outputs.argmax(-1) != labels).sum(-1).double()
+
+    def compute(self):
+        return self.wrong.numpy()
+
+
+def test_a_metric_where_lower_is_better_keeps_the_epoch_of_its_lowest_score(digits):
+    crossbar.register_metric(crossbar.Metric("mistakes", "mistakes", "classification", Mistakes,
+                                             higher_is_better=False))
+    try:
+        net = models.build("mlp", digits.in_shape, digits.n_classes, seed=0, depth=1, width=8)
+        config = models.TrainConfig(epochs=8, lr=0.05, schedule="constant", patience=3)
+        result = models.train(net, digits, config, seed=0, metric="mistakes")
+    finally:
+        crossbar.METRICS.pop("mistakes")
+    scores = [h["val_score"] for h in result.history]
+    assert min(scores) > 1 and len(set(scores)) > 1  # counts, and they moved
+    assert result.val_score == min(scores) == scores[result.best_epoch - 1]
+    assert result.epochs_run == len(scores) and result.epochs_run - result.best_epoch <= 3
 
 
 def test_schedules(digits):
