@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import enum
 import struct
+import sys
 from typing import Any, Iterable, Optional
 
 import numpy as np
@@ -122,3 +123,13 @@ def resolve_device(device: "str | torch.device | None") -> torch.device:
     if dev.type not in ("cpu", "cuda"):
         raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
     return dev
+
+
+def user_stacklevel() -> int:
+    """The ``stacklevel`` of the first caller outside this package (and torch's
+    decorators), for a warning raised in :func:`crossbar.convert` or a first forward pass
+    whether the user called it or ``crossbar.evaluate`` did."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_globals.get("__name__", "").startswith(("crossbar.", "torch.")):
+        frame, level = frame.f_back, level + 1
+    return level

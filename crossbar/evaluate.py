@@ -16,7 +16,7 @@ from .common import check_int, check_n_chips, check_seed, check_threads, resolve
 from .layers import CrossbarConv2d
 from .mapping import convert
 from .metrics import Metric, MetricSpec, get_metric, n_targets
-from .model import CrossbarModel, check_strategy
+from .model import CrossbarModel, InputError, check_output, check_strategy
 from .presets import Preset
 
 
@@ -107,13 +107,25 @@ def _activation_bytes(model: CrossbarModel, sample: Tensor) -> int:
     return total
 
 
+def available_memory(device: torch.device) -> int:
+    """Bytes free on ``device`` now."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    return int(psutil.virtual_memory().available)
+
+
 def memory_budget(device: torch.device) -> int:
     """Default memory for one chunk of chips: a quarter of what is free, at most 4 GiB."""
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-    else:
-        free = psutil.virtual_memory().available
-    return int(min(free // 4, 4 << 30))
+    return int(min(available_memory(device) // 4, 4 << 30))
+
+
+def chip_bytes(xmodel: CrossbarModel, activation_bytes: int, batch_size: int) -> int:
+    """One chip's memory: its programmed state, and in fold its activations (which grow
+    with the chips folded into a batch)."""
+    per_chip = xmodel.weight_bytes_per_chip()
+    if xmodel.runs_folded():
+        per_chip += batch_size * activation_bytes
+    return per_chip
 
 
 def auto_chunk_size(
@@ -125,13 +137,44 @@ def auto_chunk_size(
     max_memory: Optional[int] = None,
 ) -> int:
     """How many chips to program at once so that their state stays within ``max_memory``."""
-    device = xmodel.device
-    per_chip = xmodel.weight_bytes_per_chip()
-    if xmodel.resolved_strategy() == "fold":  # activations grow with the chips folded into a batch
+    activations = 0
+    if xmodel.runs_folded():
         xmodel.program(1).drift(t_inference)
-        per_chip += batch_size * _activation_bytes(xmodel, sample)
-    budget = memory_budget(device) if max_memory is None else int(max_memory)
-    return max(1, min(n_chips, budget // max(per_chip, 1)))
+        activations = _activation_bytes(xmodel, sample)
+    budget = memory_budget(xmodel.device) if max_memory is None else int(max_memory)
+    return max(1, min(n_chips, budget // max(chip_bytes(xmodel, activations, batch_size), 1)))
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return ""
+
+
+def check_memory(n_chips: int, n_times: int, chunk: int, per_chip: int, max_memory: Optional[int],
+                 device: torch.device) -> None:
+    """Refuse, before anything large is allocated, an evaluation that cannot fit: the
+    scores of every chip and time, and one chunk of programmed chips."""
+    if max_memory is not None and per_chip > max_memory:
+        raise ValueError(f"max_memory={int(max_memory):,} bytes ({_size(max_memory)}) is less than one chip of "
+                         f"this network needs (about {_size(per_chip)}); raise max_memory")
+    scores, state = 8 * n_chips * n_times, min(chunk, n_chips) * per_chip
+    free = available_memory(torch.device("cpu"))
+    if device.type == "cuda":
+        gpu_free = available_memory(device)
+        if state > gpu_free:
+            raise ValueError(f"{min(chunk, n_chips):,} chip(s) programmed at once need about {_size(state)}, more "
+                             f"than the {_size(gpu_free)} free on {device}; pass a smaller chunk_size or max_memory")
+        state = 0
+    if scores + state > free:
+        budget = "the default" if max_memory is None else f"{_size(max_memory)}"
+        raise ValueError(
+            f"n_chips={n_chips:,} over {n_times} time(s) needs about {_size(scores + state)} (the scores "
+            f"{_size(scores)}, {min(chunk, n_chips):,} chip(s) programmed at once {_size(state)}), more than the "
+            f"{_size(free)} of memory available (max_memory, {budget}, bounds the chips programmed at once only); "
+            "evaluate fewer chips")
 
 
 @torch.no_grad()
@@ -151,6 +194,7 @@ def evaluate(
     threads: Optional[int] = None,
     progress: bool = False,
     metric: MetricSpec = "accuracy",
+    output: "int | str | None" = None,
 ) -> np.ndarray:
     """Each chip's score (classification accuracy by default) of ``model`` on ``n_chips``
     simulated chips.
@@ -181,6 +225,8 @@ def evaluate(
             imported, a detector's ``"map50"``, ``"map"`` or ``"map75"``), a
             :class:`crossbar.Metric`, or a callable ``metric(outputs, targets) -> float``
             called once per chip with all its outputs (see :mod:`crossbar.metrics`).
+        output: for a model that returns a tuple or a dict, the index or key of the
+            element that holds the scores (for this call only, on a converted model).
 
     Returns:
         ``(len(t_inference), n_chips)`` float64 array of each chip's score (accuracies
@@ -195,6 +241,7 @@ def evaluate(
         chunk_size = check_int(chunk_size, "chunk_size", 1, " or None")
     check_strategy(strategy)
     threads = check_threads(threads)
+    output = check_output(output)
     metric = get_metric(metric)
     dev = resolve_device(device)
     if isinstance(model, CrossbarModel):
@@ -202,35 +249,29 @@ def evaluate(
             raise ValueError("model was converted with another preset; pass the digital model instead")
         xmodel = model
     else:
-        xmodel = convert(model, preset, strategy=strategy)
+        xmodel = convert(model, preset, strategy=strategy, output=output)
     # A converted model given by the caller runs with this call's strategy and threads
     # (when given) and gets its own settings back afterwards.
-    saved = (xmodel.strategy, xmodel.threads)
+    saved = (xmodel.strategy, xmodel.threads, xmodel.output)
     if strategy != "auto":
         xmodel.strategy = strategy
     if threads is not None:
         xmodel.threads = threads
+    if output is not None:
+        xmodel.output = output
     try:
         return _evaluate(xmodel, data, times, n_chips, seed, batch_size, dev, chunk_size, max_memory, progress, metric)
     finally:
-        xmodel.strategy, xmodel.threads = saved
+        xmodel.strategy, xmodel.threads, xmodel.output = saved
 
 
 def _forward(xmodel: CrossbarModel, x: Tensor) -> Tensor:
-    """``xmodel(x)``; inputs of another dtype than the weights get a line that says so
-    (torch's own error names only the bias: "Input type (unsigned char) and bias type
-    (float) should be the same"). Other dtypes are not refused up front: a model may
-    take integer inputs, e.g. token ids into an embedding before its first crossbar."""
+    """``xmodel(x)``; inputs the model cannot take (a dtype other than the weights', a
+    shape a layer cannot take) get one line that names the layer and what it takes."""
     try:
         return xmodel(x)
-    except RuntimeError as err:
-        dtype = xmodel.crossbar_layers[0].weight.dtype if xmodel.crossbar_layers else x.dtype
-        if x.dtype != dtype and "type" in str(err):
-            hint = "x.float() / 255 for 8-bit images" if not x.is_floating_point() else f"x.to({dtype})"
-            raise ValueError(
-                f"data: inputs are {x.dtype} but the model's weights are {dtype}; convert them first ({hint})"
-            ) from err
-        raise
+    except InputError as err:
+        raise ValueError(f"data: {err}") from err.__cause__
 
 
 def _evaluate(xmodel, data, times, n_chips, seed, batch_size, dev, chunk_size, max_memory, progress,
@@ -238,9 +279,15 @@ def _evaluate(xmodel, data, times, n_chips, seed, batch_size, dev, chunk_size, m
     preset = xmodel.preset
     xmodel = xmodel.to(dev).eval()
     batches = _batches(data, batch_size, dev, metric)
-    chunk = chunk_size or auto_chunk_size(
-        xmodel, batches[0][0][:1], times[0], max(len(x) for x, _ in batches), n_chips, max_memory
-    )
+    largest = max(len(x) for x, _ in batches)
+    # one chip and one sample first: the inputs' shape and dtype, every crossbar seen to
+    # run and the fold tried, before a chunk of chips is programmed
+    xmodel.program(1, seed=seed).drift(times[0])
+    activations = _activation_bytes(xmodel, batches[0][0][:1])
+    per_chip = chip_bytes(xmodel, activations, largest)
+    budget = memory_budget(dev) if max_memory is None else int(max_memory)
+    chunk = chunk_size or max(1, min(n_chips, budget // max(per_chip, 1)))
+    check_memory(n_chips, len(times), chunk, per_chip, max_memory, dev)
 
     scores = np.zeros((len(times), n_chips), dtype=np.float64)
     with tqdm(total=n_chips * len(times), unit="chip", desc=f"{preset.name}", disable=not progress, leave=False) as bar:

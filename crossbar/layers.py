@@ -85,6 +85,7 @@ class CrossbarLayer(nn.Module):
         self._baseline: Optional[Tensor] = None  # (C, n_tiles) drift compensation's first read-out
         self._nonlinearity: Optional[tuple[list[Tensor], list[Tensor]]] = None  # per tile: (C, out) n_i, (C,) f
         self._codes = CodeCache()
+        self.ran = False  # set by every forward: the model's first pass checks that each crossbar ran
 
     # --- programming and time -------------------------------------------------
 
@@ -166,6 +167,7 @@ class CrossbarLayer(nn.Module):
     # --- forward helpers ------------------------------------------------------
 
     def _ready(self) -> None:
+        self.ran = True
         if self._w is None and self._wn is None:
             raise RuntimeError("crossbar layer has no chips: call program() and drift() first")
 

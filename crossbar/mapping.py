@@ -10,16 +10,15 @@ leaves digital (it warns about them).
 from __future__ import annotations
 
 import copy
-import sys
 import warnings
 from typing import Optional
 
 from torch import nn
 
 from .catalog import resolve_preset
-from .common import check_threads, check_weight
+from .common import check_threads, check_weight, user_stacklevel
 from .layers import CrossbarConv2d, CrossbarLinear
-from .model import CrossbarModel, check_strategy
+from .model import CrossbarModel, check_output, check_strategy
 from .pooling import WindowMaxPool2d
 from .presets import Preset
 
@@ -40,9 +39,22 @@ def mapped_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
             continue
         if isinstance(module, nn.MultiheadAttention):
             digital.append(f"{name}." if name else "")  # "": the model itself, all of it
-        elif isinstance(module, (nn.Linear, nn.Conv2d)):
+        elif isinstance(module, (nn.Linear, nn.Conv2d)) and not own_forward(module):
             found.append((name, module))
     return found
+
+
+def own_forward(layer: nn.Module) -> bool:
+    """True for a subclass of ``nn.Linear`` or ``nn.Conv2d`` that computes its own way:
+    its class overrides ``forward`` (or a convolution's ``_conv_forward``), as timm's
+    weight-standardised ``StdConv2d``, ``Conv2dSame`` or a LoRA layer do. A crossbar
+    layer holds the weight and computes the plain product, so it would silently drop
+    that computation: :func:`convert` leaves such a layer digital and says so."""
+    base = nn.Linear if isinstance(layer, nn.Linear) else nn.Conv2d if isinstance(layer, nn.Conv2d) else None
+    if base is None:
+        return False
+    names = ("forward",) if base is nn.Linear else ("forward", "_conv_forward")
+    return any(getattr(type(layer), n) is not getattr(base, n) for n in names)
 
 
 # layers that multiply by a weight matrix, which a crossbar would hold, but convert
@@ -53,55 +65,65 @@ _UNMAPPED_MATMULS = (nn.modules.conv._ConvNd, nn.RNNBase, nn.MultiheadAttention,
 def unmapped_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """``(name, layer)`` of layers with weight matrices that :func:`convert` leaves
     digital: convolutions other than ``nn.Conv2d`` (1-d, 3-d, transposed), recurrent
-    layers, attention, ``nn.Bilinear``. Normalisation layers and embeddings are not listed."""
+    layers, attention, ``nn.Bilinear``, and subclasses of ``nn.Linear``/``nn.Conv2d``
+    with a forward of their own (:func:`own_forward`). Normalisation layers and
+    embeddings are not listed."""
     found: list[tuple[str, nn.Module]] = []
     for name, module in model.named_modules():
         if any(name.startswith(f"{outer}.") or outer == "" for outer, _ in found):
             continue  # inside a block already listed (attention's out_proj)
-        if isinstance(module, _UNMAPPED_MATMULS) and not isinstance(module, nn.Conv2d):
+        if (isinstance(module, _UNMAPPED_MATMULS) and not isinstance(module, nn.Conv2d)) or own_forward(module):
             found.append((name, module))
     return found
 
 
-def _user_frame() -> int:
-    """The ``stacklevel`` of the first caller outside this package (and torch's
-    decorators), for a warning raised in :func:`convert` whether the user called it or
-    ``crossbar.evaluate`` did."""
-    frame, level = sys._getframe(1), 1
-    while frame is not None and frame.f_globals.get("__name__", "").startswith(("crossbar.", "torch.")):
-        frame, level = frame.f_back, level + 1
-    return level
+def _listed(layers: list[tuple[str, nn.Module]]) -> str:
+    return ", ".join(f"{name or 'the model'} ({type(layer).__name__}{', its own forward' * own_forward(layer)})"
+                     for name, layer in layers)
 
 
 def convert(
-    model: nn.Module, preset: "str | Preset", *, strategy: str = "auto", threads: Optional[int] = None
+    model: nn.Module,
+    preset: "str | Preset",
+    *,
+    strategy: str = "auto",
+    threads: Optional[int] = None,
+    output: "int | str | None" = None,
 ) -> CrossbarModel:
     """Map every ``nn.Linear`` and ``nn.Conv2d`` of ``model`` onto crossbar layers.
 
     ``model`` is not changed: the result holds a copy. Layers are numbered in
     ``model.modules()`` order; a chip's random draws for a layer depend on that number.
+    Layers that stay digital are named in a warning (:func:`unmapped_layers`), and the
+    first forward pass names any crossbar the model's forward never ran. ``output``
+    picks the scores of a model that returns a tuple or a dict (an index or a key).
     """
     preset = resolve_preset(preset)
     check_strategy(strategy)
     check_threads(threads)
+    check_output(output)
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if isinstance(model, CrossbarModel):
         raise ValueError("model is already converted; convert the digital model instead")
     module = copy.deepcopy(model)
     layers = mapped_layers(module)
+    digital = unmapped_layers(model)
     if not layers:
         attention = any(isinstance(m, nn.MultiheadAttention) for m in model.modules())
+        own = [(name, layer) for name, layer in digital if own_forward(layer)]
         raise ValueError(
             f"model ({type(model).__name__}) has no nn.Linear or nn.Conv2d layer to map onto crossbars"
             + (" (nn.MultiheadAttention reads its weights directly and stays digital)" if attention else "")
+            + (f" ({_listed(own)}: a forward of its own, which a crossbar would drop)" if own else "")
         )
-    digital = unmapped_layers(model)
     if digital:
-        listed = ", ".join(f"{name or 'the model'} ({type(layer).__name__})" for name, layer in digital)
-        warnings.warn(f"crossbar.convert: layer{'s' * (len(digital) > 1)} {listed} "
+        own = any(own_forward(layer) for _, layer in digital)
+        warnings.warn(f"crossbar.convert: layer{'s' * (len(digital) > 1)} {_listed(digital)} "
                       f"{'stay' if len(digital) > 1 else 'stays'} digital, with exact weights: only nn.Linear "
-                      "and nn.Conv2d are mapped onto crossbars", UserWarning, stacklevel=_user_frame())
+                      "and nn.Conv2d are mapped onto crossbars"
+                      + (", and a subclass's own forward would be dropped on one" if own else ""),
+                      UserWarning, stacklevel=user_stacklevel())
     for name, layer in layers:
         check_weight(layer.weight, f"layer {name or type(model).__name__!r} ({type(layer).__name__}): weight")
     crossbars: dict[int, nn.Module] = {}  # one per distinct layer, numbered in order
@@ -120,4 +142,4 @@ def convert(
     for name, pool in list(module.named_modules(remove_duplicate=False)):
         if type(pool) is nn.MaxPool2d:  # digital, same numbers, faster (see window_max)
             module.set_submodule(name, WindowMaxPool2d.from_module(pool))
-    return CrossbarModel(module, preset, strategy, threads).eval()
+    return CrossbarModel(module, preset, strategy, threads, output).eval()

@@ -25,12 +25,13 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import threading
-from typing import Optional
+import warnings
+from typing import Any, Optional
 
 import torch
 from torch import Tensor, nn
 
-from .common import Stream, check_n_chips, check_seed, check_threads, derive_seed, time_key
+from .common import Stream, check_n_chips, check_seed, check_threads, derive_seed, time_key, user_stacklevel
 from .layers import ChipContext, CrossbarLayer
 from .presets import Preset
 from .rng import NoiseStream
@@ -42,6 +43,21 @@ def check_strategy(strategy: str) -> str:
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
     return strategy
+
+
+def check_output(output: Any) -> "int | str | None":
+    """``output``: which element of a tuple or dict the model returns holds its scores."""
+    if output is not None and (isinstance(output, bool) or not isinstance(output, (int, str))):
+        raise ValueError(f"output must be an index (int), a key (str) or None, got {output!r}")
+    return output
+
+
+class InputError(ValueError):
+    """Inputs the model cannot run on: their dtype, or a shape a layer cannot take."""
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
 
 _POOLS: dict[tuple[int, int], concurrent.futures.ThreadPoolExecutor] = {}
@@ -61,15 +77,23 @@ def _chip_pool(threads: int) -> concurrent.futures.ThreadPoolExecutor:
 class CrossbarModel(nn.Module):
     """A network whose ``Linear``/``Conv2d`` layers run on ``n_chips`` simulated chips.
 
-    ``forward(x)`` returns the outputs of every chip stacked: ``(n_chips, batch, ...)``.
+    ``forward(x)`` returns the outputs of every chip stacked: ``(n_chips, batch, ...)``
+    (``output`` picks them from a model that returns a tuple or a dict). The first
+    forward pass warns about any crossbar layer the model's forward did not run; in
+    ``fold``, a model that cannot run with its chips folded into the batch (one that
+    reshapes by the input's batch size) runs in ``loop`` instead, with a warning.
     """
 
-    def __init__(self, module: nn.Module, preset: Preset, strategy: str = "auto", threads: Optional[int] = None):
+    def __init__(self, module: nn.Module, preset: Preset, strategy: str = "auto", threads: Optional[int] = None,
+                 output: "int | str | None" = None):
         super().__init__()
         self.module = module
         self.preset = preset
         self.strategy = check_strategy(strategy)
         self.threads = check_threads(threads)
+        self.output = check_output(output)
+        self._checked = False  # the first forward's check of which crossbars ran
+        self._fold_works: Optional[bool] = None  # None: not tried yet
         self.crossbar_layers = [m for m in module.modules() if isinstance(m, CrossbarLayer)]
         self._ctx = ChipContext()
         for layer in self.crossbar_layers:
@@ -94,6 +118,11 @@ class CrossbarModel(nn.Module):
         if self.strategy != "auto":
             return self.strategy
         return "fold" if self.device.type == "cuda" else "loop"
+
+    def runs_folded(self) -> bool:
+        """Whether a forward pass folds the chips into the batch: ``fold`` unless the model
+        was found not to run folded (then it runs in ``loop``)."""
+        return self.resolved_strategy() == "fold" and self._fold_works is not False
 
     @torch.no_grad()
     def program(self, n_chips: int, seed: int = 0, first_chip: int = 0) -> "CrossbarModel":
@@ -130,16 +159,126 @@ class CrossbarModel(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if self.t_inference is None:
             raise RuntimeError("call program(n_chips, seed) and drift(t_inference) before running the model")
+        first = not self._checked
+        for layer in self.crossbar_layers if first else ():
+            layer.ran = False
+        try:
+            y = self._forward(x)
+        except RuntimeError as err:
+            raise self._diagnose(x, err) from err
+        if first:
+            self._check_used()
+            self._checked = True
+        return y
+
+    def _forward(self, x: Tensor) -> Tensor:
+        if not self.runs_folded():
+            return torch.stack([self._select(y) for y in self._loop(x)])
+        if self._fold_works:
+            return self._fold(x)
+        try:
+            y = self._fold(x)
+        except Exception as err:  # a model that cannot run folded: the first pass says so
+            try:
+                y = torch.stack([self._select(y) for y in self._loop(x)])
+            except Exception:
+                raise err from None
+            self._fold_works = False
+            warnings.warn(f"crossbar: {type(self.module).__name__} cannot run with its chips folded into the batch "
+                          f"({_first_line(err)}); its chips run one after another instead (strategy='loop')",
+                          UserWarning, stacklevel=user_stacklevel())
+            return y
+        if self._ctx.n_chips > 1:  # one chip folded is no test: its batch is the model's own
+            self._fold_works = True
+        return y
+
+    def _fold(self, x: Tensor) -> Tensor:
         ctx = self._ctx
-        if self.resolved_strategy() == "loop":
-            return torch.stack(self._loop(x))
         ctx.batch = x.shape[0]
-        y = self.module(x)
-        if y.shape[0] == ctx.n_chips * ctx.batch:
+        y = self._select(self.module(x))
+        if y.dim() and y.shape[0] == ctx.n_chips * ctx.batch:
             return y.view(ctx.n_chips, ctx.batch, *y.shape[1:])
-        if y.shape[0] == ctx.batch:  # no crossbar layer on the output path
+        if y.dim() and y.shape[0] == ctx.batch:  # no crossbar layer on the output path
             return y.unsqueeze(0).expand(ctx.n_chips, *y.shape)
-        raise RuntimeError(f"model output batch {y.shape[0]} does not match the input batch {ctx.batch}")
+        raise RuntimeError(f"model output batch {y.shape[0] if y.dim() else 'a scalar'} does not match the "
+                           f"input batch {ctx.batch}")
+
+    def _select(self, y: Any) -> Tensor:
+        """The scores among what the model returned: ``output`` picks them from a tuple or a dict."""
+        if self.output is not None:
+            try:
+                y = y[self.output]
+            except (KeyError, IndexError, TypeError) as err:
+                keys = list(y.keys()) if isinstance(y, dict) else f"0..{len(y) - 1}" if isinstance(y, (tuple, list)) \
+                    else f"nothing to pick from ({type(y).__name__})"
+                raise ValueError(f"output={self.output!r}: the model returns no such element; it has {keys}") from err
+        if not isinstance(y, Tensor):
+            what = f"a dict with keys {', '.join(map(repr, y))}" if isinstance(y, dict) else \
+                f"a {type(y).__name__} of {len(y)}" if isinstance(y, (tuple, list)) else f"a {type(y).__name__}"
+            raise ValueError(f"{type(self.module).__name__} returns {what}, not a tensor: pass output=<index or key> "
+                             "to crossbar.convert or crossbar.evaluate to name the element that holds the scores")
+        return y
+
+    def _check_used(self) -> None:
+        """Warn about crossbars the first forward pass did not run: a forward that reads a
+        layer's weight directly (``F.linear(x, self.fc.weight)``, tied weights) computes
+        with the exact digital weights, and every chip would score like the digital
+        network. No crossbar at all is an error: nothing would be simulated."""
+        names = {id(m): name for name, m in self.module.named_modules()}
+        unused = [f"{names.get(id(layer)) or 'the model'} ({type(layer).__name__})"
+                  for layer in self.crossbar_layers if not layer.ran]
+        if not unused:
+            return
+        why = ("its weight may be read directly (F.linear(x, self.fc.weight), tied weights), which computes with "
+               "the exact digital weight: call the layer instead")
+        if len(unused) == len(self.crossbar_layers):
+            raise ValueError(f"no crossbar layer ran in {type(self.module).__name__}'s forward pass "
+                             f"({', '.join(unused)}), so every chip would score as the digital network; {why}")
+        warnings.warn(f"crossbar: layer{'s' * (len(unused) > 1)} {', '.join(unused)} did not run in the model's "
+                      f"first forward pass, so no chip's devices act there; {why}", UserWarning,
+                      stacklevel=user_stacklevel())
+
+    def _diagnose(self, x: Tensor, err: RuntimeError) -> Exception:
+        """The error of a forward pass that failed, naming the layer that could not take
+        its input (torch's own message names none) and what it expects."""
+        dtype = self.crossbar_layers[0].weight.dtype if self.crossbar_layers else x.dtype
+        if x.dtype != dtype and "type" in str(err):
+            hint = "x.float() / 255 for 8-bit images" if not x.is_floating_point() else f"x.to({dtype})"
+            return InputError(f"inputs are {x.dtype} but the model's weights are {dtype}; convert them first ({hint})")
+        entered: list[tuple[str, nn.Module, tuple]] = []
+
+        def pre(name: str):
+            def hook(module: nn.Module, args: tuple) -> None:
+                shape = tuple(args[0].shape) if args and isinstance(args[0], Tensor) else ()
+                entered.append((name, module, shape))
+            return hook
+
+        def post(module: nn.Module, args: tuple, out: Any) -> None:
+            while entered and entered.pop()[1] is not module:
+                pass
+
+        handles = [h for name, m in self.module.named_modules()
+                   for h in (m.register_forward_pre_hook(pre(name)), m.register_forward_hook(post))]
+        try:  # the failure again, on one chip, to see where it happens
+            self._run_chip(0, x)
+        except RuntimeError:
+            pass
+        else:
+            return err
+        finally:
+            for h in handles:
+                h.remove()
+        if not entered or not entered[-1][0]:
+            return err
+        name, layer, shape = entered[-1]
+        expects = ""
+        weight = getattr(layer, "weight", None)
+        if isinstance(weight, Tensor) and weight.dim() >= 2:
+            conv = weight.dim() > 2
+            n_in = weight.shape[1] * (getattr(layer, "groups", 1) if conv else 1)
+            expects = f", which takes {n_in} input {'channels' if conv else 'features'}"
+        return InputError(f"inputs of shape {tuple(x.shape)} reach layer {name!r} ({type(layer).__name__}{expects}) "
+                          f"as {shape}, which it cannot take: {_first_line(err)}")
 
     def chip_threads(self) -> int:
         """Chips run side by side in loop mode: ``threads``, default torch's thread count
