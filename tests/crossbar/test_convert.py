@@ -108,7 +108,7 @@ def test_a_crossbar_the_forward_never_runs_is_named(preset, strategy):
     x, y = torch.randn(20, 8), torch.randint(0, 4, (20,))
     with pytest.warns(UserWarning, match=r"layer out \(CrossbarLinear\) did not run .*F.linear\(x, self.fc.weight\)"):
         crossbar.evaluate(TiedHead().eval(), (x, y), preset, [1.0], n_chips=3, strategy=strategy)
-    with pytest.raises(ValueError, match=r"no crossbar layer ran in AllDirect's forward pass \(fc \(CrossbarLinear\)\)"):
+    with pytest.raises(ValueError, match=r"no crossbar layer ran in AllDirect.s forward pass \(fc \(CrossbarLinear"):
         crossbar.evaluate(AllDirect().eval(), (x, y), preset, [1.0], n_chips=3, strategy=strategy)
 
 
