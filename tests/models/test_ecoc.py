@@ -2,7 +2,9 @@
 and ``head: ecoc`` on every network, on crossbars too."""
 
 import itertools
+import time
 
+import numpy as np
 import pytest
 import torch
 from torch.nn import functional as F
@@ -107,3 +109,47 @@ def test_an_ecoc_lenet_is_within_three_points_of_the_softmax_one():
         net = models.build("lenet5", splits.in_shape, splits.n_classes, head=head, seed=0)
         clean[head] = models.accuracy(models.train(net, splits, models.TrainConfig(), seed=0).model, splits.test)
     assert clean["ecoc"] >= clean["softmax"] - 0.03, clean
+
+
+def _lexicode_by_pairs(bits):
+    """The lexicographic code as defined: each word joins if it is 3+ bits from every word before."""
+    words = []
+    for candidate in range(2**bits):
+        if all((candidate ^ w).bit_count() >= MIN_DISTANCE for w in words):
+            words.append(candidate)
+    return words
+
+
+def _book_by_definition(n_classes, bits):
+    words = [w for w in _lexicode_by_pairs(bits) if w]
+    chosen = [words[0]]
+    nearest = {w: (w ^ words[0]).bit_count() for w in words[1:]}
+    while len(chosen) < n_classes:
+        best = max(nearest, key=lambda w: (nearest[w], -w))  # farthest, ties to the smaller word
+        chosen.append(best)
+        del nearest[best]
+        nearest = {w: min(d, (w ^ best).bit_count()) for w, d in nearest.items()}
+    return torch.tensor([[(w >> (bits - 1 - b)) & 1 for b in range(bits)] for w in chosen], dtype=torch.float32)
+
+
+@pytest.mark.parametrize("bits", range(3, 13))
+def test_the_fast_code_book_is_the_code_book_by_definition(bits):
+    from models.ecoc import _lexicode
+
+    assert _lexicode(bits).tolist() == _lexicode_by_pairs(bits)
+    for n_classes in sorted({2, 3, 10, 43, len(_lexicode(bits)) - 1}):
+        if n_classes < len(_lexicode(bits)):
+            assert torch.equal(code_book(n_classes, bits), _book_by_definition(n_classes, bits)), n_classes
+
+
+def test_the_longest_code_book_is_built_in_seconds():
+    start = time.perf_counter()
+    book = code_book(1000, 20)  # the largest code_bits: minutes by pairwise comparison (27 s at 18 bits)
+    took = time.perf_counter() - start
+    assert took < 10, f"code_book(1000, 20) took {took:.1f} s"
+    words = (book.numpy().astype("int64") * (1 << torch.arange(19, -1, -1).numpy())).sum(1)
+    pairwise = np.bitwise_count(words[:, None] ^ words[None, :])
+    assert pairwise[~np.eye(1000, dtype=bool)].min() >= MIN_DISTANCE and len(set(words.tolist())) == 1000
+    assert default_bits(2**15 - 2) == 20  # 20 bits hold 2^15 - 1 non-zero words
+    with pytest.raises(ValueError, match="no code of at most 20 bits for 32768 classes"):
+        default_bits(2**15)
