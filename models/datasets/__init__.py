@@ -76,8 +76,9 @@ def dataset_shape(name: str, root: Optional[Pathish] = None) -> tuple[tuple[int,
 def check_dataset(name: str, root: Optional[Pathish] = None, download: bool = False) -> None:
     """Fail now, with one line, if :func:`load_dataset` could not find the data.
 
-    Checks the name and, without reading them, that the expected files are present
-    (unless ``download`` is set, when they may be fetched).
+    Checks the name, that the expected files are present (unless ``download`` is set,
+    when they may be fetched) and, where the data set has a ``check`` (VOC's
+    annotations), what is in them.
     """
     dataset = _dataset(name)
     if dataset.needs_root:
@@ -85,14 +86,17 @@ def check_dataset(name: str, root: Optional[Pathish] = None, download: bool = Fa
             raise ValueError(f"dataset {name!r} needs root: the folder holding its files")
         if not dataset.present(Path(root)):
             raise DatasetNotFound(f"dataset {name!r}: {dataset.files(Path(root))}")
-        return
-    root = Path(root) if root is not None else default_root()
-    if (download and dataset.downloads) or dataset.present(root):
-        return
-    fetch = "enable download to fetch it (needs internet) or " if dataset.downloads else ""
-    raise DatasetNotFound(
-        f"dataset {name!r} not found: {dataset.files(root)}; {fetch}copy the files there{dataset.advice(root)}"
-    )
+    else:
+        root = Path(root) if root is not None else default_root()
+        if not dataset.present(root):
+            if download and dataset.downloads:
+                return  # fetched (and so not checked) when loaded
+            fetch = "enable download to fetch it (needs internet) or " if dataset.downloads else ""
+            raise DatasetNotFound(
+                f"dataset {name!r} not found: {dataset.files(root)}; {fetch}copy the files there{dataset.advice(root)}"
+            )
+    if dataset.check is not None:
+        dataset.check(Path(root))
 
 
 def _check_fraction(name: str, value: float) -> float:

@@ -69,6 +69,8 @@ class Dataset:
             is validated before :func:`models.check_dataset` says they are missing).
         files: ``files(root)``: the files it needs and where, for messages.
         present: ``present(root)``: whether they are there, without reading them.
+        check: ``check(root)``: read what can be wrong in them (annotations, say) and
+            raise one line naming the file at fault, before any work; None: nothing to check.
         advice: ``advice(root)``: a hint to add when they are not (``""``: none).
         downloads: torchvision can fetch it (``download=True``).
         needs_root: it has no default folder (``idx``).
@@ -87,6 +89,7 @@ class Dataset:
     guess: Optional[Shape] = None
     files: Callable[[Path], str] = lambda root: ""
     present: Callable[[Path], bool] = lambda root: True
+    check: Optional[Callable[[Path], None]] = None
     advice: Callable[[Path], str] = lambda root: ""
     downloads: bool = False
     needs_root: bool = False

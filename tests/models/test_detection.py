@@ -191,3 +191,52 @@ def test_bad_detector_options_are_one_line():
         with pytest.raises(ValueError, match=message) as err:
             models.build(**kwargs)
         assert "\n" not in str(err.value)
+
+
+GOOD = ((96, 64), [("dog", (1, 1, 40, 30), 0)])
+
+
+@pytest.mark.parametrize("objects, message", [
+    ([("dog", (50, 1, 40, 30), 0)], "object 1 (dog)'s box (50, 1, 40, 30) is empty or reversed: xmin < xmax"),
+    ([("dog", (1, 30, 40, 30), 0)], "object 1 (dog)'s box (1, 30, 40, 30) is empty or reversed"),
+    ([("cat", (1, 1, 40, 30), 1), ("dog", ("nan", 1, 40, 30), 0)], "object 2 (dog)'s xmin is 'nan', not a finite"),
+    ([("dog", (1, 1, 1e9, 30), 0)], "object 1 (dog)'s box (1, 1, 1e+09, 30) leaves the 96x64 image"),
+    ([("dog", (1, 1, 40, 65), 0)], "object 1 (dog)'s box (1, 1, 40, 65) leaves the 96x64 image"),
+    ([("dog", (-3, 1, 40, 30), 0)], "object 1 (dog)'s box (-3, 1, 40, 30) leaves the 96x64 image"),
+    ([("dog", ("left", 1, 40, 30), 0)], "object 1 (dog)'s xmin is 'left', not a number"),
+    ([("unicorn", (1, 1, 40, 30), 0)], "object 1 names class 'unicorn', not one of VOC's 20 (aeroplane, bicycle"),
+])
+def test_each_bad_voc_box_is_one_line_naming_the_file_before_any_work(tmp_path, objects, message):
+    folder = _write_voc(tmp_path, [GOOD, ((96, 64), objects)])
+    for call in (lambda: models.check_dataset("voc", tmp_path), lambda: voc.load_voc(tmp_path, False, False)):
+        with pytest.raises(ValueError) as err:
+            call()
+        text = str(err.value)
+        assert "\n" not in text and f"{folder / 'Annotations' / '000001.xml'}: {message}" in text, text
+    _write_voc(tmp_path / "good", [GOOD, GOOD])
+    models.check_dataset("voc", tmp_path / "good")  # the same folder without the fault passes
+
+
+def test_garbage_voc_xml_and_a_missing_image_name_their_file(tmp_path):
+    folder = _write_voc(tmp_path, [GOOD, GOOD])
+    (folder / "Annotations" / "000001.xml").write_text("<annotation><object>")
+    with pytest.raises(ValueError) as err:
+        models.check_dataset("voc", tmp_path)
+    assert "\n" not in str(err.value)
+    assert f"dataset 'voc': {folder / 'Annotations' / '000001.xml'} is not valid XML (" in str(err.value)
+    _write_voc(tmp_path / "b", [GOOD, GOOD])
+    (tmp_path / "b" / "VOCdevkit" / "VOC2007" / "JPEGImages" / "000000.jpg").unlink()
+    with pytest.raises(models.DatasetNotFound, match="dataset 'voc': cannot read 000000's files: .*000000.jpg"):
+        models.check_dataset("voc", tmp_path / "b")
+
+
+def test_a_scenario_on_a_bad_voc_folder_is_refused_before_its_run_folder_exists(tmp_path, capsys):
+    import search.run
+
+    _write_voc(tmp_path / "voc", [GOOD, ((96, 64), [("dog", (50, 1, 40, 30), 0)])])
+    scenario = tmp_path / "voc.yaml"
+    scenario.write_text(f"task: detection\nmodel: fcos\ndataset: {{name: voc, root: {tmp_path / 'voc'}}}\n")
+    assert search.run.main([str(scenario), "--out", str(tmp_path / "run"), "--quiet"]) == 2
+    assert not (tmp_path / "run").exists()
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "000001.xml: object 1 (dog)'s box (50, 1, 40, 30) is empty or reversed" in err, err
