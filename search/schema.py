@@ -195,6 +195,11 @@ class Scenario(Strict):
             self.hardware_aware_config()  # validates its preset and time
         if self.mode == "study" and not self.variants:
             raise ValueError("mode study needs variants: a list of {label, model, dropout, hardware_aware}")
+        aware = [f"variants[{i}] ({v.label!r})" for i, v in enumerate(self.variants) if v.hardware_aware]
+        if aware and self.hardware_aware_config() is None:
+            raise ValueError(f"{aware[0]}: hardware_aware: true trains with the noise of baselines.hardware_aware, "
+                             "which is false here; set baselines.hardware_aware (true, or {scale, preset, "
+                             "t_inference}) or leave hardware_aware out of the variant")
         labels = [v.label for v in self.variants]
         if len(set(labels)) != len(labels):
             raise ValueError("variants: every label must be unique")

@@ -79,7 +79,10 @@ def train_network(scenario: Scenario, spec: TrialSpec, *, device=None, progress:
     net = models.build(name, splits.in_shape, splits.n_classes, dropout=spec["rates"], seed=scenario.seed, **options)
     config = scenario.training
     if spec.get("hardware_aware"):
-        config = config.model_copy(update={"hardware_aware": scenario.hardware_aware_config()})
+        noise = scenario.hardware_aware_config()
+        if noise is None:  # validation refuses this; a record must never say hardware-aware of a plain network
+            raise ValueError(f"trial {spec['id']}: hardware-aware, but the scenario has no hardware-aware noise")
+        config = config.model_copy(update={"hardware_aware": noise})
     elif spec.get("hwa_scale"):  # a point of a search space with the noise strength as a dimension
         config = config.model_copy(update={"hardware_aware": scenario.trained_with(spec["hwa_scale"])})
     return models.train(net, splits, config, seed=scenario.seed, device=trial_device(scenario, device),

@@ -72,3 +72,15 @@ def test_a_finding_about_a_variant_that_does_not_exist_is_one_line(change, messa
     with pytest.raises(ScenarioError) as err:
         load_scenario(data=data)
     assert message in str(err.value), str(err.value)
+
+
+def test_a_hardware_aware_variant_without_hardware_aware_noise_is_refused_not_recorded_as_such():
+    data = {"mode": "study", "model": "mlp", "baselines": {"hardware_aware": False},
+            "variants": [{"label": "plain"}, {"label": "hwa", "hardware_aware": True}]}
+    with pytest.raises(ScenarioError) as err:
+        load_scenario(data=data)
+    assert "\n" not in str(err.value)
+    assert ("variants[1] ('hwa'): hardware_aware: true trains with the noise of baselines.hardware_aware, which is "
+            "false here") in str(err.value), str(err.value)
+    scenario, _ = load_scenario(data={**data, "baselines": {"hardware_aware": {"scale": 0.5}}})
+    assert scenario.hardware_aware_config().scale == 0.5  # the noise the variant trains with and records
