@@ -19,11 +19,9 @@ layer, chip); the caller's global RNG state is left as it was.
 from __future__ import annotations
 
 import contextlib
-import math
 from typing import Callable, Iterator, Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 from aihwkit.inference.compensation.drift import GlobalDriftCompensation
 from aihwkit.inference.converter.conductance import SingleDeviceConductanceConverter
 from torch import Tensor
@@ -334,14 +332,18 @@ def round_to_levels(g: Tensor, levels: "int | Sequence[float]", g_min: float, g_
 def cluster_cells(seeds: Tensor, radius: float) -> Tensor:
     """Fault clusters: every cell within ``radius`` cells (Euclidean) of a seed takes the
     seed's code; where clusters of both kinds meet, stuck at g_max wins. ``seeds`` is a
-    2-D int8 map of codes (0: no seed)."""
-    r = int(math.floor(radius))
-    offsets = torch.arange(-r, r + 1, dtype=torch.float64)
-    disc = ((offsets.view(-1, 1) ** 2 + offsets.view(1, -1) ** 2) <= radius * radius + 1e-9).to(torch.float32)
+    2-D int8 map of codes (0: no seed). Each cell's distance to the nearest seed comes
+    from scipy's exact Euclidean distance transform, so the cost does not grow with the
+    radius (a radius past the tile's diagonal covers the tile)."""
+    from scipy.ndimage import distance_transform_edt
+
     grown = torch.zeros_like(seeds)
+    codes = seeds.cpu().numpy()
     for code in (_STUCK_SA0, _STUCK_SA1):  # the second overrides the first
-        mask = (seeds == code).to(torch.float32)[None, None]
-        covered = F.conv2d(mask, disc[None, None], padding=r)[0, 0] > 0.5
+        if not (codes == code).any():
+            continue
+        squared = distance_transform_edt(codes != code) ** 2  # integer offsets: exact up to rounding
+        covered = torch.from_numpy(squared <= radius * radius + 1e-6).to(seeds.device)
         grown[covered] = code
     return grown
 

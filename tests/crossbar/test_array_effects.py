@@ -295,6 +295,32 @@ def test_clusters_cover_the_cells_around_their_seeds():
     assert abs(inner.mean().item() - expected) < 6 * math.sqrt(expected * (1 - expected) / n_eff)
 
 
+def _clusters_by_painting(seeds, radius):
+    """The definition: paint every cell within radius of each seed, stuck at g_max last."""
+    grown = torch.zeros_like(seeds)
+    rows, cols = torch.meshgrid(torch.arange(seeds.shape[0]), torch.arange(seeds.shape[1]), indexing="ij")
+    for code in (1, 2):
+        for y, x in (seeds == code).nonzero().tolist():
+            grown[(rows - y) ** 2 + (cols - x) ** 2 <= radius * radius + 1e-9] = code
+    return grown
+
+
+def test_clusters_equal_their_definition_at_any_radius_and_a_huge_one_covers_the_tile():
+    g = torch.Generator().manual_seed(1)
+    for _ in range(10):
+        h, w = torch.randint(1, 40, (2,), generator=g).tolist()
+        u = torch.rand(h, w, generator=g)
+        seeds = (u < 0.02).to(torch.int8) + 2 * ((u > 0.5) & (u < 0.52)).to(torch.int8)
+        for radius in (0.0, 1.0, 1.5, 2.3, 4.99, 5.0, 11.7):
+            assert torch.equal(crossbar.arrays.cluster_cells(seeds, radius), _clusters_by_painting(seeds, radius))
+    # a radius far past the tile (a disc of 2e6 cells across: terabytes by convolution) covers each seeded tile
+    preset = crossbar.get_preset("ideal", p_cluster=5e-4, cluster_radius=1e6, max_in=32, max_out=32)
+    array = crossbar.program(torch.randn(64, 64), preset, 2, seed=0)
+    layout = (array.stuck > 0).permute(0, 3, 2, 1)  # chips x inputs x outputs x devices
+    shares = [layout[:, i:i + 32, j:j + 32].flatten(1).float().mean(1) for i in (0, 32) for j in (0, 32)]
+    assert set(torch.cat(shares).tolist()) == {0.0, 1.0}  # a tile is wholly stuck or has no seed
+
+
 def test_switching_correlated_faults_on_keeps_the_independent_fault_map():
     w = torch.randn(40, 40)
     base = crossbar.program(w, crossbar.get_preset("ideal", p_sa0=0.1), 2, seed=4).stuck
