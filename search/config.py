@@ -106,6 +106,8 @@ def read_yaml(path: Union[str, Path]) -> dict:
         raise ScenarioError(f"{path}: cannot be read ({e.strerror or e})") from None
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader
+    except RecursionError:
+        raise ScenarioError(f"{path}: {TOO_DEEP}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
@@ -119,6 +121,27 @@ def read_yaml(path: Union[str, Path]) -> dict:
     return data
 
 
+#: Deeper than a scenario ever nests (a preset's group within a device within a list is 4).
+MAX_DEPTH = 32
+TOO_DEEP = f"nested more than {MAX_DEPTH} levels deep; a scenario needs a handful (see docs/scenarios.md)"
+
+
+def _depth_at_most(data: Any, limit: int) -> bool:
+    """Whether ``data``'s lists and mappings nest at most ``limit`` deep (no recursion:
+    the data may be nested deeper than Python's stack)."""
+    level, seen = [data], set()
+    for _ in range(limit + 1):
+        below = []
+        for node in level:
+            if isinstance(node, (dict, list)) and id(node) not in seen:  # a node holding itself counts once
+                seen.add(id(node))
+                below += node.values() if isinstance(node, dict) else node
+        if not below:
+            return True
+        level = below
+    return False
+
+
 #: More values than a scenario ever needs: what YAML aliases can expand to is refused
 #: before anything else looks at it (a few lines of anchors make billions of values).
 MAX_VALUES = 100_000
@@ -128,6 +151,8 @@ def check_raw(data: Any, source: str) -> None:
     """Refuse, in one line, raw scenario data that would expand beyond :data:`MAX_VALUES`
     (YAML aliases repeat a node without copying it) and any number that is not finite,
     wherever it stands (a preset's parameters, a network's options)."""
+    if not _depth_at_most(data, MAX_DEPTH):
+        raise ScenarioError(f"{source}: {TOO_DEEP}")
     sizes: dict[int, int] = {}
 
     def size(node: Any) -> int:  # values once expanded, each shared node counted once per use
@@ -173,8 +198,12 @@ def load_scenario(
         if "=" not in item:
             raise ScenarioError(f"--set {item}: expected key=value, e.g. --set search.n_trials=10")
         key, text = item.split("=", 1)
+        if key.strip() == "seeds" and not text.strip():  # --seeds '': no seeds is not one run
+            raise ScenarioError("--seeds '': name at least one seed, e.g. --seeds 0-4 or --seeds 0,2,5")
         try:
             value = yaml.safe_load(text)
+        except RecursionError:
+            raise ScenarioError(f"--set {key.strip()}=...: the value is {TOO_DEEP}") from None
         except yaml.YAMLError as e:
             if text.lstrip().startswith(("[", "{")):  # meant as a list or mapping: not a plain string
                 problem = getattr(e, "problem", None) or str(e).splitlines()[0]

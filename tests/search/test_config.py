@@ -274,6 +274,34 @@ def test_a_yaml_alias_bomb_is_refused_within_a_second(tmp_path):
         load_scenario(ok)
 
 
+@pytest.mark.parametrize("depth", [40, 5000])
+def test_deeply_nested_yaml_is_one_line_from_a_file_or_a_set(tmp_path, depth):
+    path = tmp_path / "deep.yaml"
+    path.write_text("model: {options: " + "{a: " * depth + "1" + "}" * depth + "}\n")
+    with pytest.raises(ScenarioError) as err:
+        load_scenario(path)
+    assert str(err.value) == f"{path}: nested more than 32 levels deep; a scenario needs a handful (see " \
+                             "docs/scenarios.md)"
+    for override in ("model.options.x=" + "[" * depth + "]" * depth, "model.options" + ".a" * depth + "=1"):
+        with pytest.raises(ScenarioError, match="nested more than 32 levels deep") as err:
+            load_scenario(data={}, overrides=[override])
+        assert "\n" not in str(err.value)
+    with pytest.raises(ScenarioError, match="unknown option"):  # 20 levels pass the depth check
+        load_scenario(data={}, overrides=["model.options.x=" + "[" * 20 + "]" * 20])
+
+
+def test_seeds_are_capped_and_an_empty_seeds_is_refused_not_one_run():
+    from search.seeds import MAX_SEEDS
+
+    with pytest.raises(ScenarioError, match=f"seeds: 1,001 seeds: at most {MAX_SEEDS} \\(each seed is a whole run"):
+        load_scenario(data={"seeds": "0-1000"})
+    with pytest.raises(ScenarioError, match=f"seeds: 101 seeds: at most {MAX_SEEDS}"):
+        load_scenario(data={"seeds": list(range(101))})
+    assert len(load_scenario(data={"seeds": f"0-{MAX_SEEDS - 1}"})[0].seeds) == MAX_SEEDS
+    with pytest.raises(ScenarioError, match="--seeds '': name at least one seed, e.g. --seeds 0-4"):
+        load_scenario(data={}, overrides=["seeds="])
+
+
 def test_a_scenario_that_is_not_utf8_text_is_one_line(tmp_path):
     for name, content in (("binary.yaml", bytes(range(256))), ("utf16.yaml", "seed: 1\n".encode("utf-16"))):
         path = tmp_path / name
