@@ -208,7 +208,16 @@ class Processes(_Futures):
                 self.submit(spec)
 
     def close(self) -> None:
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        """End the pool, and wait until its workers and its manager thread have. Trials
+        still running (Ctrl-C, SIGTERM, an error) are not waited for: their workers are
+        ended (SIGTERM) first. May be called twice (the experiment's finally, then the
+        interruption's handler)."""
+        if self.futures:
+            for process in list((self.pool._processes or {}).values()):
+                if process.is_alive():
+                    process.terminate()
+            self.futures.clear()
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _worker_setup_plugin():
@@ -219,6 +228,8 @@ def _worker_setup_plugin():
     class WorkerSetup(WorkerPlugin):
         def setup(self, worker) -> None:  # in the worker process's main thread (its event loop)
             worker_setup()
+            # a trial cancelled as the cluster closes (SIGTERM to the driver) is no news: one warning each
+            logging.getLogger("distributed.worker.state_machine").setLevel(logging.ERROR)
 
     return WorkerSetup()
 

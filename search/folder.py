@@ -7,6 +7,7 @@ most the record being written; a last line cut short is ignored (and removed on 
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -33,7 +34,8 @@ except ImportError:  # pragma: no cover
     fcntl = None
 
 ROOT = Path(__file__).resolve().parents[1]
-RUN_FILES = ("scenario.yaml", "resolved.yaml", "environment.json", "trials.jsonl", "final.jsonl", "results.json",
+SCENARIO_FILES = ("scenario.yaml", "resolved.yaml", "environment.json")  # what a run writes first
+RUN_FILES = (*SCENARIO_FILES, "trials.jsonl", "final.jsonl", "results.json",
              "trials.jsonl.damaged", "final.jsonl.damaged")
 PLOT_FILES = ("accuracy_vs_time.png", "technologies.png", "convergence.png", "dropout_rates.png")  # search.plot's
 SWEEP_PLOTS = "sweep_*.png"  # search.plot's too: one per swept parameter (report.sweep)
@@ -61,6 +63,7 @@ class RunFolder:
     def __init__(self, path: Path):
         self.path = Path(path)
         self._lock_fd: Optional[int] = None
+        self._made_lock = False  # this process created the .lock file (removed if its start fails)
 
     def lock(self) -> None:
         """Hold the folder for this process (an exclusive lock on its hidden ``.lock``
@@ -70,6 +73,7 @@ class RunFolder:
         if fcntl is None or self._lock_fd is not None:
             return
         path = self.path / ".lock"
+        made = not path.exists()
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
@@ -88,7 +92,7 @@ class RunFolder:
             os.write(fd, str(os.getpid()).encode())
         except OSError:
             pass  # the holder's pid is only for the message a second run prints; the lock holds
-        self._lock_fd = fd
+        self._lock_fd, self._made_lock = fd, made
 
     def unlock(self) -> None:
         if self._lock_fd is not None:
@@ -208,6 +212,14 @@ class RunFolder:
         self._replace(name, (json.dumps(data, indent=2) + "\n").encode())
 
     def _replace(self, name: str, content: bytes) -> None:
+        try:
+            self.write_whole(name, content)
+        except OSError as e:
+            raise ScenarioError(f"cannot write {self.path / name}: {e.strerror or e}") from None
+
+    def write_whole(self, name: str, content: bytes) -> None:
+        """A temporary file renamed into place: the file is the old one or the new one,
+        never cut short; an OSError leaves no temporary file."""
         tmp = self.path / f".{name}.tmp"
         try:
             with open(tmp, "wb") as f:
@@ -215,9 +227,10 @@ class RunFolder:
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, self.path / name)
-        except OSError as e:
-            tmp.unlink(missing_ok=True)
-            raise ScenarioError(f"cannot write {self.path / name}: {e.strerror or e}") from None
+        except BaseException:  # a full disk, Ctrl-C
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            raise
 
 
 def environment(scenario: Scenario, device: str, argv: Optional[list[str]] = None) -> dict:
@@ -254,17 +267,21 @@ def environment(scenario: Scenario, device: str, argv: Optional[list[str]] = Non
 def write_scenario_files(folder: RunFolder, raw: dict, scenario: Scenario, device: str,
                          argv: Optional[list[str]] = None) -> None:
     """scenario.yaml (as given), resolved.yaml (every default filled in) and
-    environment.json. A resumed run keeps the first start's environment and adds its
+    environment.json, each written whole (:meth:`RunFolder.write_whole`; an OSError
+    names the file). A resumed run keeps the first start's environment and adds its
     own under ``resumes``: where and how each part of the run was computed."""
-    folder.path.mkdir(parents=True, exist_ok=True)
-    (folder.path / "scenario.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    (folder.path / "resolved.yaml").write_text(yaml.safe_dump(scenario.plain(), sort_keys=False))
     now = environment(scenario, device, argv)
     first = _first_environment(folder)
     if first is not None:
         first.setdefault("resumes", []).append(now)
         now = first
-    folder.write_json("environment.json", now)
+    for name, text in (("scenario.yaml", yaml.safe_dump(raw, sort_keys=False)),
+                       ("resolved.yaml", yaml.safe_dump(scenario.plain(), sort_keys=False)),
+                       ("environment.json", json.dumps(now, indent=2) + "\n")):
+        try:
+            folder.write_whole(name, text.encode())
+        except OSError as e:
+            raise OSError(e.errno, f"{name}: {e.strerror or e}") from None
 
 
 def _first_environment(folder: RunFolder) -> Optional[dict]:
@@ -351,13 +368,27 @@ def open_run_folder(path: Path, scenario: Scenario, resume: bool, force: bool,
 
 def start_run_folder(folder: RunFolder, raw: dict, scenario: Scenario, device: str,
                      argv: Optional[list[str]] = None) -> None:
-    """Make the folder, lock it for this process and write its scenario files; a folder
-    that cannot be written is a :class:`ScenarioError` of one line."""
+    """Make the folder, lock it for this process and write its scenario files, all or
+    nothing: a folder that cannot be written (a full disk) is a :class:`ScenarioError`
+    of one line, and what this start made (folders, files, the lock) is removed again;
+    what was there before stays as it was."""
+    made = [p for p in (folder.path, *folder.path.parents) if not p.exists()]  # the folders mkdir makes
+    before = {name for name in SCENARIO_FILES if (folder.path / name).exists()}
     try:
         folder.path.mkdir(parents=True, exist_ok=True)
         folder.lock()
         write_scenario_files(folder, raw, scenario, device, argv)
-    except OSError as e:
+    except BaseException as e:  # a full disk, a folder another process holds, Ctrl-C
+        if folder._lock_fd is not None:  # what another process holds is its own
+            for name in [*(n for n in SCENARIO_FILES if n not in before), *[".lock"] * folder._made_lock]:
+                with contextlib.suppress(OSError):
+                    (folder.path / name).unlink(missing_ok=True)
+        folder.unlock()
+        for path in made:  # innermost first; one that is not empty (another process's) stays
+            with contextlib.suppress(OSError):
+                path.rmdir()
+        if not isinstance(e, OSError):
+            raise
         raise ScenarioError(f"cannot write the output folder {folder.path}: {e.strerror or e}") from None
 
 

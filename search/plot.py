@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
+from typing import Any, Optional
 
 import yaml
 
@@ -96,6 +98,8 @@ def plot_run(run_dir: Path) -> list[Path]:
     if not run_dir.is_dir():
         raise FileNotFoundError(f"{run_dir}: no such folder; give a run folder, e.g. runs/drift_1day")
     results_path = run_dir / "results.json"
+    if not results_path.is_file() and RunFolder(run_dir).repeats():
+        return _plot_repeats(run_dir)
     trials = _read_trials(run_dir)
     if not results_path.is_file():
         if (run_dir / "resolved.yaml").is_file() and any(t["method"] in search_methods() for t in trials):
@@ -106,6 +110,9 @@ def plot_run(run_dir: Path) -> list[Path]:
         results = json.loads(results_path.read_text())
     except json.JSONDecodeError as e:
         raise ValueError(f"{results_path}: not valid JSON ({e}); the run folder is damaged") from None
+    problem = results_problem(results)
+    if problem:
+        raise ValueError(f"{results_path}: {problem}; is it a results.json written by python -m search.run?")
     paths = []
     if results.get("sweep"):
         paths.append(plot_sweep(results, run_dir))
@@ -123,6 +130,133 @@ def plot_run(run_dir: Path) -> list[Path]:
     if any(m.shows_rates and m.id in results["methods"] for m in METHODS.values()) and results.get("mode") != "study":
         paths.append(plot_dropout_rates(results, run_dir))
     return paths
+
+
+def _plot_repeats(run_dir: Path) -> list[Path]:
+    """A run over seeds stopped before its summary: the plots of each seed that finished,
+    and one line that says which did not."""
+    folders = {p.name: p for p in RunFolder(run_dir).repeats()}
+    try:
+        seeds = (yaml.safe_load((run_dir / "resolved.yaml").read_text()) or {}).get("seeds")
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, AttributeError):
+        seeds = None
+    if isinstance(seeds, list) and all(isinstance(s, int) for s in seeds):
+        names = list(dict.fromkeys([*(f"seed-{s}" for s in seeds), *folders]))
+    else:
+        names = sorted(folders, key=lambda n: (len(n), n))  # seed-2 before seed-10
+    finished = [n for n in names if n in folders and (folders[n] / "results.json").is_file()]
+    missing = ", ".join(f"{n} {'unfinished' if n in folders else 'not started'}" for n in names if n not in finished)
+    state = f"the run over seeds has not finished ({missing or 'no summary over seeds yet'})"
+    if not finished:
+        raise FileNotFoundError(f"{run_dir}: {state}: no seed has plots yet; finish it with {_resume(run_dir)}")
+    paths = [path for name in finished for path in plot_run(folders[name])]
+    print(f"note: {run_dir}: {state}: drew the plots of {', '.join(finished)}; the summary over seeds is drawn "
+          f"once the run is finished: {_resume(run_dir)}", file=sys.stderr)
+    return paths
+
+
+def _resume(run_dir: Path) -> str:
+    """The command that finishes a run: its own (environment.json), with --resume."""
+    try:
+        argv = json.loads((run_dir / "environment.json").read_text())["argv"]
+    except (OSError, ValueError, KeyError, TypeError):
+        argv = None
+    if not (isinstance(argv, list) and argv and all(isinstance(a, str) for a in argv)):
+        return f"python -m search.run SCENARIO --out {shlex.quote(str(run_dir))} --seeds SEEDS --resume"
+    return shlex.join([a for a in argv if a != "--force"] + ["--resume"] * ("--resume" not in argv))
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true/false"
+    names = {str: "a string", int: "a number", float: "a number", list: "a list", dict: "an object"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+#: What the plots read of results.json: the type of each part, and of each row's fields.
+_PARTS = {"results": (list, "a list"), "sweep": (list, "a list"), "seeds": (list, "a list"),
+          "methods": (dict, "an object"), "objective": (dict, "an object"), "space": (dict, "an object"),
+          "presets": (list, "a list of names"), "slots": (list, "a list of names"),
+          "objective_times": (list, "a list of numbers"), "bounds": (list, "a list of numbers")}
+_OPTIONAL = ("sweep", "space", "bounds")  # may be null
+_ROW = {"method": str, "preset": str, "parameter": str, "t_inference": float, "mean": float, "value": float,
+        "std": float, "p10": float, "p90": float, "ci_low": float, "ci_high": float, "n_chips": float}
+#: Fields that are a number or null: of the results, of its objective, of each method (over seeds: its mean).
+_NUMBERS = {"": ("chance", "n_classes"), "objective": ("quantile", "min_clean_score", "min_clean_accuracy"),
+            "method": ("val_objective", "val_clean", "test_clean"), "method over seeds": ("test_clean_mean",)}
+
+
+def results_problem(results: Any) -> Optional[str]:
+    """What is wrong with the content of a results.json, as far as the plots read it
+    (a part or a field of the wrong type, an empty list of presets or times), or None;
+    a missing part is a KeyError later."""
+    if not isinstance(results, dict):
+        return f"it holds {_kind(results)}, not an object"
+    return _parts_problem(results) or _rows_problem(results) or _methods_problem(results)
+
+
+def _parts_problem(results: dict) -> Optional[str]:
+    for key, (kind, what) in _PARTS.items():
+        value = results.get(key)
+        if key not in results or (value is None and key in _OPTIONAL):
+            continue
+        if not isinstance(value, kind):
+            return f"{key!r} is {_kind(value)}, not {what}"
+        if " of " in what:
+            wrong = [item for item in value if not (isinstance(item, str) if what.endswith("names") else _number(item))]
+            if wrong:
+                return f"{key!r} holds {_kind(wrong[0])}, not only {what.split(' of ')[1]}"
+    for key, size in (("presets", "at least one"), ("objective_times", "at least one"), ("bounds", "two")):
+        if isinstance(results.get(key), list) and (len(results[key]) != 2 if size == "two" else not results[key]):
+            return f"{key!r} holds {len(results[key])} values, not {size}"
+    if "seeds" in results and "confidence" in results and not _number(results["confidence"]):  # of the intervals
+        return f"'confidence' is {_kind(results['confidence'])}, not a number"
+    objective = results.get("objective") or {}  # an object, if there (checked above)
+    return _numbers_problem(results, "", "") or _numbers_problem(objective, "objective", "objective")
+
+
+def _rows_problem(results: dict) -> Optional[str]:
+    for key in ("results", "sweep"):
+        for i, row in enumerate(results.get(key) or []):
+            if not isinstance(row, dict):
+                return f"{key}[{i}] is {_kind(row)}, not an object"
+            for field, kind in _ROW.items():
+                if field in row and not (isinstance(row[field], str) if kind is str else _number(row[field])):
+                    return (f"{key}[{i}]'s {field!r} is {_kind(row[field])}, "
+                            f"not {'a string' if kind is str else 'a number'}")
+    return None
+
+
+def _methods_problem(results: dict) -> Optional[str]:
+    over_seeds = "seeds" in results
+    rates_drawn = not over_seeds and results.get("mode") != "study"  # the dropout_rates plot
+    for method, info in (results.get("methods") or {}).items():
+        where = f"methods[{method!r}]"
+        if not isinstance(info, dict):
+            return f"{where} is {_kind(info)}, not an object"
+        if not isinstance(info.get("label", ""), str):
+            return f"{where}'s 'label' is {_kind(info['label'])}, not a string"
+        rates = info.get("rates")
+        if rates_drawn and method in METHODS and METHODS[method].shows_rates and not (
+                isinstance(rates, dict) and all(_number(rates.get(slot)) for slot in results.get("slots") or [])):
+            return f"{where}'s 'rates' is {_kind(rates)}, not a number for each slot"
+        problem = _numbers_problem(info, where, "method over seeds" if over_seeds else "method")
+        if problem:
+            return problem
+    return None
+
+
+def _numbers_problem(data: dict, where: str, kind: str) -> Optional[str]:
+    """A field of ``data`` (``where`` in the results) that should be a number or null and is not."""
+    for key in _NUMBERS[kind]:
+        if data.get(key) is not None and not _number(data[key]):
+            owner = f"{where}'s " if where else ""
+            return f"{owner}{key!r} is {_kind(data[key])}, not a number"
+    return None
 
 
 def _remove_stale_sweeps(run_dir: Path, drawn: list[Path]) -> None:

@@ -8,7 +8,8 @@ The run folder (default runs/<scenario name>, or --out) receives the scenario as
 and as resolved, environment.json, trials.jsonl (one line per finished trial),
 final.jsonl, results.json and the plots. Exit codes: 0 done, 1 no results (every trial
 or final network failed; the reasons are counted), 2 bad input or a folder that cannot
-be written (nothing run, nothing lost), 130 interrupted (resume with --resume).
+be written (nothing run, nothing lost), 130 interrupted (Ctrl-C), 143 terminated (SIGTERM);
+after either, continue with --resume.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import signal
 import sys
 from pathlib import Path
 
@@ -104,18 +106,43 @@ class _Stdout:
         return getattr(self.stream, name)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill PID``, a batch system's time limit): the run stops as at Ctrl-C,
+    its folder resumable, its workers ended, and exits 143 (128 + SIGTERM)."""
+
+    code, what = 128 + signal.SIGTERM, "terminated (SIGTERM)"
+
+
+def _terminate(signum, frame) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
+    raise Terminated()
+
+
+def _stopped(e: KeyboardInterrupt) -> tuple[str, int]:
+    """What an interruption is called and its exit code: Ctrl-C's, or SIGTERM's."""
+    return (e.what, e.code) if isinstance(e, Terminated) else ("interrupted", 130)
+
+
 def main(argv=None) -> int:
     if not isinstance(sys.stdout, _Stdout) and sys.stdout is not None:
         sys.stdout = _Stdout(sys.stdout)
     args = parse_args(argv)
     args.argv = ["python", "-m", "search.run", *(sys.argv[1:] if argv is None else argv)]  # as run, for the record
     held: list = []  # the run folder, locked while this command writes it
+    try:  # only the main thread may handle signals (a test may call main from another)
+        before = signal.signal(signal.SIGTERM, _terminate)
+    except ValueError:
+        before = None
     try:
         return _main(args, held)
-    except KeyboardInterrupt:  # before the trials (while torch loads, say): nothing to resume
-        print("\ninterrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # before the trials (while torch loads, say), or between a seed's parts
+        what, code = _stopped(e)
+        resume = f"; continue with: {resume_command(args, held[0].path)}" if held else ""
+        print(f"\n{what}{resume}", file=sys.stderr)
+        return code
     finally:
+        if before is not None:
+            signal.signal(signal.SIGTERM, before)
         for folder in held:
             folder.unlock()
 
@@ -200,6 +227,9 @@ def _execute(args: argparse.Namespace, scenario, raw: dict, folder, experiment, 
         executor.close()
         print(f"error: {e}", file=sys.stderr)
         return 2, None
+    except BaseException:  # Ctrl-C or SIGTERM: the workers end too
+        executor.close()
+        raise
     if header:
         print(f"{scenario.name}: {plan_line(scenario, experiment.plan)}, "
               f"devices {', '.join(p['name'] for p in scenario.presets)}, device {device}; writing to {folder.path}")
@@ -214,11 +244,12 @@ def _execute(args: argparse.Namespace, scenario, raw: dict, folder, experiment, 
                              experiment.final_order(), seconds)
         folder.write_json("results.json", results)
         return 0, results
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         executor.close()
-        print(f"\ninterrupted; finished trials are in {folder.path / 'trials.jsonl'}. "
+        what, code = _stopped(e)
+        print(f"\n{what}; finished trials are in {folder.path / 'trials.jsonl'}. "
               f"Continue with: {resume_command(args, top)}", file=sys.stderr)
-        return 130, None
+        return code, None
     except ScenarioError as e:  # the folder stopped taking records: a full or read-only disk
         print(f"\nerror: {e}; the finished trials are in {folder.path / 'trials.jsonl'}. "
               f"Once it can be written, continue with: {resume_command(args, top)}", file=sys.stderr)

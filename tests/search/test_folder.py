@@ -177,9 +177,9 @@ def test_a_disk_that_fills_up_mid_run_keeps_every_finished_trial(tiny, tmp_path,
     out = tmp_path / "run"
     real_fsync, calls = os.fsync, []
 
-    def fsync(fd):  # the third record appended finds the disk full
+    def fsync(fd):  # after the three scenario files (each written whole), the second record finds the disk full
         calls.append(fd)
-        if len(calls) == 3:
+        if len(calls) == 5:
             raise OSError(errno.ENOSPC, "No space left on device")
         real_fsync(fd)
 

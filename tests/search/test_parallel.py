@@ -276,3 +276,35 @@ def test_workers_end_when_their_driver_is_killed(tiny, tmp_path, how):
     proc.wait(timeout=30)
     gone, alive = psutil.wait_procs(children, timeout=10)
     assert not alive, f"{len(alive)} worker(s) outlived their driver by 10 s"
+
+
+def test_closing_the_process_pool_ends_its_workers_before_it_returns(tiny):
+    """The pool is shut down whole, in order, while the driver still runs: trials in
+    flight (Ctrl-C, SIGTERM) have their workers ended, not waited for; idle workers
+    (a run that finished) exit. Nothing of the pool is left for the interpreter's exit,
+    where a resource tracker that died meanwhile would be relaunched and print a KeyError
+    for each of the pool's semaphores."""
+    scenario, _ = load_scenario(tiny(training={"epochs": 300, "lr": 0.01}))
+    executor = Processes(scenario.plain(), 2)
+    for trial_id in ("erm", "uniform-0.2"):  # a minute each
+        executor.submit({"id": trial_id, "method": "erm", "rates": [0.2, 0.2]})
+    workers = list(executor.pool._processes.values())
+    assert len(workers) == 2
+    busy = [psutil.Process(p.pid) for p in workers]
+    deadline = time.time() + 60
+    while time.time() < deadline and sum(p.cpu_times().user for p in busy) < 4:  # both imported and training
+        time.sleep(0.2)
+    start = time.time()
+    executor.close()
+    assert time.time() - start < 10 and not any(p.is_alive() for p in workers)
+    assert executor.pool._executor_manager_thread is None or not executor.pool._executor_manager_thread.is_alive()
+    executor.close()  # the experiment's finally, then the interruption's handler: twice is fine
+    # a pool whose work is done
+    quick, _ = load_scenario(tiny(training={"epochs": 1, "lr": 0.01}))
+    executor = Processes(quick.plain(), 2)
+    executor.submit({"id": "erm", "method": "erm", "rates": [0.0, 0.0]})
+    assert executor.next_finished()["status"] == "ok"
+    workers = list(executor.pool._processes.values())
+    assert workers and all(p.is_alive() for p in workers)
+    executor.close()
+    assert not any(p.is_alive() for p in workers)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from search import figures, plot
+from search.folder import PLOT_FILES
 
 LABELS = {"bayesft": "BayesFT (Bayesian search)", "erm": "no dropout (ERM)", "uniform": "best uniform dropout",
           "random": "random search", "hardware_aware": "hardware-aware training"}
@@ -187,3 +188,51 @@ def test_a_run_of_one_preset_gets_no_side_by_side_plot(tmp_path):
     res["results"] += [{**row, "preset": "ideal"} for row in res["results"]]
     (tmp_path / "results.json").write_text(json.dumps(res))
     assert "technologies.png" in {p.name for p in plot.plot_run(tmp_path)}
+
+
+def test_a_results_json_of_the_wrong_shape_is_one_line(done, tmp_path, capsys):
+    import json
+
+    _, run = done
+    good = json.loads((run / "results.json").read_text())
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "trials.jsonl").write_bytes((run / "trials.jsonl").read_bytes())
+    wrong = {"'results' is a string, not a list": {"results": "x"},
+             "results[0] is a number, not an object": {"results": [1, 2]},
+             "'objective_times' is a number, not a list of numbers": {"objective_times": 5},
+             "results[0]'s 'mean' is a string, not a number": {"results": [{**good["results"][0], "mean": "0.9"}]},
+             "methods['erm'] is a list, not an object": {"methods": {**good["methods"], "erm": []}},
+             "'chance' is a string, not a number": {"chance": "a tenth"}}
+    for problem, change in wrong.items():
+        (folder / "results.json").write_text(json.dumps({**good, **change}))
+        assert plot.main([str(folder)]) == 2
+        assert capsys.readouterr().err.strip() == (f"error: {folder / 'results.json'}: {problem}; is it a results.json "
+                                                   "written by python -m search.run?")
+    (folder / "results.json").write_text("[1, 2]")
+    assert plot.main([str(folder)]) == 2
+    assert "results.json: it holds a list, not an object" in capsys.readouterr().err
+    assert not list(folder.glob("*.png"))
+
+
+def test_a_run_over_seeds_stopped_before_its_summary_gets_the_finished_seeds_plots(done, tmp_path, capsys):
+    import yaml
+
+    _, run = done
+    top = tmp_path / "seeds"
+    for seed in (0, 1):
+        (top / f"seed-{seed}").mkdir(parents=True)
+    resolved = yaml.safe_load((run / "resolved.yaml").read_text())
+    (top / "resolved.yaml").write_text(yaml.safe_dump({**resolved, "seeds": [0, 1, 2], "output": str(top)}))
+    for name in ("results.json", "trials.jsonl", "final.jsonl"):  # seed 0 finished
+        (top / "seed-0" / name).write_bytes((run / name).read_bytes())
+    trials = (run / "trials.jsonl").read_text().splitlines(keepends=True)
+    (top / "seed-1" / "trials.jsonl").write_text("".join(trials[:1]))  # seed 1 stopped early; seed 2 never began
+    assert plot.main([str(top)]) == 0
+    assert {p.name for p in (top / "seed-0").glob("*.png")} == set(PLOT_FILES)
+    assert not list(top.glob("*.png")) and not list((top / "seed-1").glob("*.png"))
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert err.startswith(f"note: {top}: the run over seeds has not finished (seed-1 unfinished, seed-2 not "
+                          "started): drew the plots of seed-0; the summary over seeds is drawn once the run is "
+                          "finished: python -m search.run ") and err.endswith(" --resume")
