@@ -13,6 +13,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from run_helpers import wait_for_trials
 
 import search.run
 from search.config import load_scenario
@@ -136,10 +137,7 @@ def test_ctrl_c_stops_the_workers_quietly(tiny, tmp_path, how):
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             start_new_session=True,  # its own group, as a terminal's foreground job
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    log = out / "trials.jsonl"
-    deadline = time.time() + 120
-    while time.time() < deadline and (not log.exists() or len(log.read_text().splitlines()) < 2):
-        time.sleep(0.05)
+    wait_for_trials(out, 2)
     os.killpg(proc.pid, signal.SIGINT)  # while both workers are in a trial
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err

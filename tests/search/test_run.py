@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from run_helpers import SMALL
+from run_helpers import SMALL, wait_for_trials
 
 import search.plot
 import search.run
@@ -278,10 +278,7 @@ def test_ctrl_c_stops_the_run_and_names_the_command_that_resumes_it(tiny, tmp_pa
     # SIGINT as a terminal's Ctrl-C sends it (a background job of a script would ignore it)
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    log = out / "trials.jsonl"
-    deadline = time.time() + 120
-    while time.time() < deadline and (not log.exists() or len(log.read_text().splitlines()) < 2):
-        time.sleep(0.05)
+    wait_for_trials(out, 2)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
@@ -364,9 +361,7 @@ def test_resume_after_sigkill_loses_and_repeats_nothing(tiny, tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     log = out / "trials.jsonl"
-    deadline = time.time() + 120
-    while time.time() < deadline and (not log.exists() or len(log.read_text().splitlines()) < 5):
-        time.sleep(0.05)
+    wait_for_trials(out, 5)
     time.sleep(0.3)  # into the middle of the next trial
     proc.send_signal(signal.SIGKILL)
     proc.wait()

@@ -6,11 +6,10 @@ import shlex
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from run_helpers import SMALL, lines
+from run_helpers import SMALL, lines, wait_for_trials
 
 import search.run
 
@@ -26,9 +25,7 @@ def test_sigterm_stops_the_run_like_ctrl_c_and_names_the_command_that_resumes_it
     proc = subprocess.Popen([sys.executable, "-m", "search.run", str(path), "--out", str(out), "--quiet"],
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     log = out / "trials.jsonl"
-    deadline = time.time() + 120
-    while time.time() < deadline and (not log.exists() or len(log.read_text().splitlines()) < 2):
-        time.sleep(0.05)
+    wait_for_trials(out, 2)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err
