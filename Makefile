@@ -2,10 +2,22 @@
 # .venv exists, matches the requirement files and holds this project installed in
 # editable mode (a stamped, idempotent step), so that `python -m search.run`,
 # `import crossbar` and the scripts in bench/ and examples/ work from any folder.
-PYTHON ?= $(shell command -v python3.11 || command -v python3)
+# PYTHON: a Python 3.12 or 3.13 that runs (tools/find-python says where it looks); set it
+# to choose another: make test PYTHON=/path/to/python3.12
+ifeq ($(origin PYTHON),undefined)
+PYTHON := $(shell sh tools/find-python)
+endif
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+
+# A .venv whose Python no longer runs or is not 3.12/3.13 (one made for the Python 3.11
+# stack before) loses its stamp, so the rule below rebuilds it instead of mixing stacks.
+ifneq ($(wildcard $(STAMP)),)
+ifeq ($(shell sh tools/find-python --check $(PY) 2>/dev/null && echo ok),)
+$(shell rm -f $(STAMP))
+endif
+endif
 
 .PHONY: run demo test lint venv bench clean-venv
 
@@ -38,14 +50,15 @@ bench: $(STAMP)
 
 venv: $(STAMP)
 
-# Rebuilt when the requirement files change or when .venv was made by another Python.
+# Rebuilt when the requirement files change or when .venv was made by another Python
+# version than PYTHON's.
 # pip is idempotent, so an interrupted install simply runs again next time. The project
 # itself is installed without build isolation: its build needs setuptools and wheel,
 # pinned in requirements-dev.txt, and no download.
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
-	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if v == (3, 11) else "Python 3.11 is required (aihwkit 1.1.0 wheels); found %d.%d at $(PYTHON). Set PYTHON=/path/to/python3.11." % v)'
-	@if [ -x $(PY) ] && $(PY) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then :; else \
-		rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); fi
+	@sh tools/find-python --check "$(PYTHON)"
+	@if [ -x $(PY) ] && [ "$$($(PY) -c 'import sys; print(sys.version_info[:2])' 2>/dev/null)" = "$$($(PYTHON) -c 'import sys; print(sys.version_info[:2])')" ]; then :; else \
+		echo "making $(VENV) with $(PYTHON)"; rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); fi
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-dev.txt -c constraints.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@touch $(STAMP)

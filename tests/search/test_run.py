@@ -76,7 +76,10 @@ def test_tiny_search_end_to_end(finished, capsys):
     logn = [r["mean"] for r in rows if r["method"] == "erm" and r["preset"] == "lognormal"]
     assert len(set(logn)) == 1
     env = json.loads((run / "environment.json").read_text())
-    assert (env["seed"] == 3 and env["packages"]["aihwkit"] == "1.1.0"
+    pinned = dict(line.split("==") for line in (ROOT / "requirements.txt").read_text().splitlines()
+                  if "==" in line and not line.startswith("#"))
+    assert env["packages"]["aihwkit"] == pinned["aihwkit"] and env["packages"]["torch"].startswith(pinned["torch"])
+    assert (env["seed"] == 3
             and env["device"] == ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
