@@ -3,6 +3,27 @@ import torch
 from torch import nn
 
 
+def pytest_sessionstart(session):
+    """The fidelity tests run aihwkit's compiled (C++) tiles. With a torch other than the
+    one its extension was built for, the import works but every tile fails (aihwkit 1.2.0
+    with torch 2.10-2.12: "tensor does not have a device"): say so once, before any test."""
+    import aihwkit
+    from aihwkit.simulator.configs import InferenceRPUConfig
+    from aihwkit.simulator.tiles.inference import InferenceTile
+
+    weights = torch.arange(8.0).reshape(2, 4) / 8
+    try:
+        tile = InferenceTile(2, 4, rpu_config=InferenceRPUConfig())
+        tile.set_weights(weights)
+        problem = None if torch.equal(tile.get_weights()[0], weights) else "weights read back wrong"
+    except RuntimeError as error:
+        problem = str(error).splitlines()[0]
+    if problem:
+        pytest.exit(f"aihwkit {aihwkit.__version__}'s compiled tiles do not work with torch {torch.__version__} "
+                    f"({problem}); "
+                    "install the pinned stack: make venv (requirements.txt)", returncode=3)
+
+
 @pytest.fixture(scope="session")
 def digits_split():
     """scikit-learn's bundled digits (no download), split 1,200 / 597, fixed seed."""
