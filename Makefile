@@ -61,6 +61,7 @@ $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 		echo "making $(VENV) with $(PYTHON)"; rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); fi
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-dev.txt -c constraints.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	sh tools/build-cacti $(PY)
 	@touch $(STAMP)
 
 clean-venv:

@@ -14,6 +14,7 @@ The user-facing API (``__all__``; names are stable):
   (:class:`ProgrammedArray`) for the devices alone.
 - aihwkit-style noise models of our own: :class:`IdealNoiseModel`,
   :class:`LogNormalDriftNoiseModel`.
+- costs: :func:`macro_cost` (:class:`MacroCost`), the power and area of a macro.
 - :func:`parse_duration`, :func:`readable`: times as people write them (``"1d"``) and back.
 
 Where things are: ``physics`` (the kinds of device physics), ``groups`` (a preset's
@@ -21,12 +22,13 @@ settings), ``presets`` (the :class:`Preset` model), ``catalog`` (the named prese
 ``arrays`` (conductances, faults, drift compensation), ``periphery``, ``lines`` and
 ``inputs`` (DAC, ADC, tiles, array effects), ``kernels`` and ``rng`` (compiled loops,
 noise streams), ``layers``, ``model``, ``mapping`` (convert), ``pooling``, ``evaluate``,
-``metrics``; ``common`` and ``durations`` hold what models/ and search/ share. Their
+``metrics``, ``cost``; ``common`` and ``durations`` hold what models/ and search/ share. Their
 other names are importable from there.
 """
 
 from .arrays import ProgrammedArray, program, sample_weights
 from .catalog import get_preset, list_presets, make_preset, preset, register_preset
+from .cost import MacroCost, macro_cost
 from .durations import parse_duration, readable
 from .evaluate import evaluate
 from .layers import CrossbarConv2d, CrossbarLinear
@@ -44,6 +46,7 @@ __all__ = [
     "CrossbarModel",
     "FAULT_PROFILES",
     "IdealNoiseModel",
+    "MacroCost",
     "LogNormalDriftNoiseModel",
     "METRICS",
     "Metric",
@@ -56,6 +59,7 @@ __all__ = [
     "get_metric",
     "get_preset",
     "list_presets",
+    "macro_cost",
     "make_preset",
     "mapped_layers",
     "parse_duration",

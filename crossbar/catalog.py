@@ -56,6 +56,29 @@ for _spec in (
         description="BayesFT weight drift w' = w exp(theta), theta ~ N(0, sigma^2) "
         "(Ye et al., DAC 2021); time-independent",
     ),
+    dict(
+        name="isaac",
+        physics="ideal",
+        g_converter="single_device",
+        g_min=0.5,
+        g_max=3.4,
+        max_in=128,
+        max_out=16,
+        weight_bits=16,
+        bits_per_cell=2,
+        input_bits=16,
+        bits_per_input_cycle=1,
+        adc_bits=8,
+        cols_per_adc=128,
+        read_time=100e-9,
+        read_voltage=0.1,
+        tech_node=32,
+        cell_area=0.0002 / (8 * 128 * 128) * 1e6,
+        components="isaac",
+        description="ISAAC-CE (Shafiee et al., ISCA 2016): 128x128 arrays of 2-bit cells, 16-bit weights on 8 "
+        "cells, 16-bit inputs one bit a 100 ns cycle, one 8-bit ADC an array, 32 nm; exact devices of "
+        "0.5-3.4 uS read at 0.1 V (docs/cost.md)",
+    ),
 ):
     register_preset(Preset(**_spec))
 

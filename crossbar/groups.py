@@ -14,6 +14,7 @@ meaning of aihwkit's ``IOParameters`` (0 means off or unbounded).
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -165,6 +166,105 @@ class ArrayEffects(Group):
     )
 
 
+#: The technology nodes (nm) the component library scales between
+#: (``hwcomponents.scaling``'s table, checked by the tests against the installed library).
+TECH_NODE_RANGE_NM = (7.0, 130.0)
+
+#: Which component models price the periphery: ``generic`` (the ADC survey's model, a
+#: ladder DAC, CACTI registers) or ``isaac`` (ISAAC's ADC, DAC and shift-add as
+#: ``hwcomponents-library`` packages them). See docs/cost.md.
+COMPONENT_SETS = ("generic", "isaac")
+
+
+def bits_of(res: float) -> float:
+    """The bits of a converter with aihwkit's resolution ``res`` = 1 / (2**bits - 2)."""
+    return math.log2(1.0 / res + 2.0)
+
+
+class Architecture(Group):
+    """How the chip frames the analog product digitally, and what a cost needs to know of
+    it: weights sliced over cells, inputs streamed in bits, the ADCs, the read cycle,
+    the technology node. Unset (the default), a weight is one analog device (pair) and
+    an input one conversion of the DAC of ``inp_res``, as in aihwkit, and the simulation
+    is today's."""
+
+    weight_bits: Optional[int] = Field(None, ge=1, le=32, description="bits a weight is stored with over its cells")
+    bits_per_cell: Optional[int] = Field(None, ge=1, le=8, description="bits a cell holds (weights sliced)")
+    input_bits: Optional[int] = Field(None, ge=1, le=32, description="bits of an input (sign excluded)")
+    bits_per_input_cycle: Optional[int] = Field(None, ge=1, le=32, description="bits a DAC converts a cycle")
+    adc_bits: Optional[int] = Field(None, ge=1, le=16, description="bits of an ADC; unset: from out_res")
+    cols_per_adc: int = Field(1, ge=1, description="columns that share one ADC, read one after the other")
+    read_time: Optional[float] = Field(None, gt=0, description="seconds an array is read per cycle")
+    read_voltage: Optional[float] = Field(None, gt=0, description="volts across a cell whose input is at full scale")
+    tech_node: Optional[float] = Field(None, description="technology node of the periphery, nm")
+    cell_area: Optional[float] = Field(None, gt=0, description="um^2 of one device; unset: 4 F^2 at tech_node")
+    components: Literal["generic", "isaac"] = Field("generic", description="which component models price the periphery")
+
+    @model_validator(mode="after")
+    def _divides(self) -> "Architecture":
+        pairs = (("weight_bits", "bits_per_cell", "cells"), ("input_bits", "bits_per_input_cycle", "cycles"))
+        for bits, per, what in pairs:
+            total, part = getattr(self, bits), getattr(self, per)
+            if part is not None and total is None:
+                raise ValueError(f"{per} needs {bits} (the {what} are {bits} / {per})")
+            if part is not None and total % part:
+                raise ValueError(f"{bits} = {total} is not a multiple of {per} = {part}; allowed: a divisor of "
+                                 f"{total} ({', '.join(str(d) for d in range(1, total + 1) if total % d == 0)})")
+        if self.tech_node is not None and not TECH_NODE_RANGE_NM[0] <= self.tech_node <= TECH_NODE_RANGE_NM[1]:
+            raise ValueError(f"tech_node = {self.tech_node:g} nm lies outside the component library's range; "
+                             f"allowed: {TECH_NODE_RANGE_NM[0]:g} to {TECH_NODE_RANGE_NM[1]:g} nm")
+        return self
+
+    @property
+    def sliced(self) -> bool:
+        """Weights on more than one cell, or inputs in more than one cycle: what the
+        simulator does not run yet."""
+        return self.slices > 1 or self.input_cycles > 1
+
+    @property
+    def slices(self) -> int:
+        """Cells (columns) of one weight."""
+        return self.weight_bits // self.bits_per_cell if self.bits_per_cell else 1
+
+    @property
+    def input_cycles(self) -> int:
+        """Read cycles of one input vector."""
+        return self.input_bits // self.bits_per_input_cycle if self.bits_per_input_cycle else 1
+
+
+def check_architecture(arch: Architecture, periphery: PeripherySettings, levels: Any) -> None:
+    """A converter's bits given twice (the architecture's and the periphery's
+    resolution) must agree, so that a cost never describes another chip than the
+    simulation."""
+    if arch.weight_bits is not None and arch.bits_per_cell is None:
+        raise ValueError(f"weight_bits = {arch.weight_bits} needs bits_per_cell (the bits a cell holds; "
+                         f"{arch.weight_bits} for one cell a weight)")
+    if arch.slices == 1 and arch.bits_per_cell is not None and levels != 2**arch.bits_per_cell:
+        raise ValueError(f"bits_per_cell = {arch.bits_per_cell} on one cell a weight describes "
+                         f"{2**arch.bits_per_cell} conductance levels the simulation does not have; set levels = "
+                         f"{2**arch.bits_per_cell}, or leave weight_bits and bits_per_cell unset")
+    for bits, res, bound, unsliced in (
+        ("input_bits", "inp_res", "inp_bound", arch.input_cycles == 1),
+        ("adc_bits", "out_res", "out_bound", arch.slices == 1 and arch.input_cycles == 1),
+    ):
+        given = getattr(arch, bits)
+        if given is None or not unsliced:
+            continue
+        resolution = getattr(periphery, res)
+        wanted = 1.0 / (2**given - 2) if given > 1 else None
+        if resolution == 0:
+            hint = (f"set {res} = 1/(2**{given} - 2) = {wanted:.6g} and {bound} > 0" if wanted
+                    else f"a 1-bit converter has no {res}; use 2 bits or more")
+            raise ValueError(f"{bits} = {given} describes a converter the simulation does not have ({res} is 0, "
+                             f"exact); {hint}, or leave {bits} unset")
+        if wanted is None or not math.isclose(resolution, wanted, rel_tol=1e-6):
+            raise ValueError(f"{bits} = {given} disagrees with {res} = {resolution:g} (a "
+                             f"{bits_of(resolution):.3g}-bit converter in aihwkit's terms, 1/(2**bits - 2)); "
+                             f"allowed: {res} = "
+                             f"{wanted if wanted else 'none'}, or leave {bits} unset")
+
+
+
 #: The groups of a preset, by attribute name, in the order of a flat listing.
 GROUPS: dict[str, type[Group]] = {
     "mapping": ConductanceMapping,
@@ -172,6 +272,7 @@ GROUPS: dict[str, type[Group]] = {
     "tiles": Tiles,
     "periphery": PeripherySettings,
     "effects": ArrayEffects,
+    "architecture": Architecture,
 }
 
 #: Each flat field's group.

@@ -53,11 +53,13 @@ from .groups import (
     GROUPS,
     IR_DROP_G_RATIO,
     NUMERIC_ARRAY_FIELDS,
+    Architecture,
     ArrayEffects,
     ConductanceMapping,
     PeripherySettings,
     StuckAt,
     Tiles,
+    check_architecture,
     nest,
 )
 from .physics import ALL_PARAMS, PHYSICS, Physics
@@ -110,7 +112,7 @@ class Preset(BaseModel):
 
     Fields: ``name``, ``description``, ``physics`` (a kind of :data:`crossbar.physics.PHYSICS`),
     ``params`` (its parameters that are set; they read flat: ``preset.sigma``), and the
-    groups ``mapping``, ``stuck_at``, ``tiles``, ``periphery`` and ``effects``
+    groups ``mapping``, ``stuck_at``, ``tiles``, ``periphery``, ``effects`` and ``architecture``
     (:mod:`crossbar.groups`), whose fields read flat too (``preset.g_max`` is
     ``preset.mapping.g_max``). Unset physics parameters take the aihwkit noise model's
     own default; :meth:`full_spec` lists the values used.
@@ -128,6 +130,7 @@ class Preset(BaseModel):
     tiles: Tiles = Field(default_factory=Tiles)
     periphery: PeripherySettings = Field(default_factory=PeripherySettings)
     effects: ArrayEffects = Field(default_factory=ArrayEffects)
+    architecture: Architecture = Field(default_factory=Architecture)
 
     _noise_model: Optional[BaseNoiseModel] = PrivateAttr(None)
 
@@ -187,6 +190,7 @@ class Preset(BaseModel):
         elif self.f_lst is not None:
             raise ValueError("f_lst only applies to g_converter 'dual_pair' or 'n_pair'")
         self._check_array_effects()
+        check_architecture(self.architecture, self.periphery, self.levels)
         return self
 
     def _check_array_effects(self) -> None:
@@ -312,6 +316,9 @@ class Preset(BaseModel):
             del data["f_lst"]
         data.update(self.kind.resolved_params(self.noise_model))
         data.update(self.array_effects)  # only those switched on: off, a device is as it always was
+        for name, info in Architecture.model_fields.items():  # likewise the architecture: only what is set
+            if data.get(name) == info.default:
+                del data[name]
         return data
 
     def changes_from(self, base: "Preset") -> dict[str, Any]:
@@ -343,6 +350,13 @@ class Preset(BaseModel):
             )
         allowed = self.times
         label = repr(self.name) if self.name == self.physics else f"{self.name!r} ({self.physics})"
+        arch = self.architecture
+        if arch.sliced:
+            raise ValueError(
+                f"preset {label} slices a weight over {arch.slices} cell(s) and an input over {arch.input_cycles} "
+                f"cycle(s), which the simulator does not run yet; crossbar.macro_cost prices it; to simulate, "
+                f"leave bits_per_cell and bits_per_input_cycle unset"
+            )
         if allowed is not None and t not in allowed:
             raise ValueError(
                 f"preset {label} is only defined at t_inference = {', '.join(in_words(a) for a in allowed)}; "

@@ -90,7 +90,7 @@ def test_custom_presets_from_plain_mappings():
 @pytest.mark.parametrize(
     "call, match",
     [
-        (lambda: crossbar.get_preset("rram"), r"unknown preset 'rram'; valid presets: ideal, lognormal, pcm"),
+        (lambda: crossbar.get_preset("rram"), r"unknown preset 'rram'; valid presets: ideal, isaac, lognormal, pcm"),
         (lambda: crossbar.get_preset("pcm", p_sa0=1.5), r"p_sa0.*less than or equal to 1"),
         (lambda: crossbar.get_preset("pcm", p_sa1=-0.1), r"p_sa1.*greater than or equal to 0"),
         (lambda: crossbar.get_preset("pcm", p_sa0=0.7, p_sa1=0.4), r"p_sa0 \+ p_sa1 = 1.1 exceeds 1"),
