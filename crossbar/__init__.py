@@ -14,7 +14,8 @@ The user-facing API (``__all__``; names are stable):
   (:class:`ProgrammedArray`) for the devices alone.
 - aihwkit-style noise models of our own: :class:`IdealNoiseModel`,
   :class:`LogNormalDriftNoiseModel`.
-- costs: :func:`macro_cost` (:class:`MacroCost`), the power and area of a macro.
+- costs: :func:`cost` (:class:`InferenceCost`), energy, latency and area of an inference by
+  layer and component; :func:`macro_cost` (:class:`MacroCost`), the power and area of a macro.
 - :func:`parse_duration`, :func:`readable`: times as people write them (``"1d"``) and back.
 
 Where things are: ``physics`` (the kinds of device physics), ``groups`` (a preset's
@@ -22,7 +23,7 @@ settings), ``presets`` (the :class:`Preset` model), ``catalog`` (the named prese
 ``arrays`` (conductances, faults, drift compensation), ``periphery``, ``lines`` and
 ``inputs`` (DAC, ADC, tiles, array effects), ``kernels`` and ``rng`` (compiled loops,
 noise streams), ``layers``, ``model``, ``mapping`` (convert), ``pooling``, ``evaluate``,
-``metrics``, ``cost``; ``common`` and ``durations`` hold what models/ and search/ share. Their
+``metrics``, ``cost`` and ``inference_cost``; ``common`` and ``durations`` hold what models/ and search/ share. Their
 other names are importable from there.
 """
 
@@ -31,6 +32,7 @@ from .catalog import get_preset, list_presets, make_preset, preset, register_pre
 from .cost import MacroCost, macro_cost
 from .durations import parse_duration, readable
 from .evaluate import evaluate
+from .inference_cost import InferenceCost, cost
 from .layers import CrossbarConv2d, CrossbarLinear
 from .mapping import convert, mapped_layers, unmapped_layers
 from .metrics import METRICS, Metric, get_metric, register_metric
@@ -46,6 +48,7 @@ __all__ = [
     "CrossbarModel",
     "FAULT_PROFILES",
     "IdealNoiseModel",
+    "InferenceCost",
     "MacroCost",
     "LogNormalDriftNoiseModel",
     "METRICS",
@@ -55,6 +58,7 @@ __all__ = [
     "Preset",
     "ProgrammedArray",
     "convert",
+    "cost",
     "evaluate",
     "get_metric",
     "get_preset",

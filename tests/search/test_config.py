@@ -53,8 +53,8 @@ def test_readable_round_trip():
      "n_trials, n_initial, acq_func, xi, kappa, bounds, warm_start, space"),
     ({"search": {"bounds": [0.5, 0.2]}}, "search.bounds: must be [low, high] with 0 <= low < high < 1"),
     ({"search": {"n_trials": 2, "n_initial": 5}}, "search.n_initial (5) must not exceed search.n_trials (2)"),
-    ({"devices": ["nope"]}, "devices[0]: unknown preset 'nope'; valid presets: ideal, isaac, lognormal, pcm, reram_cmo, "
-     "reram_wan2022"),
+    ({"devices": ["nope"]}, "devices[0]: unknown preset 'nope'; valid presets: ideal, isaac, lognormal, pcm, "
+     "reram_cmo, reram_wan2022"),
     ({"devices": [{"base": "pcm", "g_max": -1, "name": "x"}]}, "devices[0]: preset 'x': g_max"),
     ({"devices": [{"base": "pcm"}]}, "devices[0]: a custom preset needs a name"),
     ({"devices": ["pcm", "pcm"]}, "device names must be unique; repeated: pcm"),

@@ -1,0 +1,280 @@
+"""What one inference of a network costs on the chip a preset describes:
+:func:`cost`, energy (J), latency (s) and area (mm²) by layer and component.
+
+The periphery's figures are :func:`crossbar.macro_cost`'s, counted per inference: a
+DAC conversion per tile row and input vector, an ADC conversion and a sample per tile
+column and vector, register reads and writes of each input and output word, and a
+digital add where tiles split a layer's inputs. The array's read energy is the
+physics, ``V² G t`` per cell and vector: the conductances of each simulated chip at
+the time asked (so drift, faults and levels move it) and the layer's actual inputs, each
+vector at the DAC's full scale ``read_voltage`` where its largest |value| is (aihwkit's
+noise management), so that zero inputs cost nothing. The inputs are those of the
+digital network (one clean pass), not each chip's own. docs/cost.md has the model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .arrays import ProgrammedArray, tile_grid
+from .catalog import resolve_preset
+from .common import check_n_chips, check_seed
+from .cost import macro_cost
+from .mapping import mapped_layers, unmapped_layers
+
+__all__ = ["InferenceCost", "cost"]
+
+#: The components of a layer's row in :class:`InferenceCost`, in table order.
+COMPONENTS = ("crossbar", "DAC", "ADC", "sample-and-hold", "shift-add", "accumulation", "input register",
+              "output register")
+
+
+@lru_cache(maxsize=64)
+def _adder(width: int, tech_node_m: float) -> float:
+    from hwcomponents_library import AladdinAdder
+
+    return AladdinAdder(tech_node=tech_node_m, width=width).add().energy
+
+
+@dataclass(frozen=True)
+class InferenceCost:
+    """The cost of one inference (the mean over the inputs given), by layer and
+    component. ``energy_j`` is the mean over chips; ``chip_energy_j`` each chip's;
+    ``rows``: ``{layer, component, count, energy_j}`` with ``count`` the actions per
+    inference."""
+
+    preset: str
+    t_inference: float
+    n_inputs: int
+    rows: tuple[dict, ...]
+    chip_energy_j: np.ndarray
+    latency_s: float
+    area_mm2: float
+    macs: float
+    digital: tuple[str, ...]
+
+    @property
+    def energy_j(self) -> float:
+        return float(self.chip_energy_j.mean())
+
+    @property
+    def ops(self) -> float:
+        """Operations per inference, 1 MAC = 2 ops (the mapped layers')."""
+        return 2.0 * self.macs
+
+    @property
+    def tops_per_w(self) -> float:
+        return self.ops / self.energy_j / 1e12
+
+    @property
+    def tops_per_mm2(self) -> float:
+        return self.ops / self.latency_s / self.area_mm2 / 1e12
+
+    def by_component(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for row in self.rows:
+            out[row["component"]] = out.get(row["component"], 0.0) + row["energy_j"]
+        return out
+
+    def by_layer(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for row in self.rows:
+            out[row["layer"]] = out.get(row["layer"], 0.0) + row["energy_j"]
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"preset": self.preset, "t_inference": self.t_inference, "n_inputs": self.n_inputs,
+                "energy_j": self.energy_j, "chip_energy_j": self.chip_energy_j.tolist(),
+                "latency_s": self.latency_s, "area_mm2": self.area_mm2, "macs": self.macs, "ops": self.ops,
+                "tops_per_w": self.tops_per_w, "tops_per_mm2": self.tops_per_mm2, "digital": list(self.digital),
+                "rows": [dict(r) for r in self.rows]}
+
+    def table(self) -> str:
+        total = self.energy_j
+        lines = [f"{self.preset} at {self.t_inference:g} s, per inference (mean over {self.n_inputs} inputs and "
+                 f"{len(self.chip_energy_j)} chip(s)): {total * 1e9:.4g} nJ, {self.latency_s * 1e6:.4g} us, "
+                 f"{self.area_mm2:.4g} mm2; {self.ops:.4g} ops (1 MAC = 2 ops): {self.tops_per_w:.3g} TOPS/W, "
+                 f"{self.tops_per_mm2:.3g} TOPS/mm2",
+                 f"{'layer':<14} {'component':<16} {'count':>12} {'energy nJ':>11} {'share':>6}"]
+        for row in self.rows:
+            lines.append(f"{row['layer']:<14} {row['component']:<16} {row['count']:>12.4g} "
+                         f"{row['energy_j'] * 1e9:>11.4g} {row['energy_j'] / total:>6.1%}")
+        if self.digital:
+            lines.append(f"left digital, not priced: {', '.join(self.digital)}")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.table()
+
+
+def _batches(inputs: Any) -> Iterable[Tensor]:
+    if isinstance(inputs, Tensor):
+        yield inputs
+        return
+    if isinstance(inputs, (tuple, list)) and len(inputs) == 2 and isinstance(inputs[0], Tensor):
+        yield inputs[0]
+        return
+    if isinstance(inputs, torch.utils.data.DataLoader):
+        for batch in inputs:
+            yield batch[0] if isinstance(batch, (tuple, list)) else batch
+        return
+    raise ValueError(f"inputs must be a tensor, an (inputs, labels) pair or a DataLoader, got {type(inputs).__name__}")
+
+
+class _Rows:
+    """Per tile of one layer: the sum over vectors of each row's squared input at the
+    DAC's scale, and the vector count."""
+
+    def __init__(self, layer: nn.Module, tiles: list[tuple[int, int, int, int]]):
+        self.layer = layer
+        self.slices = sorted({(i0, i1) for _, _, i0, i1 in tiles})
+        self.u = {s: torch.zeros(s[1] - s[0], dtype=torch.float64) for s in self.slices}
+        self.vectors = 0
+
+    def add(self, x: Tensor) -> None:
+        layer = self.layer
+        if isinstance(layer, nn.Conv2d):
+            if layer.padding_mode != "zeros":  # as nn.Conv2d pads
+                x = F.pad(x, layer._reversed_padding_repeated_twice, mode=layer.padding_mode)
+                padding: Any = (0, 0)
+            else:
+                padding = layer.padding if not isinstance(layer.padding, str) else _same_padding(layer)
+            v = F.unfold(x, layer.kernel_size, layer.dilation, padding, layer.stride)  # (B, k, L)
+            v = v.transpose(1, 2).reshape(-1, v.shape[1])
+        else:
+            v = x.reshape(-1, x.shape[-1])
+        v = v.detach().to(torch.float64)
+        self.vectors += v.shape[0]
+        for i0, i1 in self.slices:
+            part = v[:, i0:i1]
+            top = part.abs().amax(dim=1, keepdim=True)
+            scaled = part / top.clamp_min(torch.finfo(torch.float64).tiny)  # an all-zero vector stays 0
+            self.u[(i0, i1)] += (scaled * scaled).sum(0)
+
+
+def _same_padding(layer: nn.Conv2d) -> tuple[int, int]:
+    if layer.padding == "valid":
+        return (0, 0)
+    return tuple(d * (k - 1) // 2 for k, d in zip(layer.kernel_size, layer.dilation))  # type: ignore[return-value]
+
+
+def cost(
+    model: nn.Module,
+    preset: Any,
+    inputs: Any,
+    t_inference: Any = "1s",
+    n_chips: int = 1,
+    seed: int = 0,
+) -> InferenceCost:
+    """Energy, latency and area of one inference of ``model`` on the chip ``preset``
+    describes, by layer and component (:class:`InferenceCost`; ``print`` it).
+
+    Args:
+        model: the digital network (as for :func:`crossbar.evaluate`).
+        preset: a name, mapping or :class:`crossbar.Preset` whose architecture gives the
+            read time, read voltage, node and converters (:func:`crossbar.macro_cost`).
+        inputs: a tensor of inputs, an ``(inputs, labels)`` pair or a DataLoader: the
+            cost is the mean over them.
+        t_inference: the time since programming whose conductances are read.
+        n_chips, seed: the simulated chips, the same as :func:`crossbar.evaluate`'s
+            for the same seed.
+
+    The chip has one array per tile, all of a layer's tiles read in parallel, vectors
+    one after another, layers one after another: latency is the sum over layers of
+    vectors x input cycles x the macro's cycle, and area the macro of all the tiles.
+    """
+    preset = resolve_preset(preset)
+    t = preset.check_time(t_inference)
+    n_chips = check_n_chips(n_chips)
+    seed = check_seed(seed)
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    one = macro_cost(preset, 1)  # checks the architecture's fields before any work
+    layers: dict[int, tuple[str, nn.Module]] = {}
+    for name, layer in mapped_layers(model):
+        layers.setdefault(id(layer), (name or type(model).__name__, layer))
+    if not layers:
+        raise ValueError(f"model ({type(model).__name__}) has no nn.Linear or nn.Conv2d layer to price")
+    for name, layer in layers.values():
+        if isinstance(layer, nn.Conv2d) and layer.groups != 1:
+            raise ValueError(f"layer {name!r}: a grouped convolution (groups={layer.groups}) is not priced; "
+                             f"allowed: groups=1")
+    tiles = {key: tile_grid(layer.weight.shape[0], layer.weight[0].numel(), preset.max_out, preset.max_in)
+             for key, (_, layer) in layers.items()}
+    rows = {key: _Rows(layer, tiles[key]) for key, (_, layer) in layers.items()}
+    hooks = [layer.register_forward_pre_hook(lambda m, args, key=key: rows[key].add(args[0]))
+             for key, (_, layer) in layers.items()]
+    n_inputs = 0
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for batch in _batches(inputs):
+                if not isinstance(batch, Tensor) or not batch.is_floating_point() or batch.shape[0] == 0:
+                    raise ValueError("inputs must hold a floating-point tensor with at least one input")
+                n_inputs += batch.shape[0]
+                model(batch)
+    finally:
+        for hook in hooks:
+            hook.remove()
+        model.train(was_training)
+
+    arch, layout = preset.architecture, one.layout
+    per_action = {p.component: p.energy_per_action_j for p in one.parts}
+    node = layout["tech_node_nm"] * 1e-9
+    add_energy = _adder(layout["output_bits"], node)
+    g_scale = arch.read_voltage**2 * arch.read_time * 1e-6  # uS -> S
+    out_rows: list[dict] = []
+    chip_energy = np.zeros(n_chips)
+    latency, n_tiles, macs = 0.0, 0, 0.0
+    cycles = arch.input_cycles
+    for index, (key, (name, layer)) in enumerate(layers.items()):
+        r = rows[key]
+        if r.vectors == 0:
+            raise ValueError(f"layer {name!r} never ran on these inputs; cost prices the layers a forward pass uses")
+        vectors = r.vectors / n_inputs  # per inference
+        grid = tiles[key]
+        n_tiles += len(grid)
+        out_size, in_size = layer.weight.shape[0], layer.weight[0].numel()
+        macs += vectors * out_size * in_size
+        latency += vectors * cycles * one.cycle_s
+        array = ProgrammedArray(layer.weight.detach(), preset, n_chips, seed, 0, index)
+        g = array.conductances(t).sum(1)  # (C, out, in): the devices of a weight summed
+        energy = np.zeros(n_chips)
+        for o0, o1, i0, i1 in grid:
+            per_row = g[:, o0:o1, i0:i1].sum(1).to(torch.float64)  # (C, rows)
+            energy += (per_row @ r.u[(i0, i1)]).cpu().numpy()
+        energy *= g_scale / n_inputs
+        chip_energy += energy
+        rows_used = sum(i1 - i0 for _, _, i0, i1 in grid)
+        cols_used = sum(o1 - o0 for o0, o1, _, _ in grid) * arch.slices
+        splits = len({(i0, i1) for _, _, i0, i1 in grid})
+        counts = {
+            "DAC": vectors * rows_used * cycles,
+            "ADC": vectors * cols_used * cycles,
+            "sample-and-hold": vectors * cols_used * cycles,
+            "shift-add": vectors * cols_used * cycles if "shift-add" in per_action else 0.0,
+            "accumulation": vectors * out_size * (splits - 1),
+            "input register": 2 * vectors * rows_used,
+            "output register": 2 * vectors * sum(o1 - o0 for o0, o1, _, _ in grid),
+        }
+        out_rows.append({"layer": name, "component": "crossbar", "count": vectors * rows_used * cycles,
+                         "energy_j": float(energy.mean())})
+        for component, count in counts.items():
+            if count == 0:
+                continue
+            # registers: per_action is a read and a write averaged, counted twice per word
+            each = add_energy if component == "accumulation" else per_action[component]
+            out_rows.append({"layer": name, "component": component, "count": count, "energy_j": count * each})
+            chip_energy += count * each
+    area = macro_cost(preset, n_tiles).area_mm2
+    digital = tuple(f"{n or type(model).__name__} ({type(m).__name__})" for n, m in unmapped_layers(model))
+    return InferenceCost(preset.name, t, n_inputs, tuple(out_rows), chip_energy, latency, area, macs, digital)
+
