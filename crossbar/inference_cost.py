@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Iterable
+from typing import Any, Iterable, Optional
 
 import numpy as np
 import torch
@@ -140,29 +140,55 @@ class _Rows:
 
     def add(self, x: Tensor) -> None:
         layer = self.layer
-        if isinstance(layer, nn.Conv2d):
-            if layer.padding_mode != "zeros":  # as nn.Conv2d pads
-                x = F.pad(x, layer._reversed_padding_repeated_twice, mode=layer.padding_mode)
-                padding: Any = (0, 0)
-            else:
-                padding = layer.padding if not isinstance(layer.padding, str) else _same_padding(layer)
-            v = F.unfold(x, layer.kernel_size, layer.dilation, padding, layer.stride)  # (B, k, L)
-            v = v.transpose(1, 2).reshape(-1, v.shape[1])
-        else:
-            v = x.reshape(-1, x.shape[-1])
-        v = v.detach().to(torch.float64)
-        self.vectors += v.shape[0]
+        x = x.detach()
+        if not isinstance(layer, nn.Conv2d):
+            v = x.reshape(-1, x.shape[-1]).to(torch.float64)
+            self.vectors += v.shape[0]
+            for i0, i1 in self.slices:
+                self.u[(i0, i1)] += _scaled_squares(v[:, i0:i1])
+            return
+        mode = "constant" if layer.padding_mode == "zeros" else layer.padding_mode
+        x = F.pad(x, layer._reversed_padding_repeated_twice, mode=mode)  # as nn.Conv2d pads
+        x = x.float()  # float32 for the heavy passes; the sums are kept in float64
+        # Per input slice (a tile's rows), without patches: a patch's largest |value|
+        # over the slice's rows is a running maximum of strided views of the channels'
+        # largest, and the sum over patches of each row's x^2 / max^2 the weight
+        # gradient of a convolution of x^2 with the patches' 1 / max^2.
+        c_in, kh, kw = layer.weight.shape[1:]
+        ax = x.abs()
+        sq = x * x
+        (sh, sw), (dh, dw) = layer.stride, layer.dilation
+        oh = (x.shape[2] - dh * (kh - 1) - 1) // sh + 1
+        ow = (x.shape[3] - dw * (kw - 1) - 1) // sw + 1
         for i0, i1 in self.slices:
-            part = v[:, i0:i1]
-            top = part.abs().amax(dim=1, keepdim=True)
-            scaled = part / top.clamp_min(torch.finfo(torch.float64).tiny)  # an all-zero vector stays 0
-            self.u[(i0, i1)] += (scaled * scaled).sum(0)
+            mask = torch.zeros(c_in * kh * kw, dtype=torch.bool)
+            mask[i0:i1] = True
+            mask = mask.view(c_in, kh, kw)
+            top: Optional[Tensor] = None
+            largest: dict[tuple[bool, ...], Tensor] = {}  # per set of channels, their largest |value|
+            for ki in range(kh):
+                for kj in range(kw):
+                    channels = mask[:, ki, kj]
+                    if not bool(channels.any()):
+                        continue
+                    key = tuple(channels.tolist())
+                    if key not in largest:
+                        largest[key] = ax[:, channels].amax(1, keepdim=True)
+                    view = largest[key][:, :, ki * dh: ki * dh + sh * (oh - 1) + 1: sh,
+                                        kj * dw: kj * dw + sw * (ow - 1) + 1: sw]
+                    top = view.clone() if top is None else torch.maximum(top, view, out=top)
+            assert top is not None
+            w = top.clamp_min_(torch.finfo(torch.float32).tiny).pow_(-2)
+            u = torch.nn.grad.conv2d_weight(sq, (1, c_in, kh, kw), w, layer.stride, 0, layer.dilation)
+            self.u[(i0, i1)] += u.reshape(-1)[i0:i1].double()
+        self.vectors += x.shape[0] * oh * ow
 
 
-def _same_padding(layer: nn.Conv2d) -> tuple[int, int]:
-    if layer.padding == "valid":
-        return (0, 0)
-    return tuple(d * (k - 1) // 2 for k, d in zip(layer.kernel_size, layer.dilation))  # type: ignore[return-value]
+def _scaled_squares(part: Tensor) -> Tensor:
+    """Sum over vectors of each element's (x / max|x| of its vector)^2."""
+    top = part.abs().amax(dim=1, keepdim=True)
+    scaled = part / top.clamp_min(torch.finfo(torch.float64).tiny)  # an all-zero vector stays 0
+    return (scaled * scaled).sum(0)
 
 
 def cost(

@@ -45,6 +45,32 @@ def test_a_row_at_half_scale_costs_a_quarter():
     assert priced.by_component()["crossbar"] == pytest.approx(expected.mean(), rel=1e-9)
 
 
+@pytest.mark.parametrize("conv, max_in", [
+    (dict(padding=1), 64),  # one input slice: the max-pool and weight-gradient path
+    (dict(stride=2, dilation=2, padding=2, padding_mode="reflect"), 64),
+    (dict(padding="same"), 64),
+    (dict(stride=2, padding=1), 16),  # two input slices: patches
+])
+def test_a_convolutions_rows_are_its_patches(conv, max_in):
+    torch.manual_seed(2)
+    layer = nn.Conv2d(3, 5, 3, **conv)
+    x = torch.randn(4, 3, 9, 9)
+    preset = pcm(max_in=max_in)
+    priced = crossbar.cost(layer, preset, x, 1.0, n_chips=1)
+    padded = nn.functional.pad(x, layer._reversed_padding_repeated_twice,
+                               mode="constant" if layer.padding_mode == "zeros" else layer.padding_mode)
+    patches = nn.functional.unfold(padded.double(), 3, layer.dilation, 0, layer.stride)  # (B, 27, L)
+    assert patches.shape[2] == layer(x).shape[2] * layer(x).shape[3]
+    g = crossbar.program(layer.weight.detach(), preset, 1, 0).conductances(1.0).sum(dim=(1, 2))[0].double()
+    expected = 0.0
+    for i0 in range(0, 27, max_in):
+        part = patches[:, i0:i0 + max_in]
+        scaled = part / part.abs().amax(1, keepdim=True)
+        expected += float((scaled**2).sum(dim=(0, 2)) @ g[i0:i0 + max_in])
+    expected *= 0.2**2 * 100e-9 * 1e-6 / 4
+    assert priced.by_component()["crossbar"] == pytest.approx(expected, rel=1e-5)  # convolutions sum in float32
+
+
 def test_drift_moves_the_array_energy_by_the_conductance_ratio():
     net, x = linear(), torch.rand(8, 20)
     array = crossbar.program(net.weight.detach(), pcm(), 2, 0)
