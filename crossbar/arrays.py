@@ -120,7 +120,11 @@ class ProgrammedArray:
         seed: int = 0,
         first_chip: int = 0,
         layer: int = 0,
+        targets: Optional[tuple[Tensor, list[tuple[int, int, int, int]]]] = None,
     ):
+        """``targets``: ``(g_target, tiles)`` given directly (the cells of sliced
+        weights, :mod:`crossbar.slicing`) instead of ``weight`` mapped by the preset's
+        converter; ``weight`` is then only checked."""
         check_weight(weight)
         self.preset = preset
         self.n_chips = check_n_chips(n_chips)
@@ -140,7 +144,9 @@ class ProgrammedArray:
         self.tile_params: list[dict] = []
         self.tile_abs_max: list[float] = []
         g_target: Optional[Tensor] = None
-        for o0, o1, i0, i1 in self.tiles:
+        if targets is not None:
+            g_target, self.tiles = targets[0].to(self.device, torch.float64), list(targets[1])
+        for o0, o1, i0, i1 in self.tiles if targets is None else ():
             block = matrix[o0:o1, i0:i1]
             devices, params = _convert_block(self.converter, block)
             if g_target is None:
@@ -152,7 +158,7 @@ class ProgrammedArray:
         assert g_target is not None
         # The converters' arithmetic can overshoot the range by an ulp; devices cannot.
         g_target = g_target.clamp_(self.converter.g_min, self.converter.g_max)
-        if preset.levels is not None:
+        if preset.levels is not None and targets is None:
             g_target = round_to_levels(g_target, preset.levels, self.converter.g_min, self.converter.g_max)
         g_target = g_target.to(preset.dtype)
         self.g_target = g_target
@@ -358,7 +364,11 @@ def program(
     layer: int = 0,
 ) -> ProgrammedArray:
     """Program ``weight`` onto ``n_chips`` simulated chips; see :class:`ProgrammedArray`."""
-    return ProgrammedArray(weight, resolve_preset(preset), n_chips, seed, first_chip, layer)
+    preset = resolve_preset(preset)
+    if preset.architecture.sliced:
+        raise ValueError(f"program() maps a weight onto one device (pair); preset {preset.name!r} slices it over "
+                         f"cells: use sample_weights, or convert(...).program(...)")
+    return ProgrammedArray(weight, preset, n_chips, seed, first_chip, layer)
 
 
 def sample_weights(
@@ -382,6 +392,11 @@ def sample_weights(
     t = preset.check_time(t_inference)
     n_chips = check_n_chips(n_chips)
     seed = check_seed(seed)
+    if preset.architecture.sliced:  # every cell read back and shift-added (crossbar.slicing)
+        from .slicing import sliced_weights
+
+        weights = sliced_weights(weight, preset, t, n_chips, seed)
+        return weights.reshape(n_chips, *weight.shape).to(device=weight.device, dtype=weight.dtype)
     array = ProgrammedArray(weight, preset, n_chips, seed)
     weights = array.weights(t)
     if compensate and preset.drift_compensation:

@@ -232,20 +232,41 @@ class Architecture(Group):
         return self.input_bits // self.bits_per_input_cycle if self.bits_per_input_cycle else 1
 
 
-def check_architecture(arch: Architecture, periphery: PeripherySettings, levels: Any) -> None:
+#: What a sliced preset's simulation (crossbar.slicing) does not run, and why.
+SLICED_EXCLUDES = {
+    "inp_res": "inputs are quantised by input_bits", "out_res": "the ADC is adc_bits",
+    "inp_bound": "inputs are scaled by their largest value", "out_bound": "the ADC's range is its bits",
+    "drift_compensation": "not simulated for sliced weights yet", "levels": "a cell's levels are 2**bits_per_cell",
+    "ir_drop": "not simulated for sliced weights yet", "w_noise": "not simulated for sliced weights yet",
+    "out_nonlinearity": "not simulated for sliced weights yet",
+}
+
+
+def check_architecture(arch: Architecture, periphery: PeripherySettings, levels: Any,
+                       drift_compensation: bool = False) -> None:
     """A converter's bits given twice (the architecture's and the periphery's
     resolution) must agree, so that a cost never describes another chip than the
-    simulation."""
+    simulation; a sliced preset names its ADC and none of what its simulation does not run."""
+    if arch.sliced:
+        if arch.adc_bits is None:
+            raise ValueError("a sliced preset (bits_per_cell or bits_per_input_cycle set) needs adc_bits, the bits "
+                             "of the ADC that reads each slice and cycle")
+        given = {"levels": levels, "drift_compensation": drift_compensation,
+                 **{k: getattr(periphery, k) for k in SLICED_EXCLUDES if hasattr(periphery, k)}}
+        for name, value in given.items():
+            if value not in (None, 0, 0.0, False):
+                raise ValueError(f"{name} = {value!r} does not apply to a sliced preset ({SLICED_EXCLUDES[name]}); "
+                                 f"leave it unset, or unset bits_per_cell and bits_per_input_cycle")
     if arch.weight_bits is not None and arch.bits_per_cell is None:
         raise ValueError(f"weight_bits = {arch.weight_bits} needs bits_per_cell (the bits a cell holds; "
                          f"{arch.weight_bits} for one cell a weight)")
-    if arch.slices == 1 and arch.bits_per_cell is not None and levels != 2**arch.bits_per_cell:
+    if not arch.sliced and arch.bits_per_cell is not None and levels != 2**arch.bits_per_cell:
         raise ValueError(f"bits_per_cell = {arch.bits_per_cell} on one cell a weight describes "
                          f"{2**arch.bits_per_cell} conductance levels the simulation does not have; set levels = "
                          f"{2**arch.bits_per_cell}, or leave weight_bits and bits_per_cell unset")
     for bits, res, bound, unsliced in (
-        ("input_bits", "inp_res", "inp_bound", arch.input_cycles == 1),
-        ("adc_bits", "out_res", "out_bound", arch.slices == 1 and arch.input_cycles == 1),
+        ("input_bits", "inp_res", "inp_bound", not arch.sliced),
+        ("adc_bits", "out_res", "out_bound", not arch.sliced),
     ):
         given = getattr(arch, bits)
         if given is None or not unsliced:

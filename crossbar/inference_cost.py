@@ -28,6 +28,7 @@ from .catalog import resolve_preset
 from .common import check_n_chips, check_seed
 from .cost import macro_cost
 from .mapping import mapped_layers, unmapped_layers
+from .slicing import Slicing, input_codes, program_sliced
 
 __all__ = ["InferenceCost", "cost"]
 
@@ -132,23 +133,38 @@ class _Rows:
     """Per tile of one layer: the sum over vectors of each row's squared input at the
     DAC's scale, and the vector count."""
 
-    def __init__(self, layer: nn.Module, tiles: list[tuple[int, int, int, int]]):
+    def __init__(self, layer: nn.Module, tiles: list[tuple[int, int, int, int]], slicing: Optional[Slicing]):
         self.layer = layer
+        self.slicing = slicing
         self.slices = sorted({(i0, i1) for _, _, i0, i1 in tiles})
         self.u = {s: torch.zeros(s[1] - s[0], dtype=torch.float64) for s in self.slices}
         self.vectors = 0
+        self.reads = {s: 0 for s in self.slices}  # read cycles of each input slice: vectors x planes
+
+    def _add_vectors(self, v: Tensor) -> None:
+        self.vectors += v.shape[0]
+        for i0, i1 in self.slices:
+            if self.slicing is None:
+                self.u[(i0, i1)] += _scaled_squares(v[:, i0:i1])
+                self.reads[(i0, i1)] += v.shape[0]
+            else:
+                u, reads = _plane_squares(v[:, i0:i1], self.slicing)
+                self.u[(i0, i1)] += u
+                self.reads[(i0, i1)] += reads
 
     def add(self, x: Tensor) -> None:
         layer = self.layer
         x = x.detach()
         if not isinstance(layer, nn.Conv2d):
-            v = x.reshape(-1, x.shape[-1]).to(torch.float64)
-            self.vectors += v.shape[0]
-            for i0, i1 in self.slices:
-                self.u[(i0, i1)] += _scaled_squares(v[:, i0:i1])
+            self._add_vectors(x.reshape(-1, x.shape[-1]).to(torch.float64))
             return
         mode = "constant" if layer.padding_mode == "zeros" else layer.padding_mode
         x = F.pad(x, layer._reversed_padding_repeated_twice, mode=mode)  # as nn.Conv2d pads
+        if self.slicing is not None:  # the bits of each vector's codes: its patches
+            for chunk in x.split(64):
+                v = F.unfold(chunk.to(torch.float64), layer.kernel_size, layer.dilation, 0, layer.stride)
+                self._add_vectors(v.transpose(1, 2).reshape(-1, v.shape[1]))
+            return
         x = x.float()  # float32 for the heavy passes; the sums are kept in float64
         # Per input slice (a tile's rows), without patches: a patch's largest |value|
         # over the slice's rows is a running maximum of strided views of the channels'
@@ -181,7 +197,21 @@ class _Rows:
             w = top.clamp_min_(torch.finfo(torch.float32).tiny).pow_(-2)
             u = torch.nn.grad.conv2d_weight(sq, (1, c_in, kh, kw), w, layer.stride, 0, layer.dilation)
             self.u[(i0, i1)] += u.reshape(-1)[i0:i1].double()
+            self.reads[(i0, i1)] += x.shape[0] * oh * ow
         self.vectors += x.shape[0] * oh * ow
+
+
+def _plane_squares(part: Tensor, s: Slicing) -> tuple[Tensor, int]:
+    """Sliced inputs: the sum over vectors and read cycles of each row's (DAC level /
+    its largest)^2, and the number of read cycles (each sign present takes its own)."""
+    codes, _ = input_codes(part, s)
+    mag = codes.abs().to(torch.int64)
+    u = torch.zeros(part.shape[1], dtype=torch.float64)
+    for c in range(s.cycles):
+        plane = ((mag >> (c * s.bits_per_input_cycle)) & s.plane_max).to(torch.float64) / s.plane_max
+        u += (plane * plane).sum(0)
+    signs = (codes > 0).any(1).sum() + (codes < 0).any(1).sum()
+    return u, int(signs) * s.cycles
 
 
 def _scaled_squares(part: Tensor) -> Tensor:
@@ -234,7 +264,8 @@ def cost(
                              f"allowed: groups=1")
     tiles = {key: tile_grid(layer.weight.shape[0], layer.weight[0].numel(), preset.max_out, preset.max_in)
              for key, (_, layer) in layers.items()}
-    rows = {key: _Rows(layer, tiles[key]) for key, (_, layer) in layers.items()}
+    slicing = Slicing.of(preset) if preset.architecture.sliced else None
+    rows = {key: _Rows(layer, tiles[key], slicing) for key, (_, layer) in layers.items()}
     hooks = [layer.register_forward_pre_hook(lambda m, args, key=key: rows[key].add(args[0]))
              for key, (_, layer) in layers.items()]
     n_inputs = 0
@@ -260,7 +291,6 @@ def cost(
     out_rows: list[dict] = []
     chip_energy = np.zeros(n_chips)
     latency, n_tiles, macs = 0.0, 0, 0.0
-    cycles = arch.input_cycles
     for index, (key, (name, layer)) in enumerate(layers.items()):
         r = rows[key]
         if r.vectors == 0:
@@ -270,28 +300,33 @@ def cost(
         n_tiles += len(grid)
         out_size, in_size = layer.weight.shape[0], layer.weight[0].numel()
         macs += vectors * out_size * in_size
-        latency += vectors * cycles * one.cycle_s
-        array = ProgrammedArray(layer.weight.detach(), preset, n_chips, seed, 0, index)
-        g = array.conductances(t).sum(1)  # (C, out, in): the devices of a weight summed
+        reads = {k: v / n_inputs for k, v in r.reads.items()}  # read cycles per inference, per input slice
+        latency += max(reads.values()) * one.cycle_s  # a layer's tiles in parallel
+        if slicing is None:
+            array = ProgrammedArray(layer.weight.detach(), preset, n_chips, seed, 0, index)
+        else:
+            array = program_sliced(layer.weight.detach(), preset, n_chips, seed, 0, index)[0]
+        g = array.conductances(t).sum(1)  # (C, out x slices, in): the devices of a weight (slice) summed
         energy = np.zeros(n_chips)
         for o0, o1, i0, i1 in grid:
-            per_row = g[:, o0:o1, i0:i1].sum(1).to(torch.float64)  # (C, rows)
+            per_row = g[:, o0 * arch.slices:o1 * arch.slices, i0:i1].sum(1).to(torch.float64)  # (C, rows)
             energy += (per_row @ r.u[(i0, i1)]).cpu().numpy()
         energy *= g_scale / n_inputs
         chip_energy += energy
+        dac = sum(reads[(i0, i1)] * (i1 - i0) for _, _, i0, i1 in grid)
+        adc = sum(reads[(i0, i1)] * (o1 - o0) for o0, o1, i0, i1 in grid) * arch.slices
         rows_used = sum(i1 - i0 for _, _, i0, i1 in grid)
-        cols_used = sum(o1 - o0 for o0, o1, _, _ in grid) * arch.slices
         splits = len({(i0, i1) for _, _, i0, i1 in grid})
         counts = {
-            "DAC": vectors * rows_used * cycles,
-            "ADC": vectors * cols_used * cycles,
-            "sample-and-hold": vectors * cols_used * cycles,
-            "shift-add": vectors * cols_used * cycles if "shift-add" in per_action else 0.0,
+            "DAC": dac,
+            "ADC": adc,
+            "sample-and-hold": adc,
+            "shift-add": adc if "shift-add" in per_action else 0.0,
             "accumulation": vectors * out_size * (splits - 1),
             "input register": 2 * vectors * rows_used,
             "output register": 2 * vectors * sum(o1 - o0 for o0, o1, _, _ in grid),
         }
-        out_rows.append({"layer": name, "component": "crossbar", "count": vectors * rows_used * cycles,
+        out_rows.append({"layer": name, "component": "crossbar", "count": dac,
                          "energy_j": float(energy.mean())})
         for component, count in counts.items():
             if count == 0:

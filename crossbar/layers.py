@@ -29,6 +29,7 @@ from .lines import LineState, line_nonlinearity
 from .periphery import Periphery
 from .presets import Preset
 from .rng import NoiseStream
+from .slicing import Slicing, cell_digits, program_sliced, sliced_matmul
 
 _conv_out = torch.ops.aten.convolution.out
 
@@ -85,11 +86,16 @@ class CrossbarLayer(nn.Module):
         self._baseline: Optional[Tensor] = None  # (C, n_tiles) drift compensation's first read-out
         self._nonlinearity: Optional[tuple[list[Tensor], list[Tensor]]] = None  # per tile: (C, out) n_i, (C,) f
         self._codes = CodeCache()
+        self.slicing = Slicing.of(preset) if preset.architecture.sliced else None
+        self._w_max: list[float] = []  # sliced: each weight tile's largest |weight|
         self.ran = False  # set by every forward: the model's first pass checks that each crossbar ran
 
     # --- programming and time -------------------------------------------------
 
     def program(self, n_chips: int, seed: int, first_chip: int) -> None:
+        if self.slicing is not None:
+            self._program_sliced(n_chips, seed, first_chip)
+            return
         self.array = ProgrammedArray(self.weight, self.preset, n_chips, seed, first_chip, self.index)
         self._w = self._wn = self._tile_scale = None
         self._baseline = None
@@ -98,6 +104,12 @@ class CrossbarLayer(nn.Module):
         if comp is not None:
             weights = self.array.weights(None).to(self.weight.device)
             self._baseline = drift_readouts(self.array, comp, weights, self._readout_product(Stream.BASELINE, None))
+
+    def _program_sliced(self, n_chips: int, seed: int, first_chip: int) -> None:
+        """The cells of sliced weights (:mod:`crossbar.slicing`)."""
+        self.array, self._weight_tiles, self._w_max = program_sliced(self.weight, self.preset, n_chips, seed,
+                                                                      first_chip, self.index)
+        self._w = self._wn = self._tile_scale = self._baseline = self._nonlinearity = None
 
     def _draw_nonlinearity(self) -> tuple[list[Tensor], list[Tensor]]:
         """Every chip's output-line non-linearity, per tile: fixed from programming on."""
@@ -146,6 +158,9 @@ class CrossbarLayer(nn.Module):
     def drift(self, t_inference: float) -> None:
         if self.array is None:
             raise RuntimeError("program() the model before drift()")
+        if self.slicing is not None:  # each cell column's digits per unit of input
+            self._wn = cell_digits(self.array.conductances(t_inference), self.slicing).to(self.weight.device)
+            return
         weights = self.array.weights(t_inference).to(self.weight.device)  # (C, out, in)
         alpha = weights.new_ones((weights.shape[0], len(self.array.tiles)))
         if self._baseline is not None:
@@ -173,7 +188,7 @@ class CrossbarLayer(nn.Module):
 
     def _analog(self, inputs: "RowInputs | PatchInputs") -> Tensor:
         """The periphery's products of ``inputs`` with the chips this thread runs."""
-        assert self.array is not None and self._wn is not None and self._tile_scale is not None
+        assert self.array is not None and self._wn is not None
         ctx = self._ctx
         streams = ctx.streams
         if ctx.chip is None:
@@ -181,6 +196,19 @@ class CrossbarLayer(nn.Module):
         else:
             chips = slice(ctx.chip, ctx.chip + 1)
             streams = None if streams is None else [streams[ctx.chip]]
+        if self.slicing is not None:
+            vectors = inputs.vectors()
+            if inputs.columns:  # (Cx, B, k, L) patches -> rows
+                cx, batch, k, length = vectors.shape
+                rows = vectors.permute(0, 1, 3, 2).reshape(cx, batch * length, k)
+            else:
+                rows = vectors
+            y = sliced_matmul(rows, self._wn[chips], self._weight_tiles, self._w_max, self.slicing, streams)
+            y = y.to(vectors.dtype)
+            if inputs.columns:
+                y = y.view(y.shape[0], batch, length, -1).permute(0, 1, 3, 2).contiguous()
+            return y
+        assert self._tile_scale is not None
         lines = self._lines(ctx.w_streams, chips)
         return self.periphery.matmul(inputs, self._wn[chips], self.array.tiles, self._tile_scale[chips], streams,
                                      lines)
@@ -257,7 +285,7 @@ class CrossbarConv2d(CrossbarLayer):
         else:
             self.pre_pad, self.pad_mode, self.padding = None, "constant", conv.padding
         self.geometry = ConvGeometry(self.kernel_size, self.stride, self.padding, self.dilation)
-        if self.groups != 1 and not self.periphery.perfect:
+        if self.groups != 1 and (not self.periphery.perfect or self.slicing is not None):
             raise ValueError(
                 f"Conv2d with groups={self.groups}: the DAC/ADC periphery is simulated for "
                 "groups=1 only; use a preset with a perfect periphery for grouped convolutions"

@@ -190,7 +190,7 @@ class Preset(BaseModel):
         elif self.f_lst is not None:
             raise ValueError("f_lst only applies to g_converter 'dual_pair' or 'n_pair'")
         self._check_array_effects()
-        check_architecture(self.architecture, self.periphery, self.levels)
+        check_architecture(self.architecture, self.periphery, self.levels, self.drift_compensation)
         return self
 
     def _check_array_effects(self) -> None:
@@ -350,13 +350,6 @@ class Preset(BaseModel):
             )
         allowed = self.times
         label = repr(self.name) if self.name == self.physics else f"{self.name!r} ({self.physics})"
-        arch = self.architecture
-        if arch.sliced:
-            raise ValueError(
-                f"preset {label} slices a weight over {arch.slices} cell(s) and an input over {arch.input_cycles} "
-                f"cycle(s), which the simulator does not run yet; crossbar.macro_cost prices it; to simulate, "
-                f"leave bits_per_cell and bits_per_input_cycle unset"
-            )
         if allowed is not None and t not in allowed:
             raise ValueError(
                 f"preset {label} is only defined at t_inference = {', '.join(in_words(a) for a in allowed)}; "

@@ -1,8 +1,6 @@
 """The cost of a macro: each component is the hwcomponents model's answer, counts scale
 as the architecture says, ISAAC's Table I is reproduced, and bad input is one line."""
 
-import math
-
 import pytest
 from hwcomponents.scaling import techscaling
 from hwcomponents_adc import ADC
@@ -182,11 +180,3 @@ def test_cost_needs_the_converters_bits():
         macro_cost(generic(inp_res=0, inp_bound=0), 1)
     with pytest.raises(ValueError, match="n_arrays must be a positive integer"):
         macro_cost("isaac", 0)
-
-
-def test_sliced_presets_are_refused_by_the_simulation_until_it_runs_them():
-    import torch
-
-    with pytest.raises(ValueError, match="does not run yet; crossbar.macro_cost prices it"):
-        crossbar.sample_weights(torch.ones(4, 4), "isaac", "1d", 2)
-    assert math.isfinite(macro_cost("isaac", 1).power_w)

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 import crossbar
+from crossbar.slicing import program_sliced
 
 ARCH = dict(read_time=100e-9, read_voltage=0.2, tech_node=32, max_in=64, max_out=32, **crossbar.AIHWKIT_PERIPHERY)
 
@@ -115,6 +116,27 @@ def test_counts_follow_the_layers_and_tiles():
     assert count["DAC"] == 150
 
 
+def test_sliced_weights_and_bit_serial_inputs_count_every_cycle_and_cell():
+    net = linear(n_in=30, n_out=6)
+    isaac = crossbar.preset("isaac", max_in=16)  # two input tiles of 15 rows; 16 cycles of 1 bit
+    x = torch.rand(4, 30)
+    priced = crossbar.cost(net, isaac, x)
+    count = {r["component"]: r["count"] for r in priced.rows}
+    assert count["DAC"] == 16 * 30  # positive inputs: one sign, 16 cycles per row
+    assert count["ADC"] == count["shift-add"] == 16 * 6 * 8 * 2  # 8 cells a weight, in both input tiles
+    assert priced.latency_s == pytest.approx(16 * crossbar.macro_cost(isaac, 1).cycle_s)
+    signed = crossbar.cost(net, isaac, x - 0.5)
+    assert {r["component"]: r["count"] for r in signed.rows}["DAC"] == 2 * 16 * 30  # both signs: twice the cycles
+    # the array: a 1-bit DAC drives a row at full voltage when its bit is 1, so the energy
+    # is V^2 t times the conductance of the rows whose bit is set, over every cycle
+    assert crossbar.cost(net, isaac, torch.zeros(2, 30)).by_component()["crossbar"] == 0.0
+    ones = crossbar.cost(net, isaac, torch.ones(1, 30))  # every code 65535: every bit set in all 16 cycles
+    cells = program_sliced(net.weight.detach(), isaac, 1, 0)[0].conductances(1.0)  # (1, 1, 6 x 8, 30) uS
+    assert cells.shape == (1, 1, 48, 30)
+    expected = 0.1**2 * 100e-9 * 16 * float(cells.double().sum()) * 1e-6
+    assert ones.by_component()["crossbar"] == pytest.approx(expected, rel=1e-9)
+
+
 def test_a_chip_is_the_same_chip_for_any_number_of_chips():
     net, x = linear(), torch.rand(4, 20)
     two, five = (crossbar.cost(net, pcm(), x, "1d", n_chips=n, seed=3) for n in (2, 5))
@@ -148,7 +170,6 @@ def test_layers_left_digital_are_named():
 
 
 @pytest.mark.parametrize("call, message", [
-    (lambda: crossbar.cost(linear(), "isaac", torch.rand(2, 20)), "does not run yet"),
     (lambda: crossbar.cost(linear(), "pcm", torch.rand(2, 20)), "needs read_time"),
     (lambda: crossbar.cost("net", pcm(), torch.rand(2, 20)), "model must be a torch.nn.Module"),
     (lambda: crossbar.cost(linear(), pcm(), [1, 2, 3]), "inputs must be a tensor"),
