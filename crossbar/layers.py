@@ -159,7 +159,8 @@ class CrossbarLayer(nn.Module):
         if self.array is None:
             raise RuntimeError("program() the model before drift()")
         if self.slicing is not None:  # each cell column's digits per unit of input
-            self._wn = cell_digits(self.array.conductances(t_inference), self.slicing).to(self.weight.device)
+            digits = cell_digits(self.array.conductances(t_inference), self.slicing)
+            self._wn = digits.to(device=self.weight.device, dtype=torch.float32)
             return
         weights = self.array.weights(t_inference).to(self.weight.device)  # (C, out, in)
         alpha = weights.new_ones((weights.shape[0], len(self.array.tiles)))

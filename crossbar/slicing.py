@@ -132,54 +132,59 @@ def cell_digits(conductances: Tensor, s: Slicing) -> Tensor:
 
 
 def input_codes(x: Tensor, s: Slicing) -> tuple[Tensor, Tensor]:
-    """``(codes, m)``: signed integer codes of ``input_bits`` (float64) of vectors
-    ``x (n, k)`` scaled by their largest |value| ``m (n, 1)``."""
-    x = x.to(torch.float64)
+    """``(codes, m)``: signed integer codes of ``input_bits`` of vectors ``x (n, k)``
+    scaled by their largest |value| ``m (n, 1)``, in ``x``'s float dtype (float32 holds
+    every code of up to 24 bits exactly)."""
     m = x.abs().amax(dim=-1, keepdim=True)
     m = torch.where(m > 0, m, torch.ones_like(m))
-    return torch.round(x / m * (2**s.input_bits - 1)), m
+    return torch.round(x * ((2**s.input_bits - 1) / m)), m
 
 
-def _planes(codes: Tensor, s: Slicing) -> tuple[Tensor, list[float]]:
-    """Bit planes ``(P, n, k)`` of the positive then the negative parts, and each
-    plane's weight in the shift-add (``+-2^(p c)``)."""
-    planes, weights = [], []
+def _planes(codes: Tensor, s: Slicing) -> list[tuple[float, Tensor]]:
+    """The read cycles of the codes: ``(weight, magnitude codes)`` of the positive, then
+    the negative parts (each cycle's plane is cut from them as it is read), with the
+    plane's weight in the shift-add ``+-2^(p c)``."""
+    cycles = []
     for sign, part in ((1.0, codes.clamp(min=0)), (-1.0, (-codes).clamp(min=0))):
         if not bool(part.any()):
             continue
-        q = part.to(torch.int64)
+        q = part.to(torch.int32)
         for c in range(s.cycles):
-            planes.append(((q >> (c * s.bits_per_input_cycle)) & s.plane_max).to(torch.float64))
-            weights.append(sign * 2.0 ** (c * s.bits_per_input_cycle))
-    if not planes:
-        return codes.new_zeros((1, *codes.shape)), [0.0]
-    return torch.stack(planes), weights
+            shift = c * s.bits_per_input_cycle
+            cycles.append((sign * 2.0**shift, (q >> shift) & s.plane_max))
+    return cycles
 
 
 def tile_codes_product(
     codes: Tensor, digits: Tensor, s: Slicing, streams: Optional[Sequence[Optional[NoiseStream]]] = None
 ) -> Tensor:
-    """``(C, n, out)``: each chip's shift-added ADC read-outs of input ``codes (n, k)``
-    (or ``(C, n, k)``) against cell columns ``digits (C, out * S, k)``, in units of one
-    weight code times one input code (the integer product ``q @ a`` when exact)."""
+    """``(C, n, out)`` float64: each chip's shift-added ADC read-outs of input ``codes
+    (n, k)`` against cell columns ``digits (C, out * S, k)``, in units of one weight code
+    times one input code (the integer product ``q @ a`` when exact). One cycle's plane
+    at a time, all of a weight's slices in one product; the column sums in float32
+    (integers below 2^24 stay exact)."""
     n_chips, columns, rows = digits.shape
-    planes, weights = _planes(codes, s)  # (P, n, k) or (P, C, n, k)
-    step = s.adc_step(rows)
+    step = float(s.adc_step(rows))
     full = s.full_scale(rows)
     lo = -(2 ** (s.adc_bits - 1)) * step if s.devices == 2 else 0.0
     hi = (2 ** (s.adc_bits - 1) - 1) * step if s.devices == 2 else (2**s.adc_bits - 1) * step
-    slice_weight = digits.new_tensor([2.0 ** (k * s.bits_per_cell) for k in range(s.slices)])
-    plane_weight = digits.new_tensor(weights)
-    out = digits.new_empty((n_chips, codes.shape[-2], columns // s.slices))
-    for c in range(n_chips):
-        x = planes if planes.dim() == 3 else planes[:, c]
-        z = torch.matmul(x, digits[c].T)  # (P, n, out * S): slices are columns of one product
-        stream = None if streams is None else streams[c]
-        if stream is not None and s.out_noise > 0:
-            z += stream.normal_(torch.empty_like(z, dtype=torch.float32), s.out_noise * full).to(z.dtype)
-        z = torch.round(z / step).mul_(step).clamp_(lo, hi)  # the ADC
-        z = z.view(z.shape[0], z.shape[1], -1, s.slices)
-        out[c] = torch.einsum("pnok,k,p->no", z, slice_weight, plane_weight)  # shift-add
+    weights = digits.to(torch.float32)
+    slice_weight = torch.tensor([2.0 ** (k * s.bits_per_cell) for k in range(s.slices)], dtype=torch.float32,
+                                device=digits.device)
+    out = torch.zeros((n_chips, codes.shape[-2], columns // s.slices), dtype=torch.float64, device=digits.device)
+    z = None
+    for weight, plane in _planes(codes, s):
+        x = plane.to(torch.float32)
+        for c in range(n_chips):
+            z = torch.matmul(x, weights[c].T, out=z if z is not None and z.shape == (x.shape[0], columns) else None)
+            stream = None if streams is None else streams[c]
+            if stream is not None and s.out_noise > 0:
+                z += stream.normal_(torch.empty_like(z), s.out_noise * full)
+            if step != 1.0:
+                z.div_(step)
+            z.round_().clamp_(lo / step, hi / step)  # the ADC, in steps
+            shifted = torch.matmul(z.view(z.shape[0], -1, s.slices), slice_weight)  # shift-add of the slices
+            out[c].add_(shifted, alpha=weight * step)
     return out
 
 

@@ -12,6 +12,8 @@
   the baselines' objectives, the digital validation score and chance.
 - sweep_<parameter>.png: the test score against a device parameter (report.sweep), one
   panel per preset, one line per method.
+- <metric>_vs_energy.png (report.cost): the test score against energy per inference,
+  one panel per report time, a colour per method and a marker per device.
 - dropout_rates.png: the point each method chose: the dropout rate of each layer, and
   each training dimension of the space (hwa_scale) in a panel of its own.
 
@@ -48,6 +50,12 @@ def plot_technologies(results: dict, out: Path) -> Path:
 def plot_sweep(results: dict, out: Path) -> Path:
     parameter = results["sweep"][0]["parameter"]
     return figures.save(figures.sweep(results), out / f"sweep_{parameter}.png")
+
+
+def plot_energy(results: dict, out: Path) -> Path:
+    from .cost_figures import score_vs_energy
+
+    return figures.save(score_vs_energy(results), out / f"{results.get('metric', 'accuracy')}_vs_energy.png")
 
 
 def plot_convergence(results: dict, trials: list[dict], out: Path) -> Path:
@@ -121,6 +129,8 @@ def plot_run(run_dir: Path) -> list[Path]:
         return paths + ([plot_scores_vs_time(results, run_dir)] if results["results"] else [])
     if results["results"]:
         paths.append(plot_scores_vs_time(results, run_dir))
+        if results.get("cost"):
+            paths.append(plot_energy(results, run_dir))
         if len(results["presets"]) > 1:
             paths.append(plot_technologies(results, run_dir))
         else:  # one preset: the scores against time say it all (and a side-by-side plot left from before would lie)

@@ -21,7 +21,7 @@ def results(scenario: Scenario, slots: list[str], trials: dict[str, TrialRecord]
     mean, std, n_chips, p10, p90}``); with ``report.sweep``, ``sweep`` rows carry the
     ``parameter`` and its ``value`` too."""
     methods: dict[str, dict] = {}
-    rows, sweep = [], []
+    rows, sweep, cost = [], [], []
     for final_id in order:
         record = finals[final_id]
         method = record["method"]
@@ -42,6 +42,7 @@ def results(scenario: Scenario, slots: list[str], trials: dict[str, TrialRecord]
         }
         for row in record.get("rows", []):
             (sweep if "parameter" in row else rows).append({"method": method, "metric": scenario.metric, **row})
+        cost += [{"method": method, **row} for row in record.get("cost", [])]
     done = list(trials.values())
     metric = scenario.score
     searched = optimiser_method()
@@ -70,6 +71,7 @@ def results(scenario: Scenario, slots: list[str], trials: dict[str, TrialRecord]
         "methods": methods,
         "results": rows,
         "sweep": sweep,
+        **({"cost": cost} if scenario.report.cost else {}),
         "n_trials": len(done),
         "failed_trials": sum(1 for t in done if t.get("status") != "ok"),
         "infeasible_trials": len(below_floor(done)),
@@ -127,6 +129,29 @@ def score_table(results: dict, cell: Callable[[dict], str], clean: str, failed: 
                 text, cells = "failed", {}
             lines.append(f"{preset:{width}s} {info['label'][:28]:28s} {text:>6s}"
                          + "".join(f"{cells.get(t, '-'):>14s}" for t in times))
+    return "\n".join(lines)
+
+
+def cost_table(results: dict) -> str:
+    """``report.cost``: per preset and method, the energy, latency and area of one
+    inference and TOPS/W, at the first objective time (the energy of later times in
+    results.json)."""
+    rows = results.get("cost") or []
+    if not rows:
+        return ""
+    times = sorted({r["t_inference"] for r in rows})
+    wanted = [t for t in results.get("objective_times", []) if t in times]
+    t = wanted[0] if wanted else times[0]
+    width = max([16, *(len(p) for p in results["presets"])])
+    lines = [f"cost per inference at {readable(t)} (mean over chips; 1 MAC = 2 ops):",
+             f"{'preset':{width}s} {'method':28s} {'energy nJ':>10s} {'latency us':>11s} {'area mm2':>9s} "
+             f"{'TOPS/W':>8s}"]
+    for preset in results["presets"]:
+        for method, info in results["methods"].items():
+            for r in rows:
+                if r["method"] == method and r["preset"] == preset and r["t_inference"] == t:
+                    lines.append(f"{preset:{width}s} {info['label'][:28]:28s} {r['energy_j'] * 1e9:>10.4g} "
+                                 f"{r['latency_s'] * 1e6:>11.4g} {r['area_mm2']:>9.4g} {r['tops_per_w']:>8.3g}")
     return "\n".join(lines)
 
 

@@ -268,13 +268,16 @@ def _plot(folder) -> list:
 
 
 def _report(scenario, experiment, results: dict, folder, paths: list) -> None:
-    from .report import feasibility_note, run_table, sweep_table
+    from .report import cost_table, feasibility_note, run_table, sweep_table
 
     print()
     print(run_table(results))
     if results.get("sweep"):
         print()
         print(sweep_table(results))
+    if results.get("cost"):
+        print()
+        print(cost_table(results))
     if results["best_point"] is not None:
         point = ", ".join(f"{k} {v:.2f}" for k, v in results["best_point"].items())
         what = "dropout rates" if results["best_point"].keys() == results["best_dropout"].keys() else "point"

@@ -220,6 +220,12 @@ class Scenario(Strict):
             except (ValueError, TypeError) as e:
                 raise ValueError(f"{where}: {e}") from None
         self._check_sweep()
+        if self.report.cost:
+            for preset in self.resolved_presets():
+                try:
+                    crossbar.macro_cost(preset, 1)
+                except ValueError as e:
+                    raise ValueError(f"report.cost: device {preset.name!r}: {e}") from None
         problem = check_space(self.search.space, self.slots())  # the network builds: its slots are known
         if problem:
             raise ValueError(f"search.space: {problem}")

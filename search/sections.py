@@ -242,6 +242,8 @@ class Report(Strict):
     n_chips: int = Field(50, ge=1, le=MAX_CHIPS, description="chips per preset and time for the final test numbers")
     sweep: Optional[Sweep] = Field(None, description="each final network also measured at each value of a "
                                                      "device parameter")
+    cost: bool = Field(False, description="each final network's energy, latency and area per inference on each "
+                                          "device (crossbar.cost; every device names its architecture)")
 
 
 class Variant(Strict):

@@ -257,15 +257,34 @@ def final_record(plain: dict, spec: TrialSpec, *, device: Optional[str] = None, 
         scenario, result, rows, _ = _train_and_measure(plain, spec, "test", device, progress)
     except TrialFailed as e:
         return failed_record(spec, e.reason, time.perf_counter() - start)
-    return {
+    record = {
         **spec,
         "status": "ok",
         "reason": None,
         "test_clean": models.clean_score(result.model, splits_of(scenario).test, scenario.metric),
         "val_clean": result.val_score,
         "rows": rows,
-        "seconds": time.perf_counter() - start,
     }
+    if scenario.report.cost:
+        record["cost"] = _cost_rows(scenario, result.model, splits_of(scenario).test)
+    return {**record, "seconds": time.perf_counter() - start}
+
+
+def _cost_rows(scenario: Scenario, model, data) -> list[dict]:
+    """``report.cost``: the energy, latency and area of one inference of ``model`` on
+    each device at each report time (:func:`crossbar.cost`: the test inputs, the same
+    chips as the test rows)."""
+    rows = []
+    for preset in scenario.resolved_presets():
+        for t in scenario.report_times(preset):
+            priced = crossbar.cost(model, preset, data, t, scenario.report.n_chips, seed=chip_seed(scenario, "test"))
+            rows.append({"preset": preset.name, "t_inference": t, "energy_j": priced.energy_j,
+                         "energy_j_p10": float(np.percentile(priced.chip_energy_j, 10)),
+                         "energy_j_p90": float(np.percentile(priced.chip_energy_j, 90)),
+                         "latency_s": priced.latency_s, "area_mm2": priced.area_mm2, "ops": priced.ops,
+                         "tops_per_w": priced.tops_per_w, "tops_per_mm2": priced.tops_per_mm2,
+                         "components": priced.by_component()})
+    return rows
 
 
 def record_of(plain: dict, spec: TrialSpec, *, device: Optional[str] = None,
