@@ -5,8 +5,8 @@ A macro is ``n_arrays`` crossbar arrays of the preset's tile size (``max_in`` ro
 with their periphery: a DAC per row, a sample-and-hold per read column, ADCs shared by
 ``cols_per_adc`` columns, shift-add units where weights are sliced or inputs streamed
 in bits, an input and an output register. The figures of each component come from the
-``hwcomponents`` models (ISAAC's ADC, DAC and shift-add from ``hwcomponents-library``,
-the ADC survey's model from ``hwcomponents-adc``, CACTI's SRAM from
+``hwcomponents`` models (ISAAC's ADC, DAC and shift-add and BRAHMS's DAC from
+``hwcomponents-library``, the ADC survey's model from ``hwcomponents-adc``, CACTI's SRAM from
 ``hwcomponents-cacti`` for the registers), scaled to the preset's ``tech_node`` by the
 library's own scaling; the array's read energy is physics, ``V^2 G t`` a cell; the
 sample-and-hold is ISAAC's published figure (no library has one). docs/cost.md gives
@@ -150,11 +150,18 @@ def _adc(components: str, bits: int, tech_node_m: float, throughput: float) -> t
 
 
 @lru_cache(maxsize=256)
-def _dac(bits: int, tech_node_m: float) -> tuple[str, float, float]:
-    from hwcomponents_library import IsaacDAC
+def _dac(components: str, bits: int, tech_node_m: float) -> tuple[str, float, float]:
+    """(model, energy per conversion J, area m2) of one DAC: ISAAC's 1-bit DAC, or the
+    8-bit DAC measured by BRAHMS's authors (2^bits scaling of the library either way)."""
+    if components == "isaac":
+        from hwcomponents_library import IsaacDAC
 
-    dac = IsaacDAC(tech_node=tech_node_m, resolution=bits)
-    return "hwcomponents-library IsaacDAC", dac.convert().energy, dac.area
+        dac = IsaacDAC(tech_node=tech_node_m, resolution=bits)
+        return "hwcomponents-library IsaacDAC", dac.convert().energy, dac.area
+    from hwcomponents_library import BrahmsDAC
+
+    dac = BrahmsDAC(tech_node=tech_node_m, resolution=bits)
+    return "hwcomponents-library BrahmsDAC", dac.convert().energy, dac.area
 
 
 @lru_cache(maxsize=256)
@@ -225,7 +232,7 @@ def macro_cost(preset: Any, n_arrays: int = 1) -> MacroCost:
     parts = []
     adc_conversions = n_arrays * conversions
     parts.append(Part("ADC", adc_model, n_arrays * adcs, adc_energy, adc_conversions, adc_area, adc_leak))
-    model, energy, area = _dac(dac_bits, node)
+    model, energy, area = _dac(arch.components, dac_bits, node)
     parts.append(Part("DAC", model, n_arrays * rows, energy, n_arrays * rows, area))
     model, energy, area = _sample_hold(node)
     parts.append(Part("sample-and-hold", model, n_arrays * conversions, energy, adc_conversions, area))

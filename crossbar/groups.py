@@ -170,9 +170,10 @@ class ArrayEffects(Group):
 #: (``hwcomponents.scaling``'s table, checked by the tests against the installed library).
 TECH_NODE_RANGE_NM = (7.0, 130.0)
 
-#: Which component models price the periphery: ``generic`` (the ADC survey's model, a
-#: ladder DAC, CACTI registers) or ``isaac`` (ISAAC's ADC, DAC and shift-add as
-#: ``hwcomponents-library`` packages them). See docs/cost.md.
+#: Which component models price the periphery: ``generic`` (the ADC survey's model,
+#: BRAHMS's measured DAC) or ``isaac`` (ISAAC's ADC and DAC as ``hwcomponents-library``
+#: packages them); registers (CACTI) and the shift-add (ISAAC's) are the same in both.
+#: See docs/cost.md.
 COMPONENT_SETS = ("generic", "isaac")
 
 

@@ -36,10 +36,12 @@ def score_vs_energy(results: dict):
                 if priced is None or score is None:
                     continue
                 x = priced["energy_j"] * 1e9
-                xerr = [[x - priced.get("energy_j_p10", priced["energy_j"]) * 1e9],
-                        [priced.get("energy_j_p90", priced["energy_j"]) * 1e9 - x]]
+                # the chips' energies can be equal to the last bits: no bar below zero length
+                xerr = [[max(0.0, x - priced.get("energy_j_p10", priced["energy_j"]) * 1e9)],
+                        [max(0.0, priced.get("energy_j_p90", priced["energy_j"]) * 1e9 - x)]]
                 y = score["mean"]
-                ax.errorbar([x], [y], xerr=xerr, yerr=[[y - score[low_key]], [score[high_key] - y]],
+                yerr = [[max(0.0, y - score[low_key])], [max(0.0, score[high_key] - y)]]
+                ax.errorbar([x], [y], xerr=xerr, yerr=yerr,
                             fmt=MARKERS[p % len(MARKERS)], color=color(method, m), capsize=3, markersize=7)
         ax.set_xscale("log")
         ax.set_xlabel("energy per inference, nJ (log scale)")

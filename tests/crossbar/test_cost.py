@@ -5,7 +5,7 @@ import pytest
 from hwcomponents.scaling import techscaling
 from hwcomponents_adc import ADC
 from hwcomponents_cacti import SRAM
-from hwcomponents_library import IsaacADC, IsaacDAC, IsaacShiftAdd
+from hwcomponents_library import BrahmsDAC, IsaacADC, IsaacDAC, IsaacShiftAdd
 
 import crossbar
 from crossbar.cost import ISAAC_SAMPLE_HOLD, macro_cost
@@ -73,6 +73,9 @@ def test_each_component_is_the_library_models_answer(ima):
     assert chip.part("ADC").area_m2_each == pytest.approx(survey.area)
     assert chip.part("ADC").leak_w_each == pytest.approx(survey.leak_power)
     assert chip.part("ADC").model.startswith("hwcomponents-adc")
+    brahms = BrahmsDAC(tech_node=22e-9, resolution=7)  # aihwkit's 7-bit DAC
+    assert chip.part("DAC").energy_per_action_j == pytest.approx(brahms.convert().energy, rel=1e-12)
+    assert chip.part("DAC").area_m2_each == pytest.approx(brahms.area, rel=1e-12)
 
 
 def test_sample_and_hold_scales_with_the_librarys_node_scaling():
