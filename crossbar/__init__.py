@@ -20,14 +20,16 @@ The user-facing API (``__all__``; names are stable):
 
 Where things are: ``physics`` (the kinds of device physics), ``groups`` (a preset's
 settings), ``presets`` (the :class:`Preset` model), ``catalog`` (the named presets),
-``arrays`` (conductances, faults, drift compensation), ``periphery``, ``lines`` and
-``inputs`` (DAC, ADC, tiles, array effects), ``kernels`` and ``rng`` (compiled loops,
-noise streams), ``layers``, ``model``, ``mapping`` (convert), ``pooling``, ``evaluate``,
-``metrics``, ``cost`` and ``inference_cost``; ``common`` and ``durations`` hold what models/ and search/ share. Their
+``arrays`` (conductances, faults, drift compensation), ``sampling`` (``program``,
+``sample_weights``), ``periphery``, ``lines`` and ``inputs`` (DAC, ADC, tiles, array
+effects), ``slicing`` (weights over cells, inputs in bits), ``kernels`` and ``rng``
+(compiled loops, noise streams), ``layers``, ``model``, ``mapping`` (convert),
+``pooling``, ``evaluate``, ``metrics``, ``cost`` and ``inference_cost``; ``common`` and
+``durations`` hold what models/ and search/ share. Their
 other names are importable from there.
 """
 
-from .arrays import ProgrammedArray, program, sample_weights
+from .arrays import ProgrammedArray
 from .catalog import get_preset, list_presets, make_preset, preset, register_preset
 from .cost import MacroCost, macro_cost
 from .durations import parse_duration, readable
@@ -40,6 +42,7 @@ from .model import CrossbarModel
 from .noise import IdealNoiseModel, LogNormalDriftNoiseModel
 from .physics import PHYSICS, Physics, register_physics
 from .presets import AIHWKIT_PERIPHERY, FAULT_PROFILES, Preset
+from .sampling import program, sample_weights
 
 __all__ = [
     "AIHWKIT_PERIPHERY",

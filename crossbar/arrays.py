@@ -26,7 +26,6 @@ from aihwkit.inference.compensation.drift import GlobalDriftCompensation
 from aihwkit.inference.converter.conductance import SingleDeviceConductanceConverter
 from torch import Tensor
 
-from .catalog import resolve_preset
 from .common import Stream, check_n_chips, check_seed, check_weight, derive_seed, time_key
 from .presets import Preset
 
@@ -352,57 +351,6 @@ def cluster_cells(seeds: Tensor, radius: float) -> Tensor:
         covered = torch.from_numpy(squared <= radius * radius + 1e-6).to(seeds.device)
         grown[covered] = code
     return grown
-
-
-def program(
-    weight: Tensor,
-    preset: "str | Preset",
-    n_chips: int,
-    seed: int = 0,
-    *,
-    first_chip: int = 0,
-    layer: int = 0,
-) -> ProgrammedArray:
-    """Program ``weight`` onto ``n_chips`` simulated chips; see :class:`ProgrammedArray`."""
-    preset = resolve_preset(preset)
-    if preset.architecture.sliced:
-        raise ValueError(f"program() maps a weight onto one device (pair); preset {preset.name!r} slices it over "
-                         f"cells: use sample_weights, or convert(...).program(...)")
-    return ProgrammedArray(weight, preset, n_chips, seed, first_chip, layer)
-
-
-def sample_weights(
-    weight: Tensor,
-    preset: "str | Preset",
-    t_inference: float,
-    n_chips: int,
-    seed: int = 0,
-    *,
-    compensate: bool = False,
-) -> Tensor:
-    """The weights ``n_chips`` independent chips hold ``t_inference`` s after programming.
-
-    Returns a tensor of shape ``(n_chips, *weight.shape)`` in ``weight``'s dtype and
-    device, read back from each chip's conductances. By default this is before any
-    output-side drift compensation; ``compensate=True`` applies the preset's global
-    drift compensation (when it has it) as a perfect periphery would: each tile scaled
-    by mean |W| right after programming over mean |W| at ``t_inference``.
-    """
-    preset = resolve_preset(preset)
-    t = preset.check_time(t_inference)
-    n_chips = check_n_chips(n_chips)
-    seed = check_seed(seed)
-    if preset.architecture.sliced:  # every cell read back and shift-added (crossbar.slicing)
-        from .slicing import sliced_weights
-
-        weights = sliced_weights(weight, preset, t, n_chips, seed)
-        return weights.reshape(n_chips, *weight.shape).to(device=weight.device, dtype=weight.dtype)
-    array = ProgrammedArray(weight, preset, n_chips, seed)
-    weights = array.weights(t)
-    if compensate and preset.drift_compensation:
-        alpha = drift_factors(array, preset.drift_compensation_model, array.weights(None), weights)
-        scale_tiles(weights, array.tiles, alpha)
-    return weights.reshape(n_chips, *weight.shape).to(device=weight.device, dtype=weight.dtype)
 
 
 # ------------------------------------------------------------------ drift compensation

@@ -16,7 +16,7 @@ SEARCH_LAYERS = {
     "data": ("errors", "seeds", "space", "records", "sections", "methods", "schema", "config"),
     "planning": ("plan",),
     "running": ("trial", "executors", "folder", "experiment"),
-    "presentation": ("report", "summary", "figures", "plot"),
+    "presentation": ("report", "summary", "figures", "cost_figures", "plot"),
     "command": ("run",),
 }
 
