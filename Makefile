@@ -47,6 +47,7 @@ bench: $(STAMP)
 	$(PY) bench/search_efficiency.py
 	$(PY) bench/methods_over_seeds.py
 	$(PY) bench/detection.py
+	$(PY) bench/cost_eval.py
 
 venv: $(STAMP)
 
