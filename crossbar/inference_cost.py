@@ -32,11 +32,6 @@ from .slicing import Slicing, input_codes, program_sliced
 
 __all__ = ["InferenceCost", "cost"]
 
-#: The components of a layer's row in :class:`InferenceCost`, in table order.
-COMPONENTS = ("crossbar", "DAC", "ADC", "sample-and-hold", "shift-add", "accumulation", "input register",
-              "output register")
-
-
 @lru_cache(maxsize=64)
 def _adder(width: int, tech_node_m: float) -> float:
     from hwcomponents_library import AladdinAdder
