@@ -163,37 +163,63 @@ class _Rows:
         x = x.float()  # float32 for the heavy passes; the sums are kept in float64
         # Per input slice (a tile's rows), without patches: a patch's largest |value|
         # over the slice's rows is a running maximum of strided views of the channels'
-        # largest, and the sum over patches of each row's x^2 / max^2 the weight
-        # gradient of a convolution of x^2 with the patches' 1 / max^2.
-        c_in, kh, kw = layer.weight.shape[1:]
+        # largest (separable over the kernel's height and width for the channels the
+        # slice holds whole), and the sum over patches of each row's x^2 / max^2 a
+        # convolution of x^2 with the patches' 1 / max^2 (the weight gradient).
+        kh, kw = layer.kernel_size
         ax = x.abs()
         sq = x * x
         (sh, sw), (dh, dw) = layer.stride, layer.dilation
         oh = (x.shape[2] - dh * (kh - 1) - 1) // sh + 1
         ow = (x.shape[3] - dw * (kw - 1) - 1) // sw + 1
+
+        def view(t: Tensor, ki: int, kj: int) -> Tensor:
+            return t[:, :, ki * dh: ki * dh + sh * (oh - 1) + 1: sh, kj * dw: kj * dw + sw * (ow - 1) + 1: sw]
+
+        k = kh * kw
         for i0, i1 in self.slices:
-            mask = torch.zeros(c_in * kh * kw, dtype=torch.bool)
-            mask[i0:i1] = True
-            mask = mask.view(c_in, kh, kw)
+            c0, c1 = i0 // k, (i1 - 1) // k + 1  # the channels the slice's rows read
+            whole0, whole1 = -(-i0 // k), i1 // k  # those it reads at every kernel position
             top: Optional[Tensor] = None
-            largest: dict[tuple[bool, ...], Tensor] = {}  # per set of channels, their largest |value|
-            for ki in range(kh):
-                for kj in range(kw):
-                    channels = mask[:, ki, kj]
-                    if not bool(channels.any()):
-                        continue
-                    key = tuple(channels.tolist())
-                    if key not in largest:
-                        largest[key] = ax[:, channels].amax(1, keepdim=True)
-                    view = largest[key][:, :, ki * dh: ki * dh + sh * (oh - 1) + 1: sh,
-                                        kj * dw: kj * dw + sw * (ow - 1) + 1: sw]
-                    top = view.clone() if top is None else torch.maximum(top, view, out=top)
+            if whole1 > whole0:
+                m = ax[:, whole0:whole1].amax(1, keepdim=True)
+                rows = m[:, :, 0: sh * (oh - 1) + 1: sh].clone()  # over the kernel's height, then its width
+                for ki in range(1, kh):
+                    torch.maximum(rows, m[:, :, ki * dh: ki * dh + sh * (oh - 1) + 1: sh], out=rows)
+                top = rows[:, :, :, 0: sw * (ow - 1) + 1: sw].clone()
+                for kj in range(1, kw):
+                    torch.maximum(top, rows[:, :, :, kj * dw: kj * dw + sw * (ow - 1) + 1: sw], out=top)
+            for c in sorted({c0, c1 - 1} - set(range(whole0, whole1))):  # a channel split between slices
+                for p in range(max(i0 - c * k, 0), min(i1 - c * k, k)):
+                    part = view(ax[:, c:c + 1], p // kw, p % kw)
+                    top = part.clone() if top is None else torch.maximum(top, part, out=top)
             assert top is not None
             w = top.clamp_min_(torch.finfo(torch.float32).tiny).pow_(-2)
-            u = torch.nn.grad.conv2d_weight(sq, (1, c_in, kh, kw), w, layer.stride, 0, layer.dilation)
-            self.u[(i0, i1)] += u.reshape(-1)[i0:i1].double()
+            u = _patch_sums(sq[:, c0:c1], w[:, 0], (kh, kw), (sh, sw), (dh, dw)).reshape(-1)
+            first = c0 * k
+            self.u[(i0, i1)] += u[i0 - first:i1 - first].double()
             self.reads[(i0, i1)] += x.shape[0] * oh * ow
         self.vectors += x.shape[0] * oh * ow
+
+
+def _patch_sums(sq: Tensor, w: Tensor, kernel: tuple[int, int], stride: tuple[int, int],
+                dilation: tuple[int, int]) -> Tensor:
+    """``u[c, ki, kj]``: the sum over images and patches of ``sq`` at the kernel's position
+    (ki, kj) of each patch, weighted by the patch's ``w`` (B, oh, ow): a convolution's
+    weight gradient, as one matrix product per kernel row (torch's own is several times
+    slower for so many images and so few weights)."""
+    (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
+    batch, channels, _, width = sq.shape
+    oh, ow = w.shape[1:]
+    weights = w.reshape(batch * oh, ow)
+    cols = torch.arange(ow)
+    u = sq.new_empty((channels, kh, kw))
+    for ki in range(kh):
+        rows = sq[:, :, ki * dh: ki * dh + sh * (oh - 1) + 1: sh]  # (B, C, oh, W)
+        g = (rows.permute(0, 2, 1, 3).reshape(batch * oh, channels * width).T @ weights).view(channels, width, ow)
+        for kj in range(kw):
+            u[:, ki, kj] = g[:, cols * sw + kj * dw, cols].sum(1)
+    return u
 
 
 def _plane_squares(part: Tensor, s: Slicing) -> tuple[Tensor, int]:

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 import crossbar
+from crossbar.arrays import tile_grid
 from crossbar.slicing import program_sliced
 
 ARCH = dict(read_time=100e-9, read_voltage=0.2, tech_node=32, max_in=64, max_out=32, **crossbar.AIHWKIT_PERIPHERY)
@@ -47,10 +48,11 @@ def test_a_row_at_half_scale_costs_a_quarter():
 
 
 @pytest.mark.parametrize("conv, max_in", [
-    (dict(padding=1), 64),  # one input slice: the max-pool and weight-gradient path
+    (dict(padding=1), 64),  # one input slice: whole channels only
     (dict(stride=2, dilation=2, padding=2, padding_mode="reflect"), 64),
     (dict(padding="same"), 64),
-    (dict(stride=2, padding=1), 16),  # two input slices: patches
+    (dict(stride=2, padding=1), 16),  # two input slices: a channel split between them
+    (dict(stride=(2, 1), dilation=(1, 2), padding=(1, 2)), 12),  # three slices, uneven stride and dilation
 ])
 def test_a_convolutions_rows_are_its_patches(conv, max_in):
     torch.manual_seed(2)
@@ -64,10 +66,10 @@ def test_a_convolutions_rows_are_its_patches(conv, max_in):
     assert patches.shape[2] == layer(x).shape[2] * layer(x).shape[3]
     g = crossbar.program(layer.weight.detach(), preset, 1, 0).conductances(1.0).sum(dim=(1, 2))[0].double()
     expected = 0.0
-    for i0 in range(0, 27, max_in):
-        part = patches[:, i0:i0 + max_in]
-        scaled = part / part.abs().amax(1, keepdim=True)
-        expected += float((scaled**2).sum(dim=(0, 2)) @ g[i0:i0 + max_in])
+    for i0, i1 in sorted({(i0, i1) for _, _, i0, i1 in tile_grid(5, 27, 128, max_in)}):  # aihwkit's even split
+        part = patches[:, i0:i1]
+        scaled = part / part.abs().amax(1, keepdim=True).clamp_min(1e-300)  # a vector of padding is 0
+        expected += float((scaled**2).sum(dim=(0, 2)) @ g[i0:i1])
     expected *= 0.2**2 * 100e-9 * 1e-6 / 4
     assert priced.by_component()["crossbar"] == pytest.approx(expected, rel=1e-5)  # convolutions sum in float32
 
