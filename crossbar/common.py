@@ -39,6 +39,7 @@ class Stream(enum.IntEnum):
     CORRELATED_FAULTS = 9  # a chip's failed rows, columns and fault clusters, per layer
     HARDWARE_AWARE = 101  # the chip drawn at each step of hardware-aware training
     EVALUATION_CHIPS = 200  # the chips a search scores its trials on (validation) and reports (test)
+    CODESIGN = 300  # the co-design search's sampler of each proposal, per method and trial
 
 
 def derive_seed(seed: int, stream: int, layer: int, chip: int, *extra: int) -> int:

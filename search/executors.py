@@ -25,8 +25,9 @@ import signal
 import time
 from typing import Any, Optional, Protocol
 
+from .codesign_trial import record_of
 from .records import TrialRecord, TrialSpec
-from .trial import error_reason, failed_record, record_of
+from .trial import error_reason, failed_record
 
 
 class ClusterError(RuntimeError):

@@ -36,8 +36,10 @@ except ImportError:  # pragma: no cover
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIO_FILES = ("scenario.yaml", "resolved.yaml", "environment.json")  # what a run writes first
 RUN_FILES = (*SCENARIO_FILES, "trials.jsonl", "final.jsonl", "results.json",
-             "trials.jsonl.damaged", "final.jsonl.damaged")
+             "trials.jsonl.damaged", "final.jsonl.damaged", "test.jsonl", "test.jsonl.damaged")
+NETWORKS = "networks"  # a co-design run's trained networks, one file per training point
 PLOT_FILES = ("accuracy_vs_time.png", "technologies.png", "convergence.png", "dropout_rates.png")  # search.plot's
+CODESIGN_PLOTS = ("pareto_front.png",)  # search.plot's of a co-design run
 SWEEP_PLOTS = "sweep_*.png"  # search.plot's too: one per swept parameter (report.sweep)
 
 
@@ -117,7 +119,7 @@ class RunFolder:
         known metric (map50_vs_time.png), one per swept parameter."""
         if not self.path.is_dir():
             return []
-        names = [*PLOT_FILES, *(scores_plot(metric) for metric in crossbar.METRICS)]
+        names = [*PLOT_FILES, *CODESIGN_PLOTS, *(scores_plot(metric) for metric in crossbar.METRICS)]
         return sorted({p for name in names if (p := self.path / name).exists()} | set(self.sweep_plots()))
 
     def clear(self) -> None:
@@ -127,6 +129,12 @@ class RunFolder:
                 (self.path / name).unlink(missing_ok=True)
             except OSError as e:
                 raise ScenarioError(f"cannot start over in {self.path}: {name}: {e.strerror or e}") from None
+        networks = self.path / NETWORKS
+        if networks.is_dir():
+            for path in [*networks.glob("*.pt"), *networks.glob("*.tmp")]:
+                path.unlink(missing_ok=True)
+            if not any(networks.iterdir()):
+                networks.rmdir()
         for sub in self.repeats():
             RunFolder(sub).clear()
             if not any(sub.iterdir()):
@@ -136,7 +144,7 @@ class RunFolder:
         """Names in the folder that a run does not write (hidden files aside)."""
         if not self.path.is_dir():
             return []
-        ours = set(RUN_FILES) | {p.name for p in self.plots()}
+        ours = set(RUN_FILES) | {p.name for p in self.plots()} | {NETWORKS}
         repeats = set(self.repeats())
         return sorted(p.name for p in self.path.iterdir()
                       if p.name not in ours and not p.name.startswith(".") and p not in repeats)

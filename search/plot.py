@@ -118,6 +118,11 @@ def plot_run(run_dir: Path) -> list[Path]:
         results = json.loads(results_path.read_text())
     except json.JSONDecodeError as e:
         raise ValueError(f"{results_path}: not valid JSON ({e}); the run folder is damaged") from None
+    if isinstance(results, dict) and results.get("mode") == "codesign":  # over seeds: no plot
+        from .codesign_report import plot_front
+
+        path = None if "seeds" in results else plot_front(results, run_dir)
+        return [path] if path is not None else []
     problem = results_problem(results)
     if problem:
         raise ValueError(f"{results_path}: {problem}; is it a results.json written by python -m search.run?")

@@ -64,6 +64,14 @@ def _count(n: int, thing: str) -> str:
 
 def plan_line(scenario, plan) -> str:
     """What the run will do, for its first line: the search's trials, or study mode's variants."""
+    if scenario.mode == "codesign":
+        cs = scenario.codesign
+        n = scenario.search.n_trials
+        return (f"co-design of {scenario.model.name} on {scenario.dataset.name} for {', '.join(cs.names())}: "
+                f"{_count(n, 'trial')} of optuna's {cs.sampler.upper()} sampler"
+                f"{f', {n} of random search' if scenario.baselines.random else ''}, "
+                f"{_count(len(plan.grid), 'hand-grid design')}, {_count(scenario.n_chips, 'chip')} per trial, "
+                f"{cs.hardware_per_training} trials per training point")
     if scenario.mode == "study":
         labels = ", ".join(v.label for v in scenario.variants)
         return (f"study of {_count(len(scenario.variants), 'variant')} ({labels}) on {scenario.dataset.name}, "
@@ -191,9 +199,11 @@ def _open(args: argparse.Namespace, scenario, held: list):
 
 def _experiment(args: argparse.Namespace, scenario, folder):
     """The experiment of one run folder, with what an earlier start finished."""
+    from .codesign_run import CodesignRun
     from .experiment import Experiment
 
-    experiment = Experiment(scenario, folder, device=None, quiet=args.quiet)
+    kind = CodesignRun if scenario.mode == "codesign" else Experiment
+    experiment = kind(scenario, folder, device=None, quiet=args.quiet)
     if args.resume and folder.holds_run():
         experiment.load_previous()
         print(f"resuming {folder.path}: {len(experiment.done)} finished trial(s) kept")
@@ -240,8 +250,13 @@ def _execute(args: argparse.Namespace, scenario, raw: dict, folder, experiment, 
     top = folder.path.parent if scenario.seed_of_repeat is not None else folder.path
     try:
         seconds = experiment.execute(executor)
-        results = results_of(scenario, experiment.plan.slots, experiment.done, experiment.finals,
-                             experiment.final_order(), seconds)
+        if scenario.mode == "codesign":
+            from .codesign_report import results_of as codesign_results
+
+            results = codesign_results(scenario, experiment, seconds)
+        else:
+            results = results_of(scenario, experiment.plan.slots, experiment.done, experiment.finals,
+                                 experiment.final_order(), seconds)
         folder.write_json("results.json", results)
         return 0, results
     except KeyboardInterrupt as e:
@@ -271,6 +286,13 @@ def _report(scenario, experiment, results: dict, folder, paths: list) -> None:
     from .report import cost_table, feasibility_note, run_table, sweep_table
 
     print()
+    if scenario.mode == "codesign":
+        from .codesign_report import front_table
+
+        print(front_table(results))
+        print(f"wrote {folder.path / 'results.json'}{' and ' if paths else ''}{', '.join(p.name for p in paths)} "
+              f"({results['seconds']:.0f} s)")
+        return
     print(run_table(results))
     if results.get("sweep"):
         print()
@@ -298,6 +320,7 @@ def _report(scenario, experiment, results: dict, folder, paths: list) -> None:
 
 def _repeats(args: argparse.Namespace, scenario, raw: dict, folder, held: list) -> int:
     """The experiment once per seed, each in ``seed-<n>/``, then the summary over seeds."""
+    from .codesign_run import make_plan as codesign_plan
     from .config import ScenarioError
     from .folder import start_run_folder
     from .plan import make_plan
@@ -306,13 +329,14 @@ def _repeats(args: argparse.Namespace, scenario, raw: dict, folder, held: list) 
     from .trial import trial_device
 
     seeds = scenario.seeds
+    plan_of = codesign_plan if scenario.mode == "codesign" else make_plan
     try:
         start_run_folder(folder, raw, scenario, str(trial_device(scenario)), args.argv)
     except ScenarioError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"{scenario.name}: {len(seeds)} repeats (seeds {', '.join(map(str, seeds))}) of: "
-          f"{plan_line(scenario, None if scenario.mode == 'study' else make_plan(scenario))}, devices "
+          f"{plan_line(scenario, None if scenario.mode == 'study' else plan_of(scenario))}, devices "
           f"{', '.join(p['name'] for p in scenario.presets)}; writing to {folder.path}")
     for note in scenario.notes():
         print(f"note: {note}")
@@ -332,6 +356,8 @@ def _repeats(args: argparse.Namespace, scenario, raw: dict, folder, held: list) 
             return code
         _plot(sub)
         per_seed[seed] = results
+    if scenario.mode == "codesign":
+        return _codesign_summary(per_seed, folder)
     summary = summarise(per_seed)
     if scenario.findings:
         summary["findings"] = judge(per_seed, scenario.findings, scenario.t_inference)
@@ -361,6 +387,22 @@ def _repeats(args: argparse.Namespace, scenario, raw: dict, folder, held: list) 
         print("error: no results: no seed produced test numbers", file=sys.stderr)
         return 1
     return 0
+
+
+def _codesign_summary(per_seed: dict, folder) -> int:
+    from .codesign_report import seeds_lines, summarise
+    from .config import ScenarioError
+
+    summary = summarise(per_seed)
+    try:
+        folder.write_json("results.json", summary)
+    except ScenarioError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print()
+    print("\n".join(seeds_lines(summary)))
+    print(f"wrote {folder.path / 'results.json'}")
+    return 0 if summary["results"] else 1
 
 
 def failure_summary(experiment) -> str:

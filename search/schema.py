@@ -30,6 +30,7 @@ import models
 from crossbar.common import did_you_mean, error_text, resolve_device
 from crossbar.durations import readable
 
+from .codesign import Codesign
 from .methods import METHODS, HardwareAwareBaseline
 from .sections import (
     MAX_CHIPS,
@@ -90,7 +91,7 @@ class Scenario(Strict):
 
     name: Annotated[str, AfterValidator(_safe_name)] = "scenario"
     description: str = ""
-    mode: Literal["search", "study"] = "search"
+    mode: Literal["search", "study", "codesign"] = "search"
     task: Annotated[str, _one_of("task", lambda: list(models.TASKS))] = Field(
         "classification", description="classification (scored by accuracy) or detection (mAP@0.5 per chip)")
     metric: Optional[str] = Field(
@@ -124,6 +125,7 @@ class Scenario(Strict):
     findings: list[Finding] = Field(default_factory=list, description="study mode: claims the report says "
                                                                       "agrees, disagrees or not significant of")
     report: Report = Field(default_factory=Report)
+    codesign: Optional[Codesign] = Field(None, description="mode codesign: hardware dimensions and objectives")
 
     _repeat: Optional[int] = PrivateAttr(None)
 
@@ -203,6 +205,9 @@ class Scenario(Strict):
         labels = [v.label for v in self.variants]
         if len(set(labels)) != len(labels):
             raise ValueError("variants: every label must be unique")
+        if (self.mode == "codesign") != (self.codesign is not None):
+            raise ValueError("mode codesign needs a codesign section (space, objectives), and a codesign section "
+                             f"needs mode: codesign (mode is {self.mode})")
         if self.findings and self.mode != "study":
             raise ValueError("findings are for mode: study (they compare its variants)")
         for i, finding in enumerate(self.findings):
@@ -229,6 +234,8 @@ class Scenario(Strict):
         problem = check_space(self.search.space, self.slots())  # the network builds: its slots are known
         if problem:
             raise ValueError(f"search.space: {problem}")
+        if self.codesign is not None:
+            self.codesign.check(self.presets, (0.0, 1.0))
         return self
 
     def _check_task(self) -> None:

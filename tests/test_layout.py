@@ -13,10 +13,10 @@ MAX_LINES = 450
 
 #: search/'s layers, lowest first: a module imports from its own layer or below.
 SEARCH_LAYERS = {
-    "data": ("errors", "seeds", "space", "records", "sections", "methods", "schema", "config"),
+    "data": ("errors", "seeds", "space", "pareto", "records", "sections", "codesign", "methods", "schema", "config"),
     "planning": ("plan",),
-    "running": ("trial", "executors", "folder", "experiment"),
-    "presentation": ("report", "summary", "figures", "cost_figures", "plot"),
+    "running": ("trial", "codesign_trial", "executors", "folder", "experiment", "codesign_run"),
+    "presentation": ("report", "summary", "figures", "cost_figures", "codesign_report", "plot"),
     "command": ("run",),
 }
 
