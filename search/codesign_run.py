@@ -182,7 +182,7 @@ class CodesignRun:
     def _study(self):
         import optuna
 
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        optuna.logging.set_verbosity(optuna.logging.ERROR)  # its fallbacks (a failed kernel fit) are its own
         names = self.scenario.codesign.names()
         maximise = self.scenario.codesign.maximise()
         return optuna.create_study(directions=["maximize" if m else "minimize" for m in maximise],
