@@ -96,6 +96,14 @@ def _results_so_far(run_dir: Path, trials: list[dict]) -> dict:
             "higher_is_better": higher}
 
 
+def _mode(resolved: Path) -> Optional[str]:
+    try:
+        data = yaml.safe_load(resolved.read_text())
+    except yaml.YAMLError:
+        return None
+    return data.get("mode") if isinstance(data, dict) else None
+
+
 def plot_run(run_dir: Path) -> list[Path]:
     """Draw every plot the run's files allow; returns the paths written.
 
@@ -108,6 +116,10 @@ def plot_run(run_dir: Path) -> list[Path]:
     results_path = run_dir / "results.json"
     if not results_path.is_file() and RunFolder(run_dir).repeats():
         return _plot_repeats(run_dir)
+    resolved = run_dir / "resolved.yaml"
+    if not results_path.is_file() and resolved.is_file() and _mode(resolved) == "codesign":
+        raise FileNotFoundError(f"{run_dir}: a co-design run still going (no results.json yet); its "
+                                "pareto_front.png is drawn once its fronts are measured on test")
     trials = _read_trials(run_dir)
     if not results_path.is_file():
         if (run_dir / "resolved.yaml").is_file() and any(t["method"] in search_methods() for t in trials):

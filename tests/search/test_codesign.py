@@ -189,3 +189,26 @@ def test_seeds_summarise_the_hypervolume(tmp_path):
     diffs = [r["hypervolume"]["codesign"] - r["hypervolume"]["random"] for r in per_seed]
     assert summary["paired"]["random"]["mean"] == pytest.approx(sum(diffs) / 2)
     assert summary["paired"]["random"]["wins"] == sum(d > 0 for d in diffs)
+
+
+def test_the_hand_grid_is_each_device_at_its_own_periphery_with_the_best_training_point(finished):
+    _, run = finished
+    trials = [json.loads(line) for line in (run / "trials.jsonl").read_text().splitlines()]
+    ours = [t for t in trials if t["method"] == "codesign" and t["status"] == "ok" and t["feasible"]]
+    best = max(ours, key=lambda t: t["values"]["score"])
+    grid = [t for t in trials if t["method"] == "grid"]
+    assert sorted(t["hardware"]["device"] for t in grid) == ["cmo", "pcm_chip"]
+    for t in grid:
+        assert t["hardware"] == {"device": t["hardware"]["device"]} and t["device"] == t["hardware"]["device"]
+        assert t["rates"] == best["rates"] and t["hwa_scale"] == best["hwa_scale"]
+
+
+def test_a_run_still_going_says_when_its_plot_comes(finished, tmp_path):
+    from search import plot
+
+    _, run = finished
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    (copy / "results.json").unlink()
+    with pytest.raises(FileNotFoundError, match="a co-design run still going"):
+        plot.plot_run(copy)
