@@ -195,6 +195,7 @@ def evaluate(
     progress: bool = False,
     metric: MetricSpec = "accuracy",
     output: "int | str | None" = None,
+    digital: Sequence[str] = (),
 ) -> np.ndarray:
     """Each chip's score (classification accuracy by default) of ``model`` on ``n_chips``
     simulated chips.
@@ -227,6 +228,7 @@ def evaluate(
             called once per chip with all its outputs (see :mod:`crossbar.metrics`).
         output: for a model that returns a tuple or a dict, the index or key of the
             element that holds the scores (for this call only, on a converted model).
+        digital: layers placed digital (exact), by name (:func:`crossbar.convert`).
 
     Returns:
         ``(len(t_inference), n_chips)`` float64 array of each chip's score (accuracies
@@ -247,9 +249,11 @@ def evaluate(
     if isinstance(model, CrossbarModel):
         if model.preset != preset:
             raise ValueError("model was converted with another preset; pass the digital model instead")
+        if digital:
+            raise ValueError("digital: give it to crossbar.convert, or pass the digital model to evaluate")
         xmodel = model
     else:
-        xmodel = convert(model, preset, strategy=strategy, output=output)
+        xmodel = convert(model, preset, strategy=strategy, output=output, digital=digital)
     # A converted model given by the caller runs with this call's strategy and threads
     # (when given) and gets its own settings back afterwards.
     saved = (xmodel.strategy, xmodel.threads, xmodel.output)

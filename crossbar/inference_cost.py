@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -27,7 +27,7 @@ from .arrays import ProgrammedArray, tile_grid
 from .catalog import resolve_preset
 from .common import check_n_chips, check_seed
 from .cost import macro_cost
-from .mapping import mapped_layers, unmapped_layers
+from .mapping import check_digital, mapped_layers, unmapped_layers
 from .slicing import Slicing, input_codes, program_sliced
 
 __all__ = ["InferenceCost", "cost"]
@@ -37,6 +37,13 @@ def _adder(width: int, tech_node_m: float) -> float:
     from hwcomponents_library import AladdinAdder
 
     return AladdinAdder(tech_node=tech_node_m, width=width).add().energy
+
+
+@lru_cache(maxsize=64)
+def _multiplier(width_a: int, width_b: int, tech_node_m: float) -> float:
+    from hwcomponents_library import AladdinMultiplier
+
+    return AladdinMultiplier(tech_node=tech_node_m, width_a=width_a, width_b=width_b).multiply().energy
 
 
 @dataclass(frozen=True)
@@ -62,7 +69,7 @@ class InferenceCost:
 
     @property
     def ops(self) -> float:
-        """Operations per inference, 1 MAC = 2 ops (the mapped layers')."""
+        """Operations per inference, 1 MAC = 2 ops (the mapped layers', analog or placed digital)."""
         return 2.0 * self.macs
 
     @property
@@ -249,6 +256,7 @@ def cost(
     t_inference: Any = "1s",
     n_chips: int = 1,
     seed: int = 0,
+    digital: Sequence[str] = (),
 ) -> InferenceCost:
     """Energy, latency and area of one inference of ``model`` on the chip ``preset``
     describes, by layer and component (:class:`InferenceCost`; ``print`` it).
@@ -262,6 +270,10 @@ def cost(
         t_inference: the time since programming whose conductances are read.
         n_chips, seed: the simulated chips, the same as :func:`crossbar.evaluate`'s
             for the same seed.
+        digital: layers placed digital (:func:`crossbar.convert`): each MAC priced as
+            a digital multiply and add (Aladdin's, at the preset's node, the weight and
+            input bits wide, 8 where the architecture does not say); their area and
+            time are not counted.
 
     The chip has one array per tile, all of a layer's tiles read in parallel, vectors
     one after another, layers one after another: latency is the sum over layers of
@@ -279,8 +291,9 @@ def cost(
         layers.setdefault(id(layer), (name or type(model).__name__, layer))
     if not layers:
         raise ValueError(f"model ({type(model).__name__}) has no nn.Linear or nn.Conv2d layer to price")
-    for name, layer in layers.values():
-        if isinstance(layer, nn.Conv2d) and layer.groups != 1:
+    placed = check_digital(digital, mapped_layers(model), model)
+    for key, (name, layer) in layers.items():
+        if isinstance(layer, nn.Conv2d) and layer.groups != 1 and key not in placed:
             raise ValueError(f"layer {name!r}: a grouped convolution (groups={layer.groups}) is not priced; "
                              f"allowed: groups=1")
     tiles = {key: tile_grid(layer.weight.shape[0], layer.weight[0].numel(), preset.max_out, preset.max_in)
@@ -317,9 +330,16 @@ def cost(
         if r.vectors == 0:
             raise ValueError(f"layer {name!r} never ran on these inputs; cost prices the layers a forward pass uses")
         vectors = r.vectors / n_inputs  # per inference
+        out_size, in_size = layer.weight.shape[0], layer.weight[0].numel()
+        if key in placed:  # exact digital multiply-adds
+            count = vectors * out_size * in_size
+            each = _multiplier(arch.weight_bits or 8, arch.input_bits or 8, node) + add_energy
+            out_rows.append({"layer": name, "component": "digital MAC", "count": count, "energy_j": count * each})
+            chip_energy += count * each
+            macs += count
+            continue
         grid = tiles[key]
         n_tiles += len(grid)
-        out_size, in_size = layer.weight.shape[0], layer.weight[0].numel()
         macs += vectors * out_size * in_size
         reads = {k: v / n_inputs for k, v in r.reads.items()}  # read cycles per inference, per input slice
         latency += max(reads.values()) * one.cycle_s  # a layer's tiles in parallel

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import warnings
-from typing import Optional
+from typing import Optional, Sequence
 
 from torch import nn
 
@@ -42,6 +42,21 @@ def mapped_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
         elif isinstance(module, (nn.Linear, nn.Conv2d)) and not own_forward(module):
             found.append((name, module))
     return found
+
+
+def check_digital(digital: Sequence[str], layers: list[tuple[str, nn.Module]], model: nn.Module) -> set[int]:
+    """The ids of the layers ``digital`` names (every name of a tied layer follows);
+    ValueError naming an unknown one and the layers that can be placed."""
+    if isinstance(digital, str):
+        digital = [digital]
+    names = {name: layer for name, layer in layers}
+    unknown = [d for d in digital if d not in names]
+    if unknown:
+        raise ValueError(f"digital: {unknown[0]!r} is not a mapped layer of {type(model).__name__}; the layers: "
+                         f"{', '.join(n or '(the model)' for n in names)}")
+    if digital and len({id(names[d]) for d in digital}) == len({id(layer) for _, layer in layers}):
+        raise ValueError("digital: every layer would stay digital; leave at least one on the crossbars")
+    return {id(names[d]) for d in digital}
 
 
 def own_forward(layer: nn.Module) -> bool:
@@ -89,8 +104,13 @@ def convert(
     strategy: str = "auto",
     threads: Optional[int] = None,
     output: "int | str | None" = None,
+    digital: Sequence[str] = (),
 ) -> CrossbarModel:
     """Map every ``nn.Linear`` and ``nn.Conv2d`` of ``model`` onto crossbar layers.
+
+    ``digital`` names layers (as :func:`mapped_layers` names them) placed digital on
+    purpose: they keep their exact weights and their numbers, so the other layers are
+    the same devices of the same chips whichever layers are digital.
 
     ``model`` is not changed: the result holds a copy. Layers are numbered in
     ``model.modules()`` order; a chip's random draws for a layer depend on that number.
@@ -108,6 +128,7 @@ def convert(
         raise ValueError("model is already converted; convert the digital model instead")
     module = copy.deepcopy(model)
     layers = mapped_layers(module)
+    placed = check_digital(digital, layers, model)
     digital = unmapped_layers(model)
     if not layers:
         attention = any(isinstance(m, nn.MultiheadAttention) for m in model.modules())
@@ -130,11 +151,13 @@ def convert(
     for name, layer in layers:
         if id(layer) not in crossbars:
             index = len(crossbars)
-            crossbars[id(layer)] = (
+            crossbars[id(layer)] = layer if id(layer) in placed else (
                 CrossbarLinear(layer.weight, layer.bias, preset, index) if isinstance(layer, nn.Linear)
                 else CrossbarConv2d(layer, preset, index)
             )
         mapped = crossbars[id(layer)]
+        if mapped is layer:  # placed digital
+            continue
         if name:
             module.set_submodule(name, mapped)
         else:  # the whole model is a single Linear or Conv2d

@@ -87,6 +87,8 @@ class Codesign(Strict):
     space: dict[str, Union[list[Union[int, float, str]], Choices]] = Field(
         default_factory=dict, description="hardware dimensions: device: [names], a field: [low, high] or "
                                           "{choices: [...]}")
+    digital: list[str] = Field(default_factory=list, description="layers that may be placed digital (exact, priced "
+                                                                 "as digital MACs): one yes/no dimension each")
     objectives: list[Goal] = Field(min_length=1, description="what each trial is measured by")
     reference: Optional[list[float]] = Field(
         None, description="the hypervolume's reference point, one value per objective (default: 0 for a "
@@ -108,6 +110,15 @@ class Codesign(Strict):
             repeated = sorted({n for n in names if names.count(n) > 1})
             raise ValueError(f"each objective at most once; repeated: {', '.join(repeated)}")
         return goals
+
+    def check_layers(self, layers: list[str]) -> None:
+        """Raise ValueError unless every name of ``digital`` is a mapped layer."""
+        for name in self.digital:
+            if name not in layers:
+                raise ValueError(f"codesign.digital: {name!r} is not a layer of the network that is mapped onto "
+                                 f"crossbars{did_you_mean(name, layers)}; its layers: {', '.join(layers)}")
+        if len(set(self.digital)) != len(self.digital):
+            raise ValueError("codesign.digital: each layer at most once")
 
     def names(self) -> list[str]:
         return [g.name for g in self.objectives]

@@ -33,6 +33,7 @@ from .schema import Scenario
 from .trial import failed_record
 
 HW = "hw."  # the prefix of a hardware dimension's parameter name in the study
+DIGITAL = "hw.digital:"  # ... and of a layer's placement (True: digital)
 METHODS = ("codesign", "random", "grid")
 LABELS = {"codesign": "co-design search", "random": "random search", "grid": "hand grid"}
 
@@ -51,6 +52,8 @@ def distributions(scenario: Scenario) -> dict[str, Any]:
             space[HW + name] = IntDistribution(int(value[0]), int(value[1]))
         else:
             space[HW + name] = FloatDistribution(float(value[0]), float(value[1]))
+    for layer in scenario.codesign.digital:
+        space[DIGITAL + layer] = CategoricalDistribution([False, True])
     return space
 
 
@@ -62,7 +65,10 @@ def spec_of(scenario: Scenario, trial_id: str, method: str, params: dict[str, An
             spec["rates"].append(float(params[d.name]))
         else:
             spec[d.name] = float(params[d.name])
-    spec["hardware"] = {k[len(HW):]: _plain(v) for k, v in params.items() if k.startswith(HW)}
+    spec["hardware"] = {k[len(HW):]: _plain(v) for k, v in params.items()
+                        if k.startswith(HW) and not k.startswith(DIGITAL)}
+    if scenario.codesign.digital:
+        spec["hardware"]["digital"] = [n for n in scenario.codesign.digital if params[DIGITAL + n]]
     return spec
 
 
@@ -74,7 +80,10 @@ def params_of(scenario: Scenario, record: dict) -> dict[str, Any]:
     """The study's parameters of a trial spec or record."""
     rates = iter(record["rates"])
     params = {d.name: (next(rates) if d.dropout else record[d.name]) for d in scenario.dimensions()}
-    params.update({HW + k: v for k, v in record.get("hardware", {}).items()})
+    hardware = dict(record.get("hardware", {}))
+    placed = hardware.pop("digital", [])
+    params.update({HW + k: v for k, v in hardware.items()})
+    params.update({DIGITAL + n: n in placed for n in scenario.codesign.digital})
     return params
 
 

@@ -40,7 +40,7 @@ def device_spec(scenario: Scenario, hardware: dict[str, Any]) -> dict[str, Any]:
     dimension) with the chosen fields, named by its device and what changed."""
     name = hardware.get("device", scenario.presets[0]["name"])
     base = next(spec for spec in scenario.presets if spec["name"] == name)
-    changes = {k: v for k, v in hardware.items() if k != "device"}
+    changes = {k: v for k, v in hardware.items() if k not in ("device", "digital")}
     shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(changes.items()))
     label = name + (f" ({shown})" if changes else "")
     return {**with_hardware(base, changes), "name": label}
@@ -93,13 +93,15 @@ def measure(scenario: Scenario, net, spec: TrialSpec, split: str, device, progre
     times = list(scenario.t_inference)
     if split == "test":
         times += [t for t in scenario.report_times(preset) if t not in times]
-    rows = trial._measure(scenario, net, data, split, lambda p: times, n_chips, device, progress, presets=[preset])
+    digital = spec.get("hardware", {}).get("digital", [])
+    rows = trial._measure(scenario, net, data, split, lambda p: times, n_chips, device, progress, presets=[preset],
+                          digital=digital)
     at = [r for r in rows if r["t_inference"] in scenario.t_inference]
     values: dict[str, float] = {"score": trial.aggregate(np.array([[r["chips"] for r in at]]), scenario)}
     cost = None
     if scenario.codesign.needs_cost():
         priced = crossbar.cost(net, preset, data, scenario.t_inference[0], n_chips,
-                               seed=trial.chip_seed(scenario, split))
+                               seed=trial.chip_seed(scenario, split), digital=digital)
         values.update(energy_j=priced.energy_j, latency_s=priced.latency_s, area_mm2=priced.area_mm2)
         cost = {"energy_j": priced.energy_j, "energy_j_p10": float(np.percentile(priced.chip_energy_j, 10)),
                 "energy_j_p90": float(np.percentile(priced.chip_energy_j, 90)), "latency_s": priced.latency_s,
@@ -107,7 +109,8 @@ def measure(scenario: Scenario, net, spec: TrialSpec, split: str, device, progre
     if split == "val":
         for row in rows:
             row.pop("chips")
-    return {"preset": preset.name, "values": values, "scores": rows, "cost": cost}
+    name = preset.name + (f" + digital {', '.join(digital)}" if digital else "")
+    return {"preset": name, "values": values, "scores": rows, "cost": cost}
 
 
 def codesign_record(plain: dict, spec: TrialSpec, *, device: Optional[str] = None,

@@ -236,6 +236,9 @@ class Scenario(Strict):
             raise ValueError(f"search.space: {problem}")
         if self.codesign is not None:
             self.codesign.check(self.presets, (0.0, 1.0))
+            in_shape, n_classes = self.data_shape()
+            net = models.build(self.model.name, in_shape, n_classes, **self.model.options)
+            self.codesign.check_layers([name for name, _ in crossbar.mapping.mapped_layers(net)])
         return self
 
     def _check_task(self) -> None:

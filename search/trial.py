@@ -101,14 +101,14 @@ def aggregate(acc: np.ndarray, scenario: Scenario) -> float:
 
 
 def _measure(scenario: Scenario, model, data, split: str, times_of, n_chips: int, device,
-             progress: bool, presets=None) -> list[ScoreRow]:
+             progress: bool, presets=None, digital=()) -> list[ScoreRow]:
     rows = []
     for preset in presets if presets is not None else scenario.resolved_presets():
         times = times_of(preset)
         acc = crossbar.evaluate(
             model, data, preset, times, n_chips, seed=chip_seed(scenario, split), batch_size=scenario.batch_size,
             device=trial_device(scenario, device), chunk_size=scenario.chunk_size, progress=progress,
-            metric=scenario.metric,
+            metric=scenario.metric, digital=digital,
         )
         for t, chips in zip(times, acc):
             rows.append({

@@ -183,3 +183,50 @@ def test_bad_input_is_one_line(call, message):
     with pytest.raises(ValueError, match=message) as info:
         call()
     assert "\n" not in str(info.value)
+
+
+def mlp(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(20, 16), nn.ReLU(), nn.Linear(16, 6))
+
+
+def test_a_layer_placed_digital_stays_exact_and_keeps_the_others_devices():
+    net, preset = mlp(), pcm()
+    both = crossbar.convert(net, preset).program(2, seed=3)
+    placed = crossbar.convert(net, preset, digital=["2"]).program(2, seed=3)
+    assert type(placed.module[2]) is nn.Linear and torch.equal(placed.module[2].weight, net[2].weight)
+    assert placed.module[0].index == both.module[0].index == 0
+    assert torch.equal(placed.module[0].array.conductances(1.0), both.module[0].array.conductances(1.0))
+    first = crossbar.convert(net, preset, digital=["0"]).program(2, seed=3)
+    assert first.module[2].index == 1  # numbered as if every layer were mapped
+    assert torch.equal(first.module[2].array.conductances(1.0), both.module[2].array.conductances(1.0))
+
+
+def test_a_layer_placed_digital_costs_its_multiply_adds():
+    from hwcomponents_library import AladdinAdder, AladdinMultiplier
+
+    net, x = mlp(), torch.randn(7, 20)
+    analog = crossbar.cost(net, pcm(), x, 1.0, n_chips=2)
+    placed = crossbar.cost(net, pcm(), x, 1.0, n_chips=2, digital=["2"])
+    rows = [r for r in placed.rows if r["layer"] == "2"]
+    assert [r["component"] for r in rows] == ["digital MAC"] and rows[0]["count"] == 16 * 6
+    width = crossbar.macro_cost(pcm(), 1).layout["output_bits"]
+    each = (AladdinMultiplier(tech_node=32e-9, width_a=8, width_b=8).multiply().energy
+            + AladdinAdder(tech_node=32e-9, width=width).add().energy)
+    assert rows[0]["energy_j"] == pytest.approx(16 * 6 * each, rel=1e-12)
+    layer0 = [r for r in analog.rows if r["layer"] == "0"]
+    assert [r for r in placed.rows if r["layer"] == "0"] == layer0  # the other layer's chips and counts unchanged
+    assert placed.macs == analog.macs
+    assert placed.area_mm2 < analog.area_mm2  # one array fewer
+
+
+@pytest.mark.parametrize("digital, message", [
+    (["3"], "digital: '3' is not a mapped layer of Sequential; the layers: 0, 2"),
+    (["0", "2"], "digital: every layer would stay digital"),
+])
+def test_digital_names_a_mapped_layer(digital, message):
+    with pytest.raises(ValueError, match=message):
+        crossbar.cost(mlp(), pcm(), torch.randn(3, 20), 1.0, digital=digital)
+    with pytest.raises(ValueError, match=message):
+        crossbar.evaluate(mlp(), (torch.randn(3, 20), torch.zeros(3, dtype=torch.long)), pcm(), 1.0, 1,
+                          digital=digital)

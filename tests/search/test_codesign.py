@@ -30,6 +30,7 @@ CODESIGN = {
     "codesign": {
         "space": {"device": ["cmo", "pcm_chip"], "adc_bits": [4, 9], "max_in": {"choices": [32, 64]},
                   "g_max": [15.0, 30.0]},
+        "digital": ["net.9"],
         "objectives": [{"name": "score"}, {"name": "energy_j"}],
         "reference": [0.0, 1e-8],
         "hardware_per_training": 3,
@@ -64,7 +65,7 @@ def test_the_space_is_mixed(tmp_path):
     kinds = {name: type(d).__name__ for name, d in space.items()}
     assert kinds["hw.device"] == "CategoricalDistribution" and kinds["hw.max_in"] == "CategoricalDistribution"
     assert kinds["hw.adc_bits"] == "IntDistribution" and kinds["hw.g_max"] == "FloatDistribution"
-    assert kinds["hwa_scale"] == "FloatDistribution"
+    assert kinds["hwa_scale"] == "FloatDistribution" and space["hw.digital:net.9"].choices == (False, True)
     assert [n for n in space if not n.startswith("hw.")] == [*scenario.slots(), "hwa_scale"]
 
 
@@ -79,6 +80,8 @@ def test_the_space_is_mixed(tmp_path):
     (codesign_with(reference=[0.0, 0.0]), "energy_j's reference 0 must be positive"),
     (codesign_with(reference=[0.0]), "one value per objective (score, energy_j), got 1"),
     (codesign_with(objectives=[{"name": "score"}, {"name": "power"}]), "codesign.objectives"),
+    (codesign_with(digital=["net.8"]), "codesign.digital: 'net.8' is not a layer of the network that is mapped "
+                                       "onto crossbars (did you mean 'net.9'?); its layers: net.1, net.5, net.9"),
 ])
 def test_bad_input_is_one_line_before_any_work(tmp_path, codesign, message):
     path = write(tmp_path, codesign=codesign)
@@ -212,3 +215,16 @@ def test_a_run_still_going_says_when_its_plot_comes(finished, tmp_path):
     (copy / "results.json").unlink()
     with pytest.raises(FileNotFoundError, match="a co-design run still going"):
         plot.plot_run(copy)
+
+
+def test_a_layer_placed_digital_is_priced_as_digital_macs(finished):
+    _, run = finished
+    trials = [json.loads(line) for line in (run / "trials.jsonl").read_text().splitlines()]
+    searched = [t for t in trials if t["method"] != "grid" and t["status"] == "ok"]
+    assert {tuple(t["hardware"]["digital"]) for t in searched} == {(), ("net.9",)}  # both placements tried
+    for t in searched:
+        placed = t["hardware"]["digital"] == ["net.9"]
+        assert ("digital MAC" in t["cost"]["components"]) == placed
+        assert t["device"].endswith(" + digital net.9") == placed
+        if placed:  # 10 x 32 multiply-adds an input
+            assert t["cost"]["components"]["digital MAC"] > 0
