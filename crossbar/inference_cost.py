@@ -299,7 +299,8 @@ def cost(
     tiles = {key: tile_grid(layer.weight.shape[0], layer.weight[0].numel(), preset.max_out, preset.max_in)
              for key, (_, layer) in layers.items()}
     slicing = Slicing.of(preset) if preset.architecture.sliced else None
-    rows = {key: _Rows(layer, tiles[key], slicing) for key, (_, layer) in layers.items()}
+    # a layer placed digital needs only its vector count: no tiles, no input statistics
+    rows = {key: _Rows(layer, [] if key in placed else tiles[key], slicing) for key, (_, layer) in layers.items()}
     hooks = [layer.register_forward_pre_hook(lambda m, args, key=key: rows[key].add(args[0]))
              for key, (_, layer) in layers.items()]
     n_inputs = 0

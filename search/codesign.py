@@ -120,6 +120,13 @@ class Codesign(Strict):
         if len(set(self.digital)) != len(self.digital):
             raise ValueError("codesign.digital: each layer at most once")
 
+    def devices(self) -> Optional[list]:
+        """The device names the ``device`` dimension chooses among (None: no such dimension)."""
+        value = self.space.get("device")
+        if value is None:
+            return None
+        return list(value.choices if isinstance(value, Choices) else value)
+
     def names(self) -> list[str]:
         return [g.name for g in self.objectives]
 
@@ -145,7 +152,7 @@ class Codesign(Strict):
         for key, value in self.space.items():
             where = f"codesign.space.{key}"
             if key == "device":
-                chosen = value.choices if isinstance(value, Choices) else value
+                chosen = self.devices() or []
                 unknown = [n for n in chosen if n not in names]
                 if unknown or len(chosen) < 2:
                     raise ValueError(f"{where}: must list at least two of the scenario's devices ({', '.join(names)})"

@@ -26,6 +26,7 @@ from crossbar.common import Stream, derive_seed
 from .codesign import Choices
 from .codesign_trial import TRAINING_POINT
 from .executors import Executor, Sequential
+from .experiment import schedule
 from .folder import RunFolder
 from .pareto import non_dominated
 from .records import TrialRecord, TrialSpec
@@ -111,10 +112,7 @@ def make_plan(scenario: Scenario) -> Plan:
         ids += [f"random-{i:03d}" for i in range(1, n + 1)]
     grid = []
     if scenario.codesign.grid:
-        devices = scenario.codesign.space.get("device")
-        names = (devices.choices if isinstance(devices, Choices) else devices) if devices else [
-            scenario.presets[0]["name"]]
-        grid = [f"grid-{name}" for name in names]
+        grid = [f"grid-{name}" for name in scenario.codesign.devices() or [scenario.presets[0]["name"]]]
     return Plan(ids, scenario.slots(), grid)
 
 
@@ -151,7 +149,10 @@ class CodesignRun:
         if record.get("status") == "ok" and set(record.get("values", {})) != set(self.scenario.codesign.names()):
             return "its objectives are not this scenario's"
         if record["id"] in self.plan.ids:
-            params = params_of(self.scenario, record) if isinstance(record.get("rates"), list) else {}
+            try:
+                params = params_of(self.scenario, record)
+            except (KeyError, TypeError, AttributeError, StopIteration):
+                params = {}  # no rates, too few, or a training dimension missing
             for name, dist in self.space.items():
                 if name not in params or not _inside(dist, params[name]):
                     return f"{name} {params.get(name)!r} outside the search space"
@@ -229,16 +230,13 @@ class CodesignRun:
     def _propose(self, study, method: str, trial_id: str) -> TrialSpec:
         import optuna
 
-        index = number(trial_id)
-        k = self.scenario.codesign.hardware_per_training
-        first = index - (index - 1) % k
+        leader = self._leader(trial_id)
         fixed = None
-        if first != index:  # the group's training point
-            leader = self._specs[f"{method}-{first:03d}"]
-            fixed = {n: v for n, v in params_of(self.scenario, leader).items() if not n.startswith(HW)}
+        if leader is not None:  # the group's training point
+            fixed = {n: v for n, v in params_of(self.scenario, self._specs[leader]).items() if not n.startswith(HW)}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # optuna's experimental and deprecation notes
-            study.sampler = self._sampler(method, index, fixed)
+            study.sampler = self._sampler(method, number(trial_id), fixed)
             asked = study.ask(self.space)
         # samplers learn from finished trials only: the asked one is closed, and its record
         # added when it finishes (as a resumed run adds it)
@@ -326,12 +324,10 @@ class CodesignRun:
 
     def _grid_spec(self, trial_id: str) -> TrialSpec:
         best = self.best_training_point()
-        if best is None:
-            return {"id": trial_id, "method": "grid", "rates": [0.0] * len(self.plan.slots),
-                    "hardware": {"device": trial_id[len("grid-"):]}}
-        spec = {k: best[k] for k in TRAINING_POINT if k in best}
+        point = {"rates": [0.0] * len(self.plan.slots)} if best is None else {
+            k: best[k] for k in TRAINING_POINT if k in best}
         hardware = {"device": trial_id[len("grid-"):]} if "device" in self.scenario.codesign.space else {}
-        return {"id": trial_id, "method": "grid", **spec, "hardware": hardware}
+        return {"id": trial_id, "method": "grid", **point, "hardware": hardware}
 
     # -- the fronts on test
 
@@ -351,15 +347,12 @@ class CodesignRun:
         todo = [i for i in ids if i not in self.finals]
         bar = tqdm(total=len(ids), initial=len(ids) - len(todo), desc="test", unit="design", disable=self.quiet)
         networks = str(self.folder.path / "networks")
-        for i in todo:
-            executor.submit({**{k: v for k, v in self.done[i].items() if k in ("id", "method", "rates", "hardware",
-                                                                                 *TRAINING_POINT)},
-                             "stage": "codesign-test", "networks": networks})
-            while executor.pending() >= executor.capacity:
-                self._tested(executor.next_finished(), bar)
-        while executor.pending():
-            self._tested(executor.next_finished(), bar)
-        bar.close()
+        specs = [{**{k: v for k, v in self.done[i].items() if k in ("id", "method", "hardware", *TRAINING_POINT)},
+                  "stage": "codesign-test", "networks": networks} for i in todo]
+        try:
+            schedule(executor, specs, lambda spec: spec, lambda record: self._tested(record, bar))
+        finally:
+            bar.close()
 
     def _tested(self, record: TrialRecord, bar) -> None:
         record = {k: v for k, v in record.items() if k != "stage"}
