@@ -22,7 +22,8 @@ import contextlib
 from typing import Callable, Iterator, Optional, Sequence
 
 import torch
-from aihwkit.inference.compensation.drift import GlobalDriftCompensation
+from aihwkit.inference.compensation.base import BaseDriftCompensation
+from aihwkit.inference.compensation.drift import PerColumnDriftCompensation
 from aihwkit.inference.converter.conductance import SingleDeviceConductanceConverter
 from torch import Tensor
 
@@ -358,40 +359,42 @@ def cluster_cells(seeds: Tensor, radius: float) -> Tensor:
 Product = Callable[[Tensor, int], Tensor]  # (C, out, in) tile weights, tile index -> (C, in, out) outputs of eye
 
 
-def drift_readouts(
-    array: ProgrammedArray, comp: GlobalDriftCompensation, weights: Tensor, product: Optional[Product] = None
-) -> Tensor:
-    """aihwkit's ``GlobalDriftCompensation`` read-out of every chip's tiles: ``(C, n_tiles)``.
+def drift_readouts(array: ProgrammedArray, comp: BaseDriftCompensation, weights: Tensor,
+                   product: Optional[Product] = None) -> Tensor:
+    """aihwkit's drift compensation read-out of every chip's tiles: ``(C, n_tiles, T)``,
+    ``T`` 1 for ``GlobalDriftCompensation`` (one value a tile), the widest tile's columns
+    for ``PerColumnDriftCompensation`` (one a column; a narrower tile's padded with 1).
 
     Each tile's weights, normalised so that its largest target |weight| is 1 (one full
     conductance range), read with the one-hot inputs ``eye``; ``comp.readout`` of the
-    outputs (their mean |value|, clamped below as aihwkit does). ``product(block, k)``
-    gives the outputs of tile ``k`` through a periphery; by default they are exact
-    (``block`` transposed).
+    outputs (their mean |value|, over all or per column, clamped below as aihwkit does).
+    ``product(block, k)`` gives the outputs of tile ``k`` through a periphery; by
+    default they are exact (``block`` transposed).
     """
-    values = weights.new_empty((weights.shape[0], len(array.tiles)))
+    width = max(o1 - o0 for o0, o1, _, _ in array.tiles) if isinstance(comp, PerColumnDriftCompensation) else 1
+    values = weights.new_ones((weights.shape[0], len(array.tiles), width))
     for k, ((o0, o1, i0, i1), abs_max) in enumerate(zip(array.tiles, array.tile_abs_max)):
         block = weights[:, o0:o1, i0:i1] / (abs_max or 1.0)
         out = block.transpose(1, 2) if product is None else product(block, k)
         for c in range(weights.shape[0]):
-            values[c, k] = comp.readout(out[c])
+            readout = comp.readout(out[c])
+            values[c, k, :readout.numel()] = readout
     return values
 
 
 def drift_factors(
-    array: ProgrammedArray, comp: GlobalDriftCompensation, baseline: Tensor, weights: Tensor,
+    array: ProgrammedArray, comp: BaseDriftCompensation, baseline: Tensor, weights: Tensor,
     product: Optional[Product] = None,
 ) -> Tensor:
-    """The compensation's output scale of every chip's tiles, ``(C, n_tiles)``: the
-    read-out right after programming over the read-out now. ``baseline`` is either those
-    weights ``(C, out, in)`` or their read-outs ``(C, n_tiles)``, computed once."""
-    if baseline.dim() == 3:
-        baseline = drift_readouts(array, comp, baseline)
+    """The compensation's output scale of every chip's tiles (and columns), ``(C, n_tiles,
+    T)`` as :func:`drift_readouts`: the read-out right after programming over the read-out
+    now; ``baseline``: the read-outs right after programming (:func:`drift_readouts`), computed once."""
     return baseline / drift_readouts(array, comp, weights, product)
 
 
 def scale_tiles(weights: Tensor, tiles: Sequence[tuple[int, int, int, int]], alpha: Tensor) -> Tensor:
-    """Multiply each chip's tile ``k`` of ``weights`` ``(C, out, in)`` by ``alpha[:, k]``, in place."""
+    """Multiply each chip's tile ``k`` of ``weights`` ``(C, out, in)`` by ``alpha[:, k]``
+    (one factor, or one per column), in place."""
     for k, (o0, o1, i0, i1) in enumerate(tiles):
-        weights[:, o0:o1, i0:i1] *= alpha[:, k, None, None]
+        weights[:, o0:o1, i0:i1] *= alpha[:, k, :(o1 - o0 if alpha.shape[2] > 1 else 1), None]
     return weights

@@ -196,6 +196,7 @@ def evaluate(
     metric: MetricSpec = "accuracy",
     output: "int | str | None" = None,
     digital: Sequence[str] = (),
+    calibration_data: Any = None,
 ) -> np.ndarray:
     """Each chip's score (classification accuracy by default) of ``model`` on ``n_chips``
     simulated chips.
@@ -229,6 +230,10 @@ def evaluate(
         output: for a model that returns a tuple or a dict, the index or key of the
             element that holds the scores (for this call only, on a converted model).
         digital: layers placed digital (exact), by name (:func:`crossbar.convert`).
+        calibration_data: inputs the chips read to calibrate, when the preset asks for a
+            calibration (``calibration``, ``input_range_percentile``): a tensor, an
+            ``(inputs, labels)`` pair or a DataLoader, e.g. training samples (never the
+            data scored); the first ``calibration_samples`` are used. Ignored otherwise.
 
     Returns:
         ``(len(t_inference), n_chips)`` float64 array of each chip's score (accuracies
@@ -263,6 +268,12 @@ def evaluate(
         xmodel.threads = threads
     if output is not None:
         xmodel.output = output
+    if preset.calibrations.calibrates and (calibration_data is not None or xmodel.calibration_inputs is None):
+        if calibration_data is None:
+            raise ValueError(f"preset {preset.name!r} calibrates (calibration = {preset.calibration!r}, "
+                             f"input_range_percentile = {preset.input_range_percentile}): pass calibration_data, "
+                             "inputs its chips read to calibrate (e.g. a few training samples)")
+        xmodel.calibrate_with(calibration_data)
     try:
         return _evaluate(xmodel, data, times, n_chips, seed, batch_size, dev, chunk_size, max_memory, progress, metric)
     finally:

@@ -73,7 +73,15 @@ class ConductanceMapping(Group):
     g_min: Optional[float] = Field(None, ge=0, description="minimal conductance, uS")
     g_converter: Optional[Literal["single_pair", "dual_pair", "n_pair", "single_device"]] = None
     f_lst: Optional[list[float]] = Field(None, description="significance factors of the pairs (dual_pair, n_pair)")
-    drift_compensation: bool = False
+    drift_compensation: Union[bool, Literal["none", "global", "per_column"]] = Field(
+        False, description="aihwkit's drift compensation: none, global (one scale a tile) or per_column "
+        "(one scale a column); true and false mean global and none")
+
+    @property
+    def drift_compensation_kind(self) -> str:
+        """``none``, ``global`` or ``per_column`` (``True`` is ``global``, ``False`` ``none``)."""
+        value = self.drift_compensation
+        return value if isinstance(value, str) else ("global" if value else "none")
 
 
 class StuckAt(Group):
@@ -166,6 +174,32 @@ class ArrayEffects(Group):
     )
 
 
+#: When a chip calibrates each column's gain and offset (:mod:`crossbar.calibration`).
+CALIBRATION_TIMES = ("none", "at_programming", "at_inference")
+
+
+class Calibration(Group):
+    """What the chip calibrates from a few inputs it reads (off by default;
+    :mod:`crossbar.calibration`, docs/simulator.md): each column's gain and offset,
+    corrected digitally after the ADC (``calibration``), and each layer's input range
+    from a percentile of its inputs (``input_range_percentile``, instead of each input
+    vector scaled by its own largest value)."""
+
+    calibration: Literal["none", "at_programming", "at_inference"] = Field(
+        "none", description="fit each column's gain and offset after programming, or again at each inference time")
+    calibration_samples: int = Field(
+        64, ge=1, description="calibration inputs the chip reads (its reference reads) for each calibration")
+    input_range_percentile: Optional[float] = Field(
+        None, gt=0, le=100, description="each layer's DAC range: this percentile of its inputs' |values|")
+    calibration_period: float = Field(
+        1e4, ge=1, description="inferences between two calibrations (the cost of their reads is shared by them)")
+
+    @property
+    def calibrates(self) -> bool:
+        """Whether the chip reads calibration inputs (a fit or an input range)."""
+        return self.calibration != "none" or self.input_range_percentile is not None
+
+
 #: The technology nodes (nm) the component library scales between
 #: (``hwcomponents.scaling``'s table, checked by the tests against the installed library).
 TECH_NODE_RANGE_NM = (7.0, 130.0)
@@ -237,14 +271,15 @@ class Architecture(Group):
 SLICED_EXCLUDES = {
     "inp_res": "inputs are quantised by input_bits", "out_res": "the ADC is adc_bits",
     "inp_bound": "inputs are scaled by their largest value", "out_bound": "the ADC's range is its bits",
-    "drift_compensation": "not simulated for sliced weights yet", "levels": "a cell's levels are 2**bits_per_cell",
+    "drift_compensation": "not simulated for sliced weights yet", "calibration": "not simulated for sliced weights yet",
+    "input_range_percentile": "inputs are scaled by their largest value", "levels": "a cell's levels are 2**bits_per_cell",
     "ir_drop": "not simulated for sliced weights yet", "w_noise": "not simulated for sliced weights yet",
     "out_nonlinearity": "not simulated for sliced weights yet",
 }
 
 
 def check_architecture(arch: Architecture, periphery: PeripherySettings, levels: Any,
-                       drift_compensation: bool = False) -> None:
+                       drift_compensation: Any = False, calibration: Optional[Calibration] = None) -> None:
     """A converter's bits given twice (the architecture's and the periphery's
     resolution) must agree, so that a cost never describes another chip than the
     simulation; a sliced preset names its ADC and none of what its simulation does not run."""
@@ -252,7 +287,10 @@ def check_architecture(arch: Architecture, periphery: PeripherySettings, levels:
         if arch.adc_bits is None:
             raise ValueError("a sliced preset (bits_per_cell or bits_per_input_cycle set) needs adc_bits, the bits "
                              "of the ADC that reads each slice and cycle")
-        given = {"levels": levels, "drift_compensation": drift_compensation,
+        calibration = calibration or Calibration()
+        given = {"levels": levels, "drift_compensation": False if drift_compensation in ("none", False) else drift_compensation,
+                 "calibration": False if calibration.calibration == "none" else calibration.calibration,
+                 "input_range_percentile": calibration.input_range_percentile,
                  **{k: getattr(periphery, k) for k in SLICED_EXCLUDES if hasattr(periphery, k)}}
         for name, value in given.items():
             if value not in (None, 0, 0.0, False):
@@ -295,6 +333,7 @@ GROUPS: dict[str, type[Group]] = {
     "periphery": PeripherySettings,
     "effects": ArrayEffects,
     "architecture": Architecture,
+    "calibrations": Calibration,
 }
 
 #: Each flat field's group.

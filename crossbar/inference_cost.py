@@ -249,6 +249,27 @@ def _scaled_squares(part: Tensor) -> Tensor:
     return (scaled * scaled).sum(0)
 
 
+def _calibration_rows(preset: Any, name: str, vectors: float, out_size: int, grid: list, layer_energy: float,
+                      add: float) -> list[dict]:
+    """What a layer's calibrations add per inference. The scales (drift compensation's,
+    a column's calibrated gain) fold into the digital scale each tile's outputs already
+    get (its largest weight), so they add no operation; a column's offset adds one add an
+    output. Each calibration reads reference vectors (drift compensation: one one-hot
+    vector a tile row; column calibration: the calibration inputs' vectors), each priced
+    as the layer's mean vector and shared by the ``calibration_period`` inferences
+    between two calibrations."""
+    rows = []
+    per_vector, period = layer_energy / vectors, preset.calibration_period
+    if preset.drift_compensation_model is not None:
+        reads = sum(i1 - i0 for i0, i1 in {(i0, i1) for _, _, i0, i1 in grid}) / period
+        rows.append({"layer": name, "component": "reference reads", "count": reads, "energy_j": reads * per_vector})
+    if preset.calibration != "none":
+        outputs, reads = vectors * out_size, preset.calibration_samples * vectors / period
+        rows += [{"layer": name, "component": "column offsets", "count": outputs, "energy_j": outputs * add},
+                 {"layer": name, "component": "calibration reads", "count": reads, "energy_j": reads * per_vector}]
+    return rows
+
+
 def cost(
     model: nn.Module,
     preset: Any,
@@ -370,6 +391,7 @@ def cost(
         }
         out_rows.append({"layer": name, "component": "crossbar", "count": dac,
                          "energy_j": float(energy.mean())})
+        layer_energy = float(energy.mean())
         for component, count in counts.items():
             if count == 0:
                 continue
@@ -377,6 +399,10 @@ def cost(
             each = add_energy if component == "accumulation" else per_action[component]
             out_rows.append({"layer": name, "component": component, "count": count, "energy_j": count * each})
             chip_energy += count * each
+            layer_energy += count * each
+        for row in _calibration_rows(preset, name, vectors, out_size, grid, layer_energy, add_energy):
+            out_rows.append(row)
+            chip_energy += row["energy_j"]
     area = macro_cost(preset, n_tiles).area_mm2
     digital = tuple(f"{n or type(model).__name__} ({type(m).__name__})" for n, m in unmapped_layers(model))
     return InferenceCost(preset.name, t, n_inputs, tuple(out_rows), chip_energy, latency, area, macs, digital)

@@ -27,6 +27,7 @@ import weakref
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -102,8 +103,11 @@ class RowInputs:
 
     columns = False
 
-    def __init__(self, vecs: Tensor, key: Optional[Tensor] = None, cache: Optional[CodeCache] = None):
-        self.vecs, self.key, self.cache = vecs, key, cache
+    def __init__(self, vecs: Tensor, key: Optional[Tensor] = None, cache: Optional[CodeCache] = None,
+                 scale: Optional[float] = None):
+        """``scale``: the DAC's full scale (a calibrated input range; inputs already clipped
+        to it), instead of each vector's largest |value|."""
+        self.vecs, self.key, self.cache, self.scale = vecs, key, cache, scale
         self.memo: dict = {}
 
     def vectors(self) -> Tensor:
@@ -117,9 +121,19 @@ class RowInputs:
         """DAC codes and units of the vectors' elements ``i0:i1`` (``once``: no other tile
         uses them; rows are made whole anyway)."""
         def build():
-            return periphery.prepare_input(self.vecs[:, :, i0:i1], dim=2)
+            part = self.vecs[:, :, i0:i1]
+            return periphery.prepare_input(part, dim=2, scale=_full_scale(part, self.scale))
 
         return _cached(self, (i0, i1), build)
+
+
+def _full_scale(vectors: Tensor, scale: Optional[float]) -> Optional[Tensor]:
+    """A fixed full scale as the per-vector scale ``prepare_input`` takes (vectors along dim 2)."""
+    if scale is None:
+        return None
+    shape = list(vectors.shape)
+    shape[2] = 1
+    return vectors.new_full((1,) * len(shape), scale).expand(shape)
 
 
 def _signed(inputs, x: Tensor) -> bool:
@@ -158,9 +172,9 @@ class PatchInputs:
     columns = True
 
     def __init__(self, x: Tensor, n_x: int, geometry: ConvGeometry, key: Optional[Tensor] = None,
-                 cache: Optional[CodeCache] = None, shared: bool = False):
+                 cache: Optional[CodeCache] = None, shared: bool = False, scale: Optional[float] = None):
         self.x, self.n_x, self.geometry = x, n_x, geometry
-        self.key, self.cache, self.shared = key, cache, shared
+        self.key, self.cache, self.shared, self.scale = key, cache, shared, scale
         self.memo: dict = {}
 
     def vectors(self) -> Tensor:
@@ -189,7 +203,8 @@ class PatchInputs:
 
         def build():
             unfolded = _cached(self, "unfolded", self.vectors)  # one unfold for every slice, each made codes in place
-            return periphery.prepare_input(unfolded[:, :, i0:i1], dim=2, inplace=True)
+            part = unfolded[:, :, i0:i1]
+            return periphery.prepare_input(part, dim=2, inplace=True, scale=_full_scale(part, self.scale))
 
         return _cached(self, (i0, i1), build)
 
@@ -208,6 +223,8 @@ class PatchInputs:
         if ph or pw:
             x = F.pad(x, (pw, pw, ph, ph))
         scale = window_max(x.abs().amax(1, keepdim=True), g.kernel_size, g.stride, g.dilation)  # (N, 1, oh, ow)
+        if self.scale is not None:  # a calibrated input range: one full scale for every patch
+            scale = torch.full_like(scale, self.scale)
         (kh, kw), (dh, dw), (sh, sw) = g.kernel_size, g.dilation, g.stride
         n, c, oh, ow = x.shape[0], x.shape[1], scale.shape[-2], scale.shape[-1]
         b = n // n_x

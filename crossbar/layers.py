@@ -47,6 +47,8 @@ class ChipContext:
         self.streams: Optional[list[NoiseStream]] = None  # output noise, one per chip
         self.w_streams: Optional[list[NoiseStream]] = None  # output-referred weight noise, one per chip
         self.model_input: Optional[Tensor] = None  # loop: the input every chip thread runs
+        self.fitting = False  # a calibration pass: each layer fits its columns' gain and offset
+        self.digital: Optional[dict] = None  # a digital pass: each layer's inputs, by layer
         self._local = threading.local()
 
     @property
@@ -82,12 +84,15 @@ class CrossbarLayer(nn.Module):
         self._ctx = ChipContext()
         self._w: Optional[Tensor] = None  # (C, *weight.shape) effective weights, perfect periphery
         self._wn: Optional[Tensor] = None  # (C, out, in) tile weights in DAC->ADC codes, periphery on
-        self._tile_scale: Optional[Tensor] = None  # (C, n_tiles) abs-max x compensation
+        self._tile_scale: Optional[Tensor] = None  # (C, n_tiles, 1 or columns) abs-max x compensation
         self._baseline: Optional[Tensor] = None  # (C, n_tiles) drift compensation's first read-out
         self._nonlinearity: Optional[tuple[list[Tensor], list[Tensor]]] = None  # per tile: (C, out) n_i, (C,) f
         self._codes = CodeCache()
         self.slicing = Slicing.of(preset) if preset.architecture.sliced else None
         self._w_max: list[float] = []  # sliced: each weight tile's largest |weight|
+        self._gain: Optional[Tensor] = None  # (C, out) each column's calibrated gain ...
+        self._offset: Optional[Tensor] = None  # ... and offset, after the ADC (crossbar.calibration)
+        self.input_range: Optional[float] = None  # the DAC's calibrated full scale, or None: each vector's abs max
         self.ran = False  # set by every forward: the model's first pass checks that each crossbar ran
 
     # --- programming and time -------------------------------------------------
@@ -98,6 +103,7 @@ class CrossbarLayer(nn.Module):
             return
         self.array = ProgrammedArray(self.weight, self.preset, n_chips, seed, first_chip, self.index)
         self._w = self._wn = self._tile_scale = None
+        self._gain = self._offset = None
         self._baseline = None
         self._nonlinearity = self._draw_nonlinearity() if self.preset.out_nonlinearity > 0 else None
         comp = self.preset.drift_compensation_model
@@ -155,7 +161,8 @@ class CrossbarLayer(nn.Module):
 
         return product
 
-    def drift(self, t_inference: float) -> None:
+    def drift(self, t_inference: Optional[float]) -> None:
+        """Read every chip at ``t_inference`` (None: right after programming)."""
         if self.array is None:
             raise RuntimeError("program() the model before drift()")
         if self.slicing is not None:  # each cell column's digits per unit of input
@@ -163,7 +170,7 @@ class CrossbarLayer(nn.Module):
             self._wn = digits.to(device=self.weight.device, dtype=torch.float32)
             return
         weights = self.array.weights(t_inference).to(self.weight.device)  # (C, out, in)
-        alpha = weights.new_ones((weights.shape[0], len(self.array.tiles)))
+        alpha = weights.new_ones((weights.shape[0], len(self.array.tiles), 1))
         if self._baseline is not None:
             comp = self.preset.drift_compensation_model
             alpha = drift_factors(self.array, comp, self._baseline, weights,
@@ -174,9 +181,9 @@ class CrossbarLayer(nn.Module):
                 scale_tiles(weights, self.array.tiles, alpha)
             self._w = weights.to(dtype).reshape(weights.shape[0], *self.weight.shape)
         else:
-            abs_max = weights.new_tensor([m or 1.0 for m in self.array.tile_abs_max])
+            abs_max = weights.new_tensor([m or 1.0 for m in self.array.tile_abs_max]).unsqueeze(1)
             for k, (o0, o1, i0, i1) in enumerate(self.array.tiles):  # each tile's largest target |weight| is 1
-                weights[:, o0:o1, i0:i1] /= abs_max[k]
+                weights[:, o0:o1, i0:i1] /= abs_max[k, 0]
             self._wn = self.periphery.code_weights(weights).to(dtype)
             self._tile_scale = (alpha * abs_max).to(dtype)
 
@@ -186,6 +193,38 @@ class CrossbarLayer(nn.Module):
         self.ran = True
         if self._w is None and self._wn is None:
             raise RuntimeError("crossbar layer has no chips: call program() and drift() first")
+
+    # --- calibration (crossbar.calibration) ------------------------------------
+
+    def _digital(self, x: Tensor) -> Tensor:
+        """A digital pass: the exact layer, its input kept for the input range."""
+        self._ctx.digital.setdefault(self, []).append(x.detach())
+        return self._exact(x, self.bias)
+
+    def start_fit(self) -> None:
+        """Before a calibration pass: every chip's columns uncorrected (gain 1, offset 0)."""
+        assert self.array is not None
+        shape = (self.array.n_chips, self.weight.shape[0])
+        self._gain = self.weight.new_ones(shape)
+        self._offset = self.weight.new_zeros(shape)
+
+    def _clip(self, x: Tensor) -> Tensor:
+        """Inputs beyond the calibrated input range clip at the DAC."""
+        return x if self.input_range is None else x.clamp(-self.input_range, self.input_range)
+
+    def _correct(self, y: Tensor, ideal, chips: slice) -> Tensor:
+        """Each column's calibrated gain and offset applied to ``y`` (``(C, n, out)`` or
+        ``(C, B, out, L)``, before the bias); in a calibration pass fitted first, against
+        ``ideal()``, the target weights' outputs for the same inputs."""
+        from .calibration import column_fit
+
+        assert self._gain is not None and self._offset is not None
+        columns = y.dim() == 4
+        if self._ctx.fitting:
+            flat = (lambda t: t.transpose(2, 3).reshape(t.shape[0], -1, t.shape[2])) if columns else (lambda t: t)
+            self._gain[chips], self._offset[chips] = column_fit(flat(y), flat(ideal()))
+        shape = (-1, 1, y.shape[2], 1) if columns else (-1, 1, y.shape[2])
+        return y.mul_(self._gain[chips].view(shape)).add_(self._offset[chips].view(shape))
 
     def _analog(self, inputs: "RowInputs | PatchInputs") -> Tensor:
         """The periphery's products of ``inputs`` with the chips this thread runs."""
@@ -239,14 +278,41 @@ class CrossbarLayer(nn.Module):
 class CrossbarLinear(CrossbarLayer):
     """``nn.Linear`` on crossbar tiles, for many chips at once."""
 
+    def _exact(self, x: Tensor, bias: Optional[Tensor]) -> Tensor:
+        return F.linear(x, self.weight, bias)
+
+    def _forward_calibrated(self, raw: Tensor, x: Tensor) -> Tensor:
+        """The forward pass with each column's gain and offset (fitted first in a calibration pass)."""
+        ctx = self._ctx
+        n_in = self.weight.shape[1]
+        if ctx.chip is not None:
+            chips, vecs, shape = slice(ctx.chip, ctx.chip + 1), x.reshape(1, -1, n_in), (*x.shape[:-1], -1)
+        else:
+            folded = self._layout(x)
+            chips, vecs = slice(None), x.reshape(ctx.n_chips if folded else 1, -1, n_in)
+            shape = (ctx.n_chips * (x.shape[0] // ctx.n_chips if folded else x.shape[0]), *x.shape[1:-1], -1)
+        if self._w is not None:
+            y = torch.matmul(vecs, self._w[chips].transpose(1, 2))
+        else:
+            y = self._analog(RowInputs(vecs, x, self._codes, self.input_range))
+        y = self._correct(y, lambda: torch.matmul(raw.reshape(vecs.shape), self.weight.T), chips)
+        if self.bias is not None:
+            y += self.bias
+        return y.reshape(shape)
+
     def forward(self, x: Tensor) -> Tensor:
+        if self._ctx.digital is not None:
+            return self._digital(x)
         self._ready()
+        if self._gain is not None:
+            return self._forward_calibrated(x, self._clip(x))
+        x = self._clip(x)
         ctx = self._ctx
         n_in = self.weight.shape[1]
         if ctx.chip is not None:  # loop: one chip, ordinary batch
             if self._w is not None:
                 return F.linear(x, self._w[ctx.chip], self.bias)
-            y = self._analog(RowInputs(x.reshape(1, -1, n_in), x, self._codes))[0]
+            y = self._analog(RowInputs(x.reshape(1, -1, n_in), x, self._codes, self.input_range))[0]
             y = y.view(*x.shape[:-1], -1)
             return y if self.bias is None else y.add_(self.bias)  # y is fresh
         folded = self._layout(x)
@@ -261,7 +327,7 @@ class CrossbarLinear(CrossbarLayer):
                 for c in range(n_chips):
                     torch.mm(vecs[0], self._w[c].T, out=y[c])
         else:
-            y = self._analog(RowInputs(vecs, x, self._codes))
+            y = self._analog(RowInputs(vecs, x, self._codes, self.input_range))
         if self.bias is not None:
             y += self.bias
         return y.view(n_chips * rows, *x.shape[1:-1], -1)
@@ -303,8 +369,46 @@ class CrossbarConv2d(CrossbarLayer):
             return F.conv2d(x, w, self.bias, self.stride, self.padding, self.dilation, self.groups)
         return _conv_out(x, w, self.bias, self.stride, self.padding, self.dilation, False, [0, 0], self.groups, out=out)
 
+    def _exact(self, x: Tensor, bias: Optional[Tensor]) -> Tensor:
+        if self.pre_pad is not None:
+            x = F.pad(x, self.pre_pad, mode=self.pad_mode)
+        return F.conv2d(x, self.weight, bias, self.stride, self.padding, self.dilation, self.groups)
+
+    def _forward_calibrated(self, raw: Tensor, x: Tensor) -> Tensor:
+        """The forward pass with each column's gain and offset (fitted first in a calibration pass)."""
+        ctx = self._ctx
+        key = x
+        if self.pre_pad is not None:
+            x = F.pad(x, self.pre_pad, mode=self.pad_mode)
+        h_out, w_out = self._out_hw(x.shape[-2], x.shape[-1])
+        n_out = self.weight.shape[0]
+        if ctx.chip is not None:
+            chips, n_x, n_c, batch = slice(ctx.chip, ctx.chip + 1), 1, 1, x.shape[0]
+        else:
+            folded = self._layout(x)
+            chips, n_x, n_c, batch = slice(None), ctx.n_chips if folded else 1, ctx.n_chips, ctx.batch
+        if self._w is not None:
+            y = x.new_empty((n_c, batch, n_out, h_out * w_out))
+            w = self._w[chips]
+            for c in range(n_c):
+                xc = x[c * batch:(c + 1) * batch] if n_x > 1 else x
+                y[c] = F.conv2d(xc, w[c], None, self.stride, self.padding, self.dilation, self.groups).flatten(2)
+        else:
+            inputs = PatchInputs(x, n_x, self.geometry, key, self._codes, shared=self._shared(key),
+                                 scale=self.input_range)
+            y = self._analog(inputs)  # (C, B, out, L)
+        y = self._correct(y, lambda: self._exact(raw, None).view(n_x, -1, n_out, h_out * w_out), chips)
+        if self.bias is not None:
+            y.add_(self.bias.view(1, 1, -1, 1))
+        return y.view(n_c * batch, n_out, h_out, w_out)
+
     def forward(self, x: Tensor) -> Tensor:
+        if self._ctx.digital is not None:
+            return self._digital(x)
         self._ready()
+        if self._gain is not None:
+            return self._forward_calibrated(x, self._clip(x))
+        x = self._clip(x)
         key = x
         if self.pre_pad is not None:
             x = F.pad(x, self.pre_pad, mode=self.pad_mode)
@@ -314,7 +418,8 @@ class CrossbarConv2d(CrossbarLayer):
         if ctx.chip is not None:  # loop: one chip, ordinary batch
             if self._w is not None:
                 return self._conv(x, self._w[ctx.chip])
-            inputs = PatchInputs(x, 1, self.geometry, key, self._codes, shared=self._shared(key))
+            inputs = PatchInputs(x, 1, self.geometry, key, self._codes, shared=self._shared(key),
+                                 scale=self.input_range)
             y = self._analog(inputs)[0].view(x.shape[0], n_out, h_out, w_out)
             return y if self.bias is None else y.add_(self.bias.view(1, -1, 1, 1))
         folded = self._layout(x)
@@ -325,6 +430,6 @@ class CrossbarConv2d(CrossbarLayer):
                 xc = x[c * batch:(c + 1) * batch] if folded else x
                 self._conv(xc, self._w[c], out=out[c * batch:(c + 1) * batch])
             return out
-        inputs = PatchInputs(x, n_chips if folded else 1, self.geometry, key, self._codes)
+        inputs = PatchInputs(x, n_chips if folded else 1, self.geometry, key, self._codes, scale=self.input_range)
         y = self._analog(inputs).view(n_chips * batch, n_out, h_out, w_out)  # from (C, B, out, L)
         return y if self.bias is None else y.add_(self.bias.view(1, -1, 1, 1))

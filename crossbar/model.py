@@ -101,6 +101,7 @@ class CrossbarModel(nn.Module):
         self.seed = 0
         self.first_chip = 0
         self.t_inference: Optional[float] = None
+        self.calibration_inputs: Optional[Tensor] = None  # what the chips read to calibrate (calibrate_with)
 
     @property
     def n_chips(self) -> int:
@@ -130,11 +131,71 @@ class CrossbarModel(nn.Module):
         n_chips = check_n_chips(n_chips)
         self.seed = check_seed(seed)
         self.first_chip = int(first_chip)
+        self._check_calibration()
         for layer in self.crossbar_layers:
             layer.program(n_chips, self.seed, self.first_chip)
         self._ctx.n_chips = n_chips
         self.t_inference = None
+        if self.preset.calibration == "at_programming":
+            self._fit_calibration(None)
         return self
+
+    # --- calibration (crossbar.calibration) ------------------------------------
+
+    @torch.no_grad()
+    def calibrate_with(self, inputs: Any) -> "CrossbarModel":
+        """The inputs the chips read to calibrate (the preset's ``calibration`` and
+        ``input_range_percentile``): the first ``calibration_samples`` of ``inputs`` (a
+        tensor, an ``(inputs, labels)`` pair or a DataLoader), e.g. a few training
+        samples. Sets each layer's input range (the same for every chip) at once; the
+        column fits happen at :meth:`program` or :meth:`drift`."""
+        from .calibration import calibration_inputs, percentile_range
+
+        x = calibration_inputs(inputs, self.preset.calibration_samples, self.device)
+        self.calibration_inputs = x
+        percentile = self.preset.input_range_percentile
+        if percentile is not None:
+            seen: dict = {}
+            self._ctx.digital = seen
+            try:
+                self.module(x)
+            finally:
+                self._ctx.digital = None
+            for layer in self.crossbar_layers:
+                layer.input_range = percentile_range(seen[layer], percentile) if layer in seen else None
+        return self
+
+    def _check_calibration(self) -> None:
+        if self.preset.calibrations.calibrates and self.calibration_inputs is None:
+            raise ValueError(f"preset {self.preset.name!r} calibrates (calibration = "
+                             f"{self.preset.calibration!r}, input_range_percentile = "
+                             f"{self.preset.input_range_percentile}): give the inputs its chips read, "
+                             "calibration_data= to crossbar.evaluate or xmodel.calibrate_with(inputs)")
+
+    def _fit_calibration(self, t: Optional[float]) -> None:
+        """The chips' calibration pass: the calibration inputs through every layer, each
+        layer's columns fitted in order (:meth:`CrossbarLayer._correct`), with the
+        periphery's noise from each chip's own calibration stream (programming: ``t`` None)."""
+        assert self.calibration_inputs is not None
+        ctx, extra = self._ctx, () if t is None else (time_key(t),)
+        chips, device = range(self.first_chip, self.first_chip + self.n_chips), self.device
+        for layer in self.crossbar_layers:
+            if t is None:  # the state right after programming
+                layer.drift(None)
+            layer.start_fit()
+        ctx.streams = ctx.w_streams = None
+        if self.preset.out_noise > 0:
+            ctx.streams = [NoiseStream(derive_seed(self.seed, Stream.CALIBRATION, 0, chip, *extra), device)
+                           for chip in chips]
+        if self.preset.w_noise > 0:
+            ctx.w_streams = [NoiseStream(derive_seed(self.seed, Stream.CALIBRATION, 1, chip, *extra), device)
+                             for chip in chips]
+        ctx.fitting = True
+        try:
+            self._forward(self.calibration_inputs)
+        finally:
+            ctx.fitting = False
+            ctx.streams = ctx.w_streams = None
 
     @torch.no_grad()
     def drift(self, t_inference: float) -> "CrossbarModel":
@@ -144,6 +205,8 @@ class CrossbarModel(nn.Module):
         t = self.preset.check_time(t_inference)
         for layer in self.crossbar_layers:
             layer.drift(t)
+        if self.preset.calibration == "at_inference":
+            self._fit_calibration(t)
         self._ctx.streams = self._ctx.w_streams = None
         chips, device = range(self.first_chip, self.first_chip + self.n_chips), self.device
         if self.preset.out_noise > 0:

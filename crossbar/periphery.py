@@ -332,8 +332,9 @@ class Periphery:
             inputs: the vectors, ``(Cx, n, in)`` rows or ``(Cx, B, in, L)`` columns.
             weights: ``(C, out, in)`` tile weights from :meth:`code_weights`.
             tiles: the ``(o0, o1, i0, i1)`` block of each tile.
-            tile_scale: ``(C, n_tiles)``, each tile's output scale (its largest target
-                |weight|, times drift compensation's factor), or None for 1.
+            tile_scale: ``(C, n_tiles)`` or ``(C, n_tiles, T)``, each tile's output scale
+                (its largest target |weight|, times drift compensation's factor; with
+                ``T`` > 1 one for each of the tile's columns), or None for 1.
             streams: one :class:`~crossbar.rng.NoiseStream` per chip for the output noise.
             lines: what the array effects need (weight-noise streams, each tile's
                 non-linearity), when the periphery has them.
@@ -350,8 +351,17 @@ class Periphery:
                 codes, unit, lambda i0=i0, i1=i1: inputs.vectors()[:, :, i0:i1], weights[:, o0:o1, i0:i1], streams,
                 inputs.columns, None if lines is None else self._tile_lines(lines, k, inputs),
             )
+            column_scale = None
             if tile_scale is not None:
-                factor = factor * tile_scale[:, k].view(-1, *([1] * (factor.dim() - 1)))
+                if tile_scale.dim() == 3 and tile_scale.shape[2] > 1:  # one scale per column (and chip)
+                    column_scale = tile_scale[:, k, :o1 - o0]
+                    column_scale = column_scale.view(*column_scale.shape[:2], *([1] * inputs.columns))
+                    column_scale = column_scale.unsqueeze(1)
+                else:
+                    scale = tile_scale[:, k] if tile_scale.dim() == 2 else tile_scale[:, k, 0]
+                    factor = factor * scale.view(-1, *([1] * (factor.dim() - 1)))
+            if column_scale is not None:
+                z.mul_(column_scale)
             if len(tiles) == 1:
                 return z.mul_(factor)
             if y is None:

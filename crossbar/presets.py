@@ -22,7 +22,7 @@ import math
 from typing import Annotated, Any, Literal, Mapping, Optional
 
 import torch
-from aihwkit.inference.compensation.drift import GlobalDriftCompensation
+from aihwkit.inference.compensation.drift import GlobalDriftCompensation, PerColumnDriftCompensation
 from aihwkit.inference.converter.conductance import (
     DualPairConductanceConverter,
     NPairConductanceConverter,
@@ -55,6 +55,7 @@ from .groups import (
     NUMERIC_ARRAY_FIELDS,
     Architecture,
     ArrayEffects,
+    Calibration,
     ConductanceMapping,
     PeripherySettings,
     StuckAt,
@@ -131,6 +132,7 @@ class Preset(BaseModel):
     periphery: PeripherySettings = Field(default_factory=PeripherySettings)
     effects: ArrayEffects = Field(default_factory=ArrayEffects)
     architecture: Architecture = Field(default_factory=Architecture)
+    calibrations: Calibration = Field(default_factory=Calibration)
 
     _noise_model: Optional[BaseNoiseModel] = PrivateAttr(None)
 
@@ -190,7 +192,11 @@ class Preset(BaseModel):
         elif self.f_lst is not None:
             raise ValueError("f_lst only applies to g_converter 'dual_pair' or 'n_pair'")
         self._check_array_effects()
-        check_architecture(self.architecture, self.periphery, self.levels, self.drift_compensation)
+        check_architecture(self.architecture, self.periphery, self.levels, self.drift_compensation, self.calibrations)
+        if self.input_range_percentile is not None and not (self.inp_res > 0 or self.inp_bound > 0):
+            raise ValueError(f"input_range_percentile = {self.input_range_percentile:g} sets the DAC's input range, "
+                             "but this preset has no DAC (inp_res and inp_bound are 0); allowed: set inp_res and "
+                             "inp_bound (e.g. crossbar.AIHWKIT_PERIPHERY), or leave input_range_percentile unset")
         return self
 
     def _check_array_effects(self) -> None:
@@ -290,8 +296,11 @@ class Preset(BaseModel):
         return self._noise_model
 
     @property
-    def drift_compensation_model(self) -> Optional[GlobalDriftCompensation]:
-        return GlobalDriftCompensation() if self.drift_compensation else None
+    def drift_compensation_model(self) -> "GlobalDriftCompensation | PerColumnDriftCompensation | None":
+        """aihwkit's compensation the preset's ``drift_compensation`` names, or None."""
+        kinds = {"global": GlobalDriftCompensation, "per_column": PerColumnDriftCompensation}
+        kind = kinds.get(self.mapping.drift_compensation_kind)
+        return None if kind is None else kind()
 
     def flat(self, exclude_unset: bool = False) -> dict[str, Any]:
         """The fields as one flat mapping (the form YAML and overrides take), the
@@ -319,6 +328,10 @@ class Preset(BaseModel):
         for name, info in Architecture.model_fields.items():  # likewise the architecture: only what is set
             if data.get(name) == info.default:
                 del data[name]
+        if not self.calibrations.calibrates:  # off, a chip calibrates nothing and its record is as it always was
+            for name, info in Calibration.model_fields.items():
+                if data.get(name) == info.default:
+                    del data[name]
         return data
 
     def changes_from(self, base: "Preset") -> dict[str, Any]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from .arrays import ProgrammedArray, drift_factors, scale_tiles
+from .arrays import ProgrammedArray, drift_factors, drift_readouts, scale_tiles
 from .catalog import resolve_preset
 from .common import check_n_chips, check_seed
 from .presets import Preset
@@ -46,8 +46,9 @@ def sample_weights(
     Returns a tensor of shape ``(n_chips, *weight.shape)`` in ``weight``'s dtype and
     device, read back from each chip's conductances. By default this is before any
     output-side drift compensation; ``compensate=True`` applies the preset's global
-    drift compensation (when it has it) as a perfect periphery would: each tile scaled
-    by mean |W| right after programming over mean |W| at ``t_inference``.
+    drift compensation (when it has it) as a perfect periphery would: each tile (or each
+    column, ``per_column``) scaled by mean |W| right after programming over mean |W| at
+    ``t_inference``.
     """
     preset = resolve_preset(preset)
     t = preset.check_time(t_inference)
@@ -58,7 +59,8 @@ def sample_weights(
         return weights.reshape(n_chips, *weight.shape).to(device=weight.device, dtype=weight.dtype)
     array = ProgrammedArray(weight, preset, n_chips, seed)
     weights = array.weights(t)
-    if compensate and preset.drift_compensation:
-        alpha = drift_factors(array, preset.drift_compensation_model, array.weights(None), weights)
+    comp = preset.drift_compensation_model
+    if compensate and comp is not None:
+        alpha = drift_factors(array, comp, drift_readouts(array, comp, array.weights(None)), weights)
         scale_tiles(weights, array.tiles, alpha)
     return weights.reshape(n_chips, *weight.shape).to(device=weight.device, dtype=weight.dtype)

@@ -105,10 +105,12 @@ def _measure(scenario: Scenario, model, data, split: str, times_of, n_chips: int
     rows = []
     for preset in presets if presets is not None else scenario.resolved_presets():
         times = times_of(preset)
+        # a calibrating chip reads a few training inputs, never the data it is scored on
+        calibration = splits_of(scenario).train if preset.calibrations.calibrates else None
         acc = crossbar.evaluate(
             model, data, preset, times, n_chips, seed=chip_seed(scenario, split), batch_size=scenario.batch_size,
             device=trial_device(scenario, device), chunk_size=scenario.chunk_size, progress=progress,
-            metric=scenario.metric, digital=digital,
+            metric=scenario.metric, digital=digital, calibration_data=calibration,
         )
         for t, chips in zip(times, acc):
             rows.append({
