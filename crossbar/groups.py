@@ -271,8 +271,10 @@ class Architecture(Group):
 SLICED_EXCLUDES = {
     "inp_res": "inputs are quantised by input_bits", "out_res": "the ADC is adc_bits",
     "inp_bound": "inputs are scaled by their largest value", "out_bound": "the ADC's range is its bits",
-    "drift_compensation": "not simulated for sliced weights yet", "calibration": "not simulated for sliced weights yet",
-    "input_range_percentile": "inputs are scaled by their largest value", "levels": "a cell's levels are 2**bits_per_cell",
+    "drift_compensation": "not simulated for sliced weights yet",
+    "calibration": "not simulated for sliced weights yet",
+    "input_range_percentile": "inputs are scaled by their largest value",
+    "levels": "a cell's levels are 2**bits_per_cell",
     "ir_drop": "not simulated for sliced weights yet", "w_noise": "not simulated for sliced weights yet",
     "out_nonlinearity": "not simulated for sliced weights yet",
 }
@@ -288,7 +290,8 @@ def check_architecture(arch: Architecture, periphery: PeripherySettings, levels:
             raise ValueError("a sliced preset (bits_per_cell or bits_per_input_cycle set) needs adc_bits, the bits "
                              "of the ADC that reads each slice and cycle")
         calibration = calibration or Calibration()
-        given = {"levels": levels, "drift_compensation": False if drift_compensation in ("none", False) else drift_compensation,
+        compensation = False if drift_compensation in ("none", False) else drift_compensation
+        given = {"levels": levels, "drift_compensation": compensation,
                  "calibration": False if calibration.calibration == "none" else calibration.calibration,
                  "input_range_percentile": calibration.input_range_percentile,
                  **{k: getattr(periphery, k) for k in SLICED_EXCLUDES if hasattr(periphery, k)}}
