@@ -12,7 +12,7 @@ from crossbar.durations import readable
 from crossbar.metrics import METRICS, metric_label
 
 from .methods import METHODS, color, label, search_methods
-from .report import sweep_groups, sweep_time
+from .report import sweep_groups, sweep_time, sweep_values
 from .space import TRAINING
 
 
@@ -266,6 +266,7 @@ def sweep(results: dict):
     rows = results["sweep"]
     parameter = rows[0]["parameter"]
     groups = sweep_groups(results)
+    order = sweep_values(rows)
     presets = [group[0] for group in groups]
     cols = min(len(presets), 3)  # panels in rows of three, as the scores against time
     n_rows = -(-len(presets) // cols)
@@ -279,7 +280,7 @@ def sweep(results: dict):
         t = sweep_time(results, preset)
         for index, method in enumerate(results["methods"]):
             mine = sorted((r for r in rows if r["method"] == method and r["preset"] == preset
-                           and r["t_inference"] == t), key=lambda r: r["value"])
+                           and r["t_inference"] == t), key=lambda r: order.index(r["value"]))
             if not mine:
                 continue
             x = [r["value"] for r in mine]

@@ -172,19 +172,30 @@ def sweep_table(results: dict, time: Optional[float] = None) -> str:
         return ""
     parameter = rows[0]["parameter"]
     t = time if time is not None else sweep_time(results)
-    values = sorted({r["value"] for r in rows})
+    values = sweep_values(rows)
     groups = sweep_groups(results)
     width = max([16, *(len(", ".join(g)) for g in groups)])
+    column = max([8, *(len(str(v)) + 1 for v in values if isinstance(v, str))])
     lines = [f"test {_label(results)} against {parameter} at {readable(t)}:",
-             f"{'preset':{width}s} {'method':28s}" + "".join(f"{v:>8.3g}" for v in values)]
+             f"{'preset':{width}s} {'method':28s}" + "".join(f"{value_text(v):>{column}s}" for v in values)]
     for group in groups:
         for method, info in results["methods"].items():
             cells = {r["value"]: f"{r['mean']:.3f}" for r in rows
                      if r["method"] == method and r["preset"] == group[0] and r["t_inference"] == t}
             if cells:
                 lines.append(f"{', '.join(group):{width}s} {info['label'][:28]:28s}"
-                             + "".join(f"{cells.get(v, '-'):>8s}" for v in values))
+                             + "".join(f"{cells.get(v, '-'):>{column}s}" for v in values))
     return "\n".join(lines)
+
+
+def sweep_values(rows: list[dict]) -> list:
+    """A sweep's values in order: numbers ascending, names as the scenario gave them."""
+    values = list(dict.fromkeys(r["value"] for r in rows))
+    return values if any(isinstance(v, str) for v in values) else sorted(values)
+
+
+def value_text(value) -> str:
+    return value if isinstance(value, str) else format(value, ".3g")
 
 
 def sweep_groups(results: dict) -> list[list[str]]:

@@ -34,6 +34,7 @@ from .codesign import Codesign
 from .methods import METHODS, HardwareAwareBaseline
 from .sections import (
     MAX_CHIPS,
+    NAMED_SWEEPS,
     DatasetSpec,
     Execution,
     Finding,
@@ -302,7 +303,11 @@ class Scenario(Strict):
         sweep = self.report.sweep
         if sweep is None:
             return
-        for spec in self.presets:
+        named = any(isinstance(v, str) for v in sweep.values)
+        if named and sweep.parameter not in NAMED_SWEEPS:
+            raise ValueError(f"report.sweep: {sweep.parameter} takes numbers, got {', '.join(map(str, sweep.values))}; "
+                             f"the parameters that take names: {', '.join(NAMED_SWEEPS)}")
+        for spec in self.presets if not named else ():
             numeric = [k for k, v in spec.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
             numeric += [k for k in crossbar.presets.NUMERIC_ARRAY_FIELDS if k not in spec]  # off unless set
             if sweep.parameter not in numeric:
@@ -314,8 +319,8 @@ class Scenario(Strict):
                 crossbar.make_preset({**spec, sweep.parameter: value})
             except (ValueError, TypeError, ValidationError) as e:
                 text = error_text(e.errors()[0]) if isinstance(e, ValidationError) else str(e)
-                raise ValueError(f"report.sweep: device {spec['name']!r} with {sweep.parameter} = {value:g}: "
-                                 f"{text}") from None
+                raise ValueError(f"report.sweep: device {spec['name']!r} with {sweep.parameter} = "
+                                 f"{value if named else format(value, 'g')}: {text}") from None
 
     def dimensions(self) -> list[Dimension]:
         """The search space: one dimension per dropout slot, then the training ones."""

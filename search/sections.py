@@ -223,15 +223,22 @@ def _sweep_values(value: Any) -> Any:
         return [start + (stop - start) * i / (num - 1) for i in range(num)] if num > 1 else [start]
     if isinstance(value, (list, tuple)) and not 1 <= len(value) <= MAX_SWEEP:
         raise ValueError(f"between 1 and {MAX_SWEEP} values, got {len(value)}")
+    if isinstance(value, (list, tuple)) and len({isinstance(v, str) for v in value}) > 1:
+        raise ValueError(f"either numbers or names, not both, got {list(value)!r}")
     return value
+
+
+#: The device parameters a sweep takes names for, not numbers (a calibration on and off).
+NAMED_SWEEPS = ("calibration", "drift_compensation")
 
 
 class Sweep(Strict):
     """``report.sweep``: a device parameter and the values each final network is measured at."""
 
-    parameter: str = Field(description="a numeric parameter of every device: sigma, p_sa0, g_max, drift_scale, ...")
-    values: Annotated[list[float], BeforeValidator(_sweep_values)] = Field(
-        description="the values: a list, or {start, stop, num}"
+    parameter: str = Field(description="a numeric parameter of every device: sigma, p_sa0, g_max, drift_scale, ...; "
+                                       f"or one that takes names: {', '.join(NAMED_SWEEPS)}")
+    values: Annotated[list[Union[float, str]], BeforeValidator(_sweep_values)] = Field(
+        description="the values: a list (numbers, or names such as [none, at_inference]), or {start, stop, num}"
     )
 
 

@@ -33,6 +33,11 @@ def test_the_values_as_a_list_or_a_range(tiny, values, expected):
     ({"parameter": "w_noise", "values": [0, 0.1]},
      "with w_noise = 0.1: preset 'lognormal': w_noise > 0 needs w_noise_type"),
     ({"parameter": "levels", "values": [1]}, "with levels = 1: preset 'lognormal': levels must be an integer >= 2"),
+    ({"parameter": "g_max", "values": ["high"]}, "report.sweep: g_max takes numbers, got high; the parameters that "
+                                                 "take names: calibration, drift_compensation"),
+    ({"parameter": "calibration", "values": ["none", 1]}, "either numbers or names, not both"),
+    ({"parameter": "calibration", "values": ["none", "always"]}, "with calibration = always: preset 'lognormal': "
+                                                                 "calibration: Input should be 'none', "),
 ])
 def test_a_parameter_a_device_lacks_or_a_value_it_cannot_take_is_one_line(tiny, sweep, message):
     with pytest.raises(ScenarioError) as err:
@@ -110,3 +115,32 @@ def test_a_sweep_row_is_a_plain_evaluation_with_the_parameter_set(tiny, paramete
                                   batch_size=scenario.batch_size)
         assert row["mean"] == pytest.approx(float(chips.mean()), abs=1e-12)
     assert len(rows) == 2 * 2 and len({r["mean"] for r in rows}) > 1
+
+
+def test_a_calibration_sweep_measures_each_final_network_with_and_without_it(tiny, capsys):
+    """Named values: each row is the evaluation with the calibration set, the chips
+    reading training inputs to calibrate; the table lists the names as given."""
+    import crossbar
+    import models
+    from search.report import sweep_table
+    from search.trial import _sweep, chip_seed, splits_of
+
+    values = ["none", "at_inference"]
+    scenario, _ = load_scenario(tiny(devices=[{"name": "cmo", "base": "reram_cmo"}],
+                                     report={"t_inference": ["1d"], "n_chips": 4,
+                                             "sweep": {"parameter": "calibration", "values": values}}))
+    splits = splits_of(scenario)
+    net = models.build("mlp", splits.in_shape, splits.n_classes, depth=2, width=32, seed=0)
+    models.train(net, splits, models.TrainConfig(epochs=10, lr=0.01), seed=0)
+    rows = _sweep(scenario, net, splits.test, "cpu", False)
+    assert [r["value"] for r in rows] == values
+    for row in rows:
+        preset = crossbar.make_preset({"name": "cmo", "base": "reram_cmo", "calibration": row["value"]})
+        chips = crossbar.evaluate(net, splits.test, preset, [86400.0], 4, seed=chip_seed(scenario, "test"),
+                                  batch_size=scenario.batch_size, calibration_data=splits.train)
+        assert row["mean"] == pytest.approx(float(chips.mean()), abs=1e-12)
+    assert rows[1]["mean"] > rows[0]["mean"]  # CMO ReRAM a day on: calibrated chips do better
+    results = {"presets": ["cmo"], "objective_times": [86400.0], "methods": {"erm": {"label": "no dropout"}},
+               "sweep": [{**r, "method": "erm"} for r in rows]}
+    table = sweep_table(results)
+    assert "against calibration at 1d" in table and table.index("none") < table.index("at_inference")
