@@ -228,3 +228,28 @@ def test_a_layer_placed_digital_is_priced_as_digital_macs(finished):
         assert t["device"].endswith(" + digital net.9") == placed
         if placed:  # 10 x 32 multiply-adds an input
             assert t["cost"]["components"]["digital MAC"] > 0
+
+
+def test_a_calibration_is_a_choice_of_the_space_with_its_cost(tmp_path):
+    """calibration as a hardware dimension: a choice among its names; a trial that
+    calibrates is scored on chips that read training inputs, and priced with the reads
+    and offsets (more energy than the same chip without)."""
+    import models
+    from search.codesign_trial import measure
+    from search.trial import splits_of
+
+    space = {"calibration": {"choices": ["none", "at_inference"]}, "adc_bits": [6, 9]}
+    scenario, _ = load_scenario(write(tmp_path, codesign=codesign_with(space=space, digital=[])), [])
+    assert distributions(scenario)["hw.calibration"].choices == ("none", "at_inference")
+    splits = splits_of(scenario)
+    net = models.build("mlp", splits.in_shape, splits.n_classes, depth=2, width=32, seed=0)
+    models.train(net, splits, models.TrainConfig(epochs=5, lr=0.01), seed=0)
+    off, on = (measure(scenario, net, {"hardware": {"calibration": c, "adc_bits": 9}}, "val", "cpu", False)
+               for c in ("none", "at_inference"))
+    assert on["values"]["energy_j"] > off["values"]["energy_j"]
+    assert {"column offsets", "calibration reads"} <= set(on["cost"]["components"])
+    assert on["values"]["score"] != off["values"]["score"]
+    bad = codesign_with(space={"calibration": {"choices": ["none", "sometimes"]}})
+    with pytest.raises(ScenarioError, match="calibration") as err:
+        load_scenario(write(tmp_path, codesign=bad), [])
+    assert "\n" not in str(err.value)
