@@ -23,7 +23,7 @@ digital corrections it then applies (the preset's ``calibration`` group,
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -32,23 +32,62 @@ from torch import Tensor
 __all__ = ["calibration_inputs", "column_fit", "percentile_range"]
 
 
-def column_fit(y: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
-    """Each chip's and column's least-squares gain and offset, ``target ~ gain * y + offset``.
+def column_fit(y: Tensor, target: Tensor, sums: Optional[Tensor] = None) -> tuple[Tensor, Tensor, Optional[Tensor]]:
+    """Each chip's and column's least-squares correction ``target ~ gain * y + offset (+
+    sum_k coef_k * sums_k)``.
 
     ``y``: ``(C, S, out)`` what each chip's columns read on ``S`` reference vectors;
-    ``target``: ``(C or 1, S, out)`` what the target weights give on the same vectors.
-    Returns ``(gain, offset)``, each ``(C, out)`` in ``y``'s dtype; a column that reads
-    the same value on every vector keeps gain 1 and gets the offset alone.
+    ``target``: ``(C or 1, S, out)`` what the target weights give on the same vectors;
+    ``sums``: ``(C or 1, S, out or 1, K)`` each vector's input sums (one per input split
+    of the layer's tiles), or None for gain and offset alone. Returns ``(gain, offset,
+    coef)``: ``(C, out)``, ``(C, out)`` and ``(C, out, K)`` (None without sums) in ``y``'s
+    dtype. Directions with no spread (a column that reads the same value on every
+    vector, sums that never change) get no weight (a tiny ridge): such a column keeps
+    gain 1 and gets the offset alone.
     """
-    y64, t64 = y.to(torch.float64), target.to(torch.float64)
-    y_mean, t_mean = y64.mean(1), t64.mean(1)
-    dy = y64 - y_mean.unsqueeze(1)
-    var = (dy * dy).mean(1)
-    cov = (dy * (t64 - t_mean.unsqueeze(1))).mean(1)
-    flat = var <= 1e-24 * (y_mean * y_mean + 1e-300)
-    gain = torch.where(flat, torch.ones_like(var), cov / torch.where(flat, torch.ones_like(var), var))
-    offset = t_mean - gain * y_mean
-    return gain.to(y.dtype), offset.to(y.dtype)
+    # centred sums of products over the vectors in y's dtype (torch's reductions sum in
+    # blocks, accurate to far below the fit's own noise); the small systems in float64
+    y_mean, t_mean = y.mean(1), target.mean(1)
+    dy = y - y_mean.unsqueeze(1)
+    var, cov = (dy * dy).mean(1).double(), (dy * target).mean(1).double()
+    y_mean, t_mean = y_mean.double(), t_mean.double()
+    if sums is None:
+        flat = var <= 1e-10 * y_mean * y_mean + 1e-30  # no spread beyond float32's rounding
+        gain = torch.where(flat, torch.ones_like(var), cov / torch.where(flat, torch.ones_like(var), var))
+        return gain.to(y.dtype), (t_mean - gain * y_mean).to(y.dtype), None
+    n, n_chips, n_out = y.shape[1], y.shape[0], y.shape[2]
+    s_mean = sums.mean(1)  # (Cx, G, K)
+    ds = sums - s_mean.unsqueeze(1)  # (Cx, S, G, K)
+    s_mean = s_mean.double()
+    n_s = ds.shape[-1]
+    if ds.shape[2] == 1:  # one sum for all the columns: products over the vectors as matrix products
+        d = ds[:, :, 0, :]
+        ss = (d.transpose(1, 2) @ d / n).unsqueeze(1)  # (Cx, 1, K, K)
+        ys = dy.transpose(1, 2) @ d / n  # (C, out, K)
+        ts = target.transpose(1, 2) @ d / n  # (Cx, out, K)
+    else:  # each column its own sum (a grouped convolution)
+        ss = torch.einsum("csok,csol->cokl", ds, ds) / n
+        ys = torch.einsum("cso,csok->cok", dy, ds.expand(n_chips, -1, -1, -1)) / n
+        ts = torch.einsum("cso,csok->cok", target, ds) / n
+    ss, ys, ts = ss.double(), ys.double(), ts.double()
+    # the normal equations of (y, s_1..s_K), centred: a (K+1) x (K+1) system per chip and column
+    gram = var.new_empty((n_chips, n_out, n_s + 1, n_s + 1))
+    gram[..., 0, 0] = var
+    gram[..., 0, 1:] = ys
+    gram[..., 1:, 0] = ys
+    gram[..., 1:, 1:] = ss
+    rhs = torch.cat([cov.unsqueeze(-1), ts.expand(n_chips, -1, -1)], -1)
+    # equilibrated, with a tiny ridge: a direction without spread (a flat column, a sum
+    # that never changes) gets no weight
+    scale = gram.diagonal(dim1=-2, dim2=-1).clamp(min=1e-300).sqrt()
+    eq = gram / (scale.unsqueeze(-1) * scale.unsqueeze(-2)) + 1e-10 * torch.eye(n_s + 1, dtype=torch.float64,
+                                                                               device=y.device)
+    solution = torch.linalg.solve(eq, (rhs / scale).unsqueeze(-1)).squeeze(-1) / scale
+    gain, coef = solution[..., 0], solution[..., 1:]
+    flat = var <= 1e-10 * y_mean * y_mean + 1e-30  # no spread beyond float32's rounding
+    gain = torch.where(flat, torch.ones_like(gain), gain)
+    offset = t_mean - gain * y_mean - (coef * s_mean.expand(n_chips, n_out, -1)).sum(-1)
+    return gain.to(y.dtype), offset.to(y.dtype), coef.to(y.dtype)
 
 
 def percentile_range(values: list[Tensor], percentile: float) -> float:

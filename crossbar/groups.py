@@ -187,8 +187,11 @@ class Calibration(Group):
 
     calibration: Literal["none", "at_programming", "at_inference"] = Field(
         "none", description="fit each column's gain and offset after programming, or again at each inference time")
+    calibration_input_sum: bool = Field(
+        True, description="the column fit also weighs each input split's sum (the reference column of a mapping "
+        "with an offset): undoes a shift common to a column's devices")
     calibration_samples: int = Field(
-        64, ge=1, description="calibration inputs the chip reads (its reference reads) for each calibration")
+        32, ge=1, description="calibration inputs the chip reads (its reference reads) for each calibration")
     input_range_percentile: Optional[float] = Field(
         None, gt=0, le=100, description="each layer's DAC range: this percentile of its inputs' |values|")
     calibration_period: float = Field(

@@ -250,14 +250,15 @@ def _scaled_squares(part: Tensor) -> Tensor:
 
 
 def _calibration_rows(preset: Any, name: str, vectors: float, out_size: int, grid: list, layer_energy: float,
-                      add: float) -> list[dict]:
+                      add: float, multiply: float) -> list[dict]:
     """What a layer's calibrations add per inference. The scales (drift compensation's,
     a column's calibrated gain) fold into the digital scale each tile's outputs already
     get (its largest weight), so they add no operation; a column's offset adds one add an
-    output. Each calibration reads reference vectors (drift compensation: one one-hot
-    vector a tile row; column calibration: the calibration inputs' vectors), each priced
-    as the layer's mean vector and shared by the ``calibration_period`` inferences
-    between two calibrations."""
+    output; the input-sum term one add an input (each input split's sum, shared by its
+    columns) and a multiply and an add per output and split. Each calibration reads
+    reference vectors (drift compensation: one one-hot vector a tile row; column
+    calibration: the calibration inputs' vectors), each priced as the layer's mean
+    vector and shared by the ``calibration_period`` inferences between two calibrations."""
     rows = []
     per_vector, period = layer_energy / vectors, preset.calibration_period
     if preset.drift_compensation_model is not None:
@@ -265,8 +266,14 @@ def _calibration_rows(preset: Any, name: str, vectors: float, out_size: int, gri
         rows.append({"layer": name, "component": "reference reads", "count": reads, "energy_j": reads * per_vector})
     if preset.calibration != "none":
         outputs, reads = vectors * out_size, preset.calibration_samples * vectors / period
-        rows += [{"layer": name, "component": "column offsets", "count": outputs, "energy_j": outputs * add},
-                 {"layer": name, "component": "calibration reads", "count": reads, "energy_j": reads * per_vector}]
+        rows.append({"layer": name, "component": "column offsets", "count": outputs, "energy_j": outputs * add})
+        if preset.calibration_input_sum:
+            splits = {(i0, i1) for _, _, i0, i1 in grid}
+            sums, terms = vectors * sum(i1 - i0 for i0, i1 in splits), outputs * len(splits)
+            rows += [{"layer": name, "component": "input sums", "count": sums, "energy_j": sums * add},
+                     {"layer": name, "component": "input-sum terms", "count": terms,
+                      "energy_j": terms * (multiply + add)}]
+        rows.append({"layer": name, "component": "calibration reads", "count": reads, "energy_j": reads * per_vector})
     return rows
 
 
@@ -400,7 +407,8 @@ def cost(
             out_rows.append({"layer": name, "component": component, "count": count, "energy_j": count * each})
             chip_energy += count * each
             layer_energy += count * each
-        for row in _calibration_rows(preset, name, vectors, out_size, grid, layer_energy, add_energy):
+        for row in _calibration_rows(preset, name, vectors, out_size, grid, layer_energy, add_energy,
+                                     _multiplier(layout["output_bits"], layout["output_bits"], node)):
             out_rows.append(row)
             chip_energy += row["energy_j"]
     area = macro_cost(preset, n_tiles).area_mm2
