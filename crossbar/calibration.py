@@ -27,9 +27,10 @@ from typing import Any, Optional
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["calibration_inputs", "column_fit", "percentile_range"]
+__all__ = ["ColumnCorrection", "calibration_inputs", "column_fit", "patch_sums", "percentile_range"]
 
 
 def column_fit(y: Tensor, target: Tensor, sums: Optional[Tensor] = None) -> tuple[Tensor, Tensor, Optional[Tensor]]:
@@ -88,6 +89,62 @@ def column_fit(y: Tensor, target: Tensor, sums: Optional[Tensor] = None) -> tupl
     gain = torch.where(flat, torch.ones_like(gain), gain)
     offset = t_mean - gain * y_mean - (coef * s_mean.expand(n_chips, n_out, -1)).sum(-1)
     return gain.to(y.dtype), offset.to(y.dtype), coef.to(y.dtype)
+
+
+class ColumnCorrection:
+    """Every chip's calibrated correction of one layer's columns, digital, after the ADC:
+    ``gain``, ``offset`` (each ``(C, out)``) and, with input sums, ``coef`` (``(C, out,
+    K)``, one per input split); made uncorrected (gain 1, the rest 0) for a calibration
+    pass, which fits them (:func:`column_fit`)."""
+
+    def __init__(self, n_chips: int, n_out: int, n_sums: int, like: Tensor):
+        self.gain = like.new_ones((n_chips, n_out))
+        self.offset = like.new_zeros((n_chips, n_out))
+        self.coef = like.new_zeros((n_chips, n_out, n_sums)) if n_sums else None
+
+    def apply(self, y: Tensor, chips: slice, sums: Optional[Tensor], bias: Optional[Tensor],
+              ideal: Optional[Any] = None) -> Tensor:
+        """The correction and ``bias`` applied to ``y`` (``(C, n, out)`` or ``(C, B, out,
+        L)``) of the chips ``chips``, in place; ``sums``: the vectors' input sums
+        (``(Cx, n, G, K)`` or ``(Cx, B, G, L, K)``, ``G`` 1 or out). With ``ideal`` (a
+        calibration pass), fitted first against ``ideal()``, the target weights' outputs
+        for the same inputs."""
+        columns = y.dim() == 4
+        sums = sums if self.coef is not None else None
+        if ideal is not None:
+            flat = (lambda t: t.transpose(2, 3).reshape(t.shape[0], -1, t.shape[2])) if columns else (lambda t: t)
+            fit_sums = None if sums is None else \
+                sums.transpose(2, 3).reshape(sums.shape[0], -1, sums.shape[2], sums.shape[4]) if columns else sums
+            gain, offset, coef = column_fit(flat(y), flat(ideal()), fit_sums)
+            self.gain[chips], self.offset[chips] = gain, offset
+            if coef is not None:
+                self.coef[chips] = coef
+        shape = (-1, 1, y.shape[2], 1) if columns else (-1, 1, y.shape[2])
+        y = y.mul_(self.gain[chips].view(shape))
+        for k in range(0 if sums is None else sums.shape[-1]):
+            y.addcmul_(sums[..., k], self.coef[chips][..., k].view(shape))
+        shift = self.offset[chips] if bias is None else self.offset[chips] + bias  # with the bias: one pass
+        return y.add_(shift.view(shape))
+
+
+def patch_sums(x: Tensor, n_x: int, weight_shape: tuple, kernel_size, stride, padding, dilation, groups: int,
+               splits: list[tuple[int, int]]) -> Tensor:
+    """Each convolution patch's input sum per input split of the tiles, ``(n_x, B, 1, L,
+    K)`` (a grouped convolution: each output's group's sum, ``(n_x, B, out, L, 1)``),
+    from the padded input ``x``: a convolution with a kernel of ones on each split."""
+    c_in, (kh, kw) = weight_shape[1], kernel_size
+    if groups == 1 and len(splits) == 1:  # the channels' sum, then a window of ones: one channel
+        x, kernel = x.sum(1, keepdim=True), x.new_ones((1, 1, kh, kw))
+    elif groups == 1:
+        mask = x.new_zeros((len(splits), c_in * kh * kw))
+        for k, (i0, i1) in enumerate(splits):
+            mask[k, i0:i1] = 1
+        kernel = mask.view(len(splits), c_in, kh, kw)
+    else:
+        kernel = x.new_ones((weight_shape[0], c_in, kh, kw))
+    s = F.conv2d(x, kernel, None, stride, padding, dilation, groups)
+    s = s.view(n_x, s.shape[0] // n_x, s.shape[1], -1)
+    return s.transpose(2, 3).unsqueeze(2) if groups == 1 else s.unsqueeze(-1)
 
 
 def percentile_range(values: list[Tensor], percentile: float) -> float:

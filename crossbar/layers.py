@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .arrays import ProgrammedArray, drift_factors, drift_readouts, scale_tiles
+from .calibration import ColumnCorrection, patch_sums
 from .common import Stream, derive_seed, time_key
 from .inputs import CodeCache, ConvGeometry, PatchInputs, RowInputs
 from .lines import LineState, line_nonlinearity
@@ -90,9 +91,7 @@ class CrossbarLayer(nn.Module):
         self._codes = CodeCache()
         self.slicing = Slicing.of(preset) if preset.architecture.sliced else None
         self._w_max: list[float] = []  # sliced: each weight tile's largest |weight|
-        self._gain: Optional[Tensor] = None  # (C, out) each column's calibrated gain ...
-        self._offset: Optional[Tensor] = None  # ... and offset, after the ADC (crossbar.calibration)
-        self._coef: Optional[Tensor] = None  # (C, out, K) ... and coefficient of each input split's sum
+        self.correction: Optional[ColumnCorrection] = None  # each chip's calibrated columns, after the ADC
         self.input_range: Optional[float] = None  # the DAC's calibrated full scale, or None: each vector's abs max
         self.ran = False  # set by every forward: the model's first pass checks that each crossbar ran
 
@@ -104,7 +103,7 @@ class CrossbarLayer(nn.Module):
             return
         self.array = ProgrammedArray(self.weight, self.preset, n_chips, seed, first_chip, self.index)
         self._w = self._wn = self._tile_scale = None
-        self._gain = self._offset = self._coef = None
+        self.correction = None
         self._baseline = None
         self._nonlinearity = self._draw_nonlinearity() if self.preset.out_nonlinearity > 0 else None
         comp = self.preset.drift_compensation_model
@@ -205,11 +204,8 @@ class CrossbarLayer(nn.Module):
     def start_fit(self) -> None:
         """Before a calibration pass: every chip's columns uncorrected (gain 1, offset 0)."""
         assert self.array is not None
-        shape = (self.array.n_chips, self.weight.shape[0])
-        self._gain = self.weight.new_ones(shape)
-        self._offset = self.weight.new_zeros(shape)
-        self._coef = self.weight.new_zeros((*shape, len(self._splits()))) if self.preset.calibration_input_sum \
-            else None
+        n_sums = len(self._splits()) if self.preset.calibration_input_sum else 0
+        self.correction = ColumnCorrection(self.array.n_chips, self.weight.shape[0], n_sums, self.weight)
 
     def _clip(self, x: Tensor) -> Tensor:
         """Inputs beyond the calibrated input range clip at the DAC."""
@@ -221,31 +217,9 @@ class CrossbarLayer(nn.Module):
         return sorted({(i0, i1) for _, _, i0, i1 in self.array.tiles})
 
     def _correct(self, y: Tensor, ideal, chips: slice, sums: Optional[Tensor]) -> Tensor:
-        """Each column's calibrated correction, and the bias, applied to ``y`` (``(C, n,
-        out)`` or ``(C, B, out, L)``): gain, offset and, with
-        ``calibration_input_sum``, a coefficient of each input split's sum (``sums``:
-        ``(Cx, n, G, K)`` or ``(Cx, B, G, L, K)``, ``G`` 1 or out); in a calibration pass
-        fitted first (:func:`crossbar.calibration.column_fit`), against ``ideal()``, the
-        target weights' outputs for the same inputs."""
-        from .calibration import column_fit
-
-        assert self._gain is not None and self._offset is not None
-        columns = y.dim() == 4
-        sums = sums if self._coef is not None else None
-        if self._ctx.fitting:
-            flat = (lambda t: t.transpose(2, 3).reshape(t.shape[0], -1, t.shape[2])) if columns else (lambda t: t)
-            fit_sums = None if sums is None else \
-                sums.transpose(2, 3).reshape(sums.shape[0], -1, sums.shape[2], sums.shape[4]) if columns else sums
-            gain, offset, coef = column_fit(flat(y), flat(ideal()), fit_sums)
-            self._gain[chips], self._offset[chips] = gain, offset
-            if coef is not None:
-                self._coef[chips] = coef
-        shape = (-1, 1, y.shape[2], 1) if columns else (-1, 1, y.shape[2])
-        y = y.mul_(self._gain[chips].view(shape))
-        for k in range(0 if sums is None else sums.shape[-1]):
-            y.addcmul_(sums[..., k], self._coef[chips][..., k].view(shape))
-        shift = self._offset[chips] if self.bias is None else self._offset[chips] + self.bias  # with the bias: one pass
-        return y.add_(shift.view(shape))
+        """The columns' calibrated correction and the bias (:class:`ColumnCorrection`)."""
+        assert self.correction is not None
+        return self.correction.apply(y, chips, sums, self.bias, ideal if self._ctx.fitting else None)
 
     def _analog(self, inputs: "RowInputs | PatchInputs") -> Tensor:
         """The periphery's products of ``inputs`` with the chips this thread runs."""
@@ -317,7 +291,7 @@ class CrossbarLinear(CrossbarLayer):
         else:
             y = self._analog(RowInputs(vecs, x, self._codes, self.input_range))
         sums = torch.stack([vecs[..., i0:i1].sum(-1) for i0, i1 in self._splits()], -1).unsqueeze(2) \
-            if self._coef is not None else None
+            if self.preset.calibration_input_sum else None
         y = self._correct(y, lambda: torch.matmul(raw.reshape(vecs.shape), self.weight.T), chips, sums)
         return y.reshape(shape)
 
@@ -325,7 +299,7 @@ class CrossbarLinear(CrossbarLayer):
         if self._ctx.digital is not None:
             return self._digital(x)
         self._ready()
-        if self._gain is not None:
+        if self.correction is not None:
             return self._forward_calibrated(x, self._clip(x))
         x = self._clip(x)
         ctx = self._ctx
@@ -418,34 +392,16 @@ class CrossbarConv2d(CrossbarLayer):
             inputs = PatchInputs(x, n_x, self.geometry, key, self._codes, shared=self._shared(key),
                                  scale=self.input_range)
             y = self._analog(inputs)  # (C, B, out, L)
-        sums = self._input_sums(x, n_x) if self.preset.calibration_input_sum else None
+        sums = patch_sums(x, n_x, self.weight.shape, self.kernel_size, self.stride, self.padding, self.dilation,
+                          self.groups, self._splits()) if self.preset.calibration_input_sum else None
         y = self._correct(y, lambda: self._exact(raw, None).view(n_x, -1, n_out, h_out * w_out), chips, sums)
         return y.view(n_c * batch, n_out, h_out, w_out)
-
-    def _input_sums(self, x: Tensor, n_x: int) -> Tensor:
-        """Each patch's input sum per input split of the tiles, ``(n_x, B, 1, L, K)`` (a
-        grouped convolution: each output's group's sum, ``(n_x, B, out, L, 1)``), from
-        the padded input ``x``: a convolution with a kernel of ones on each split."""
-        c_in, (kh, kw) = self.weight.shape[1], self.kernel_size
-        splits = self._splits()
-        if self.groups == 1 and len(splits) == 1:  # the channels' sum, then a window of ones: one channel
-            x, kernel = x.sum(1, keepdim=True), x.new_ones((1, 1, kh, kw))
-        elif self.groups == 1:
-            mask = x.new_zeros((len(splits), c_in * kh * kw))
-            for k, (i0, i1) in enumerate(splits):
-                mask[k, i0:i1] = 1
-            kernel = mask.view(len(splits), c_in, kh, kw)
-        else:
-            kernel = x.new_ones((self.weight.shape[0], c_in, kh, kw))
-        s = F.conv2d(x, kernel, None, self.stride, self.padding, self.dilation, self.groups)
-        s = s.view(n_x, s.shape[0] // n_x, s.shape[1], -1)
-        return s.transpose(2, 3).unsqueeze(2) if self.groups == 1 else s.unsqueeze(-1)
 
     def forward(self, x: Tensor) -> Tensor:
         if self._ctx.digital is not None:
             return self._digital(x)
         self._ready()
-        if self._gain is not None:
+        if self.correction is not None:
             return self._forward_calibrated(x, self._clip(x))
         x = self._clip(x)
         key = x

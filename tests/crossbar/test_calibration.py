@@ -88,7 +88,7 @@ def test_an_injected_column_offset_is_removed_exactly_without_noise(input_sum):
     want = layer(x[50:]).detach()
     torch.testing.assert_close(got, want.expand_as(got), atol=2e-5, rtol=1e-5)
     cal = xmodel.crossbar_layers[0]
-    torch.testing.assert_close(cal._offset, -offset, atol=2e-5, rtol=1e-5)
+    torch.testing.assert_close(cal.correction.offset, -offset, atol=2e-5, rtol=1e-5)
 
 
 def test_an_injected_column_offset_is_removed_to_within_the_calibrations_noise():
@@ -104,7 +104,7 @@ def test_an_injected_column_offset_is_removed_to_within_the_calibrations_noise()
     offset = _inject_offsets(xmodel, 1)
     xmodel.drift(1.0)
     cal = xmodel.crossbar_layers[0]
-    miss = (cal._offset + offset * cal._gain).double()  # the offset left after the correction
+    miss = (cal.correction.offset + offset * cal.correction.gain).double()  # the offset left after the correction
     outputs = (x[:n_ref] @ layer.weight.T).double()  # what the columns read, without noise (gain ~ 1)
     s = sigma * float(layer.weight.detach().abs().max())
     m, v = outputs.mean(0), outputs.var(0, unbiased=False)
@@ -117,7 +117,8 @@ def test_an_injected_column_offset_is_removed_to_within_the_calibrations_noise()
     xmore = crossbar.convert(layer, more).calibrate_with(x[:200]).program(64, seed=0)
     _inject_offsets(xmore, 1)
     xmore.drift(1.0)
-    miss_more = (xmore.crossbar_layers[0]._offset + offset * xmore.crossbar_layers[0]._gain).double()
+    more_fit = xmore.crossbar_layers[0].correction
+    miss_more = (more_fit.offset + offset * more_fit.gain).double()
     assert float(miss_more.std()) < 0.7 * float(miss.std())
 
 
