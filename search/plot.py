@@ -210,7 +210,7 @@ _PARTS = {"results": (list, "a list"), "sweep": (list, "a list"), "seeds": (list
           "presets": (list, "a list of names"), "slots": (list, "a list of names"),
           "objective_times": (list, "a list of numbers"), "bounds": (list, "a list of numbers")}
 _OPTIONAL = ("sweep", "space", "bounds")  # may be null
-_ROW = {"method": str, "preset": str, "parameter": str, "t_inference": float, "mean": float, "value": float,
+_ROW = {"method": str, "preset": str, "parameter": str, "t_inference": float, "mean": float, "value": "name",
         "std": float, "p10": float, "p90": float, "ci_low": float, "ci_high": float, "n_chips": float}
 #: Fields that are a number or null: of the results, of its objective, of each method (over seeds: its mean).
 _NUMBERS = {"": ("chance", "n_classes"), "objective": ("quantile", "min_clean_score", "min_clean_accuracy"),
@@ -251,10 +251,12 @@ def _rows_problem(results: dict) -> Optional[str]:
         for i, row in enumerate(results.get(key) or []):
             if not isinstance(row, dict):
                 return f"{key}[{i}] is {_kind(row)}, not an object"
-            for field, kind in _ROW.items():
-                if field in row and not (isinstance(row[field], str) if kind is str else _number(row[field])):
-                    return (f"{key}[{i}]'s {field!r} is {_kind(row[field])}, "
-                            f"not {'a string' if kind is str else 'a number'}")
+            for field, kind in _ROW.items():  # "name": a number or a name (a sweep of names)
+                value = row.get(field)
+                if field in row and not (isinstance(value, str) if kind is str else
+                                         _number(value) or (kind == "name" and isinstance(value, str))):
+                    wanted = "a string" if kind is str else "a number or a name" if kind == "name" else "a number"
+                    return f"{key}[{i}]'s {field!r} is {_kind(value)}, not {wanted}"
     return None
 
 

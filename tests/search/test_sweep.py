@@ -144,3 +144,17 @@ def test_a_calibration_sweep_measures_each_final_network_with_and_without_it(tin
                "sweep": [{**r, "method": "erm"} for r in rows]}
     table = sweep_table(results)
     assert "against calibration at 1d" in table and table.index("none") < table.index("at_inference")
+
+
+def test_a_run_that_sweeps_a_calibration_prints_and_plots_it(tiny, tmp_path, capsys):
+    path = tiny(search={"n_trials": 2, "n_initial": 1},
+                baselines={"uniform": [], "random": False, "hardware_aware": False},
+                report={"t_inference": ["1d"], "n_chips": 3,
+                        "sweep": {"parameter": "calibration", "values": ["none", "at_inference"]}})
+    out = tmp_path / "run"
+    assert search.run.main([str(path), "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "test accuracy against calibration at 1d:" in printed and "warning" not in printed
+    results = json.loads((out / "results.json").read_text())
+    assert {r["value"] for r in results["sweep"]} == {"none", "at_inference"}
+    assert (out / "sweep_calibration.png").is_file()
