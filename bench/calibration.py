@@ -53,6 +53,11 @@ ROWS = {
     "periphery: all three": dict(crossbar.AIHWKIT_PERIPHERY, drift_compensation="per_column",
                                  calibration="at_inference", input_range_percentile=99.99),
 }
+#: One colour per calibration, the same with either periphery.
+COLOURS = {"none": "grey", "drift compensation, global": "C1", "drift compensation, per column": "C2",
+           "column calibration at programming": "C3", "column gain+offset only, at inference": "C4",
+           "column calibration at inference": "C0", "per column + column calibration": "C9",
+           "input range 99.99 %": "C8", "all three": "black"}
 
 
 class Block(nn.Module):
@@ -129,11 +134,9 @@ def plot(panels: list[tuple[str, str, float, dict]], path: str) -> None:
 
     fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 5.2), squeeze=False, layout="constrained")
     x = range(len(TIMES))
-    colours = {"none": "grey", "global": "C1", "per column": "C2", "at programming": "C3", "only": "C4",
-               "all three": "black", "input range": "C8", "+": "C9", "calibration at inference": "C0"}
     for ax, (title, metric, clean, means) in zip(axes[0], panels):
         for label, values in means.items():
-            colour = next(c for key, c in colours.items() if label.endswith(key) or key in label.split(": ")[-1])
+            colour = COLOURS[label.split(": ")[-1]]
             ax.plot(x, values, marker="o", markersize=3, linestyle="--" if label.startswith("periphery") else "-",
                     color=colour, label=label)
         ax.axhline(clean, color="black", linestyle=":", linewidth=1, label="digital network")

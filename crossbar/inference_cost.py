@@ -201,7 +201,7 @@ class _Rows:
                     part = view(ax[:, c:c + 1], p // kw, p % kw)
                     top = part.clone() if top is None else torch.maximum(top, part, out=top)
             assert top is not None
-            w = top.clamp_min_(torch.finfo(torch.float32).tiny).pow_(-2)
+            w = top.pow(-2).masked_fill_(top == 0, 0.0)  # a patch of zeros costs nothing (no 0 x inf)
             u = _patch_sums(sq[:, c0:c1], w[:, 0], (kh, kw), (sh, sw), (dh, dw)).reshape(-1)
             first = c0 * k
             self.u[(i0, i1)] += u[i0 - first:i1 - first].double()
