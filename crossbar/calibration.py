@@ -52,8 +52,8 @@ def column_fit(y: Tensor, target: Tensor, sums: Optional[Tensor] = None) -> tupl
     dy = y - y_mean.unsqueeze(1)
     var, cov = (dy * dy).mean(1).double(), (dy * target).mean(1).double()
     y_mean, t_mean = y_mean.double(), t_mean.double()
+    flat = var <= 1e-10 * y_mean * y_mean + 1e-30  # no spread beyond float32's rounding
     if sums is None:
-        flat = var <= 1e-10 * y_mean * y_mean + 1e-30  # no spread beyond float32's rounding
         gain = torch.where(flat, torch.ones_like(var), cov / torch.where(flat, torch.ones_like(var), var))
         return gain.to(y.dtype), (t_mean - gain * y_mean).to(y.dtype), None
     n, n_chips, n_out = y.shape[1], y.shape[0], y.shape[2]
@@ -85,7 +85,6 @@ def column_fit(y: Tensor, target: Tensor, sums: Optional[Tensor] = None) -> tupl
                                                                                device=y.device)
     solution = torch.linalg.solve(eq, (rhs / scale).unsqueeze(-1)).squeeze(-1) / scale
     gain, coef = solution[..., 0], solution[..., 1:]
-    flat = var <= 1e-10 * y_mean * y_mean + 1e-30  # no spread beyond float32's rounding
     gain = torch.where(flat, torch.ones_like(gain), gain)
     offset = t_mean - gain * y_mean - (coef * s_mean.expand(n_chips, n_out, -1)).sum(-1)
     return gain.to(y.dtype), offset.to(y.dtype), coef.to(y.dtype)

@@ -268,12 +268,9 @@ def evaluate(
         xmodel.threads = threads
     if output is not None:
         xmodel.output = output
-    if preset.calibrations.calibrates and (calibration_data is not None or xmodel.calibration_inputs is None):
-        if calibration_data is None:
-            raise ValueError(f"preset {preset.name!r} calibrates (calibration = {preset.calibration!r}, "
-                             f"input_range_percentile = {preset.input_range_percentile}): pass calibration_data, "
-                             "inputs its chips read to calibrate (e.g. a few training samples)")
+    if preset.calibrations.calibrates and calibration_data is not None:
         xmodel.calibrate_with(calibration_data)
+    xmodel.check_calibration()  # before any chip is programmed
     try:
         return _evaluate(xmodel, data, times, n_chips, seed, batch_size, dev, chunk_size, max_memory, progress, metric)
     finally:

@@ -174,10 +174,6 @@ class ArrayEffects(Group):
     )
 
 
-#: When a chip calibrates each column's gain and offset (:mod:`crossbar.calibration`).
-CALIBRATION_TIMES = ("none", "at_programming", "at_inference")
-
-
 class Calibration(Group):
     """What the chip calibrates from a few inputs it reads (off by default;
     :mod:`crossbar.calibration`, docs/simulator.md): each column's gain and offset,

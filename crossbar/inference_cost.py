@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -250,7 +250,7 @@ def _scaled_squares(part: Tensor) -> Tensor:
 
 
 def _calibration_rows(preset: Any, name: str, vectors: float, out_size: int, grid: list, layer_energy: float,
-                      add: float, multiply: float) -> list[dict]:
+                      add: float, multiply: Callable[[], float]) -> list[dict]:
     """What a layer's calibrations add per inference. The scales (drift compensation's,
     a column's calibrated gain) fold into the digital scale each tile's outputs already
     get (its largest weight), so they add no operation; a column's offset adds one add an
@@ -261,18 +261,18 @@ def _calibration_rows(preset: Any, name: str, vectors: float, out_size: int, gri
     vector and shared by the ``calibration_period`` inferences between two calibrations."""
     rows = []
     per_vector, period = layer_energy / vectors, preset.calibration_period
+    splits = {(i0, i1) for _, _, i0, i1 in grid}
     if preset.drift_compensation_model is not None:
-        reads = sum(i1 - i0 for i0, i1 in {(i0, i1) for _, _, i0, i1 in grid}) / period
+        reads = sum(i1 - i0 for i0, i1 in splits) / period
         rows.append({"layer": name, "component": "reference reads", "count": reads, "energy_j": reads * per_vector})
     if preset.calibration != "none":
         outputs, reads = vectors * out_size, preset.calibration_samples * vectors / period
         rows.append({"layer": name, "component": "column offsets", "count": outputs, "energy_j": outputs * add})
         if preset.calibration_input_sum:
-            splits = {(i0, i1) for _, _, i0, i1 in grid}
             sums, terms = vectors * sum(i1 - i0 for i0, i1 in splits), outputs * len(splits)
             rows += [{"layer": name, "component": "input sums", "count": sums, "energy_j": sums * add},
                      {"layer": name, "component": "input-sum terms", "count": terms,
-                      "energy_j": terms * (multiply + add)}]
+                      "energy_j": terms * (multiply() + add)}]
         rows.append({"layer": name, "component": "calibration reads", "count": reads, "energy_j": reads * per_vector})
     return rows
 
@@ -408,7 +408,7 @@ def cost(
             chip_energy += count * each
             layer_energy += count * each
         for row in _calibration_rows(preset, name, vectors, out_size, grid, layer_energy, add_energy,
-                                     _multiplier(layout["output_bits"], layout["output_bits"], node)):
+                                     lambda: _multiplier(layout["output_bits"], layout["output_bits"], node)):
             out_rows.append(row)
             chip_energy += row["energy_j"]
     area = macro_cost(preset, n_tiles).area_mm2

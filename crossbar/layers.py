@@ -86,7 +86,7 @@ class CrossbarLayer(nn.Module):
         self._w: Optional[Tensor] = None  # (C, *weight.shape) effective weights, perfect periphery
         self._wn: Optional[Tensor] = None  # (C, out, in) tile weights in DAC->ADC codes, periphery on
         self._tile_scale: Optional[Tensor] = None  # (C, n_tiles, 1 or columns) abs-max x compensation
-        self._baseline: Optional[Tensor] = None  # (C, n_tiles) drift compensation's first read-out
+        self._baseline: Optional[Tensor] = None  # (C, n_tiles, 1 or columns) drift compensation's first read-out
         self._nonlinearity: Optional[tuple[list[Tensor], list[Tensor]]] = None  # per tile: (C, out) n_i, (C,) f
         self._codes = CodeCache()
         self.slicing = Slicing.of(preset) if preset.architecture.sliced else None

@@ -131,7 +131,7 @@ class CrossbarModel(nn.Module):
         n_chips = check_n_chips(n_chips)
         self.seed = check_seed(seed)
         self.first_chip = int(first_chip)
-        self._check_calibration()
+        self.check_calibration()
         for layer in self.crossbar_layers:
             layer.program(n_chips, self.seed, self.first_chip)
         self._ctx.n_chips = n_chips
@@ -165,12 +165,14 @@ class CrossbarModel(nn.Module):
                 layer.input_range = percentile_range(seen[layer], percentile) if layer in seen else None
         return self
 
-    def _check_calibration(self) -> None:
+    def check_calibration(self) -> None:
+        """A preset that calibrates needs its calibration inputs (:meth:`calibrate_with`)."""
         if self.preset.calibrations.calibrates and self.calibration_inputs is None:
             raise ValueError(f"preset {self.preset.name!r} calibrates (calibration = "
                              f"{self.preset.calibration!r}, input_range_percentile = "
-                             f"{self.preset.input_range_percentile}): give the inputs its chips read, "
-                             "calibration_data= to crossbar.evaluate or xmodel.calibrate_with(inputs)")
+                             f"{self.preset.input_range_percentile}): pass calibration_data, inputs its chips "
+                             "read to calibrate (e.g. a few training samples), to crossbar.evaluate, or call "
+                             "xmodel.calibrate_with(inputs)")
 
     def _fit_calibration(self, t: Optional[float]) -> None:
         """The chips' calibration pass: the calibration inputs through every layer, each

@@ -354,9 +354,8 @@ class Periphery:
             column_scale = None
             if tile_scale is not None:
                 if tile_scale.dim() == 3 and tile_scale.shape[2] > 1:  # one scale per column (and chip)
-                    column_scale = tile_scale[:, k, :o1 - o0]
-                    column_scale = column_scale.view(*column_scale.shape[:2], *([1] * inputs.columns))
-                    column_scale = column_scale.unsqueeze(1)
+                    column_scale = tile_scale[:, k, :o1 - o0].view(tile_scale.shape[0], 1, o1 - o0,
+                                                                   *([1] * inputs.columns))
                 else:
                     scale = tile_scale[:, k] if tile_scale.dim() == 2 else tile_scale[:, k, 0]
                     factor = factor * scale.view(-1, *([1] * (factor.dim() - 1)))
