@@ -9,7 +9,8 @@ The user-facing API (``__all__``; names are stable):
 - the Monte Carlo: :func:`evaluate`, each chip's score by a :class:`Metric` of
   :data:`METRICS` (:func:`register_metric`, :func:`get_metric`), accuracy by default.
 - chips: :func:`convert` (any ``nn.Module`` onto crossbar layers, a :class:`CrossbarModel`
-  of :class:`CrossbarLinear` / :class:`CrossbarConv2d`), :func:`mapped_layers`,
+  of :class:`CrossbarLinear` / :class:`CrossbarConv2d`, :class:`GroupedConv2d` and
+  :class:`CrossbarMultiheadAttention`), :func:`mapped_layers`, :func:`mapped_attention`,
   :func:`unmapped_layers`; :func:`sample_weights` and :func:`program`
   (:class:`ProgrammedArray`) for the devices alone.
 - aihwkit-style noise models of our own: :class:`IdealNoiseModel`,
@@ -23,17 +24,19 @@ settings), ``presets`` (the :class:`Preset` model), ``catalog`` (the named prese
 ``arrays`` (conductances, faults, drift compensation), ``sampling`` (``program``,
 ``sample_weights``), ``periphery``, ``lines`` and ``inputs`` (DAC, ADC, tiles, array
 effects), ``slicing`` (weights over cells, inputs in bits), ``kernels`` and ``rng``
-(compiled loops, noise streams), ``layers``, ``model``, ``mapping`` (convert),
+(compiled loops, noise streams), ``layers``, ``attention``, ``grouped``, ``model``, ``mapping`` (convert),
 ``pooling``, ``evaluate``, ``metrics``, ``cost`` and ``inference_cost``; ``common`` and
 ``durations`` hold what models/ and search/ share. Their
 other names are importable from there.
 """
 
 from .arrays import ProgrammedArray
+from .attention import CrossbarMultiheadAttention, mapped_attention
 from .catalog import get_preset, list_presets, make_preset, preset, register_preset
 from .cost import MacroCost, macro_cost
 from .durations import parse_duration, readable
 from .evaluate import evaluate
+from .grouped import GroupedConv2d
 from .inference_cost import InferenceCost, cost
 from .layers import CrossbarConv2d, CrossbarLinear
 from .mapping import convert, mapped_layers, unmapped_layers
@@ -49,7 +52,9 @@ __all__ = [
     "CrossbarConv2d",
     "CrossbarLinear",
     "CrossbarModel",
+    "CrossbarMultiheadAttention",
     "FAULT_PROFILES",
+    "GroupedConv2d",
     "IdealNoiseModel",
     "InferenceCost",
     "MacroCost",
@@ -68,6 +73,7 @@ __all__ = [
     "list_presets",
     "macro_cost",
     "make_preset",
+    "mapped_attention",
     "mapped_layers",
     "parse_duration",
     "preset",

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .arrays import ProgrammedArray, tile_grid
+from .attention import mapped_attention
 from .catalog import resolve_preset
 from .common import check_n_chips, check_seed
 from .cost import macro_cost
@@ -301,7 +302,9 @@ def cost(
         digital: layers placed digital (:func:`crossbar.convert`): each MAC priced as
             a digital multiply and add (Aladdin's, at the preset's node, the weight and
             input bits wide, 8 where the architecture does not say); their area and
-            time are not counted.
+            time are not counted. An ``nn.MultiheadAttention`` (on the chips, its
+            projections are crossbars) is not priced: it must be placed digital here,
+            and is then left out and named in ``digital``.
 
     The chip has one array per tile, all of a layer's tiles read in parallel, vectors
     one after another, layers one after another: latency is the sum over layers of
@@ -317,9 +320,15 @@ def cost(
     layers: dict[int, tuple[str, nn.Module]] = {}
     for name, layer in mapped_layers(model):
         layers.setdefault(id(layer), (name or type(model).__name__, layer))
+    blocks = mapped_attention(model)
+    placed = check_digital(digital, mapped_layers(model) + blocks, model)
+    for name, block in blocks:  # on the chips (crossbar.convert maps them), but not priced here
+        if id(block) not in placed:
+            raise ValueError(f"layer {name or type(model).__name__!r} (MultiheadAttention): attention's projections "
+                             f"on crossbars are not priced; place it digital (digital=[{name!r}]) to price the "
+                             "other layers without it")
     if not layers:
         raise ValueError(f"model ({type(model).__name__}) has no nn.Linear or nn.Conv2d layer to price")
-    placed = check_digital(digital, mapped_layers(model), model)
     for key, (name, layer) in layers.items():
         if isinstance(layer, nn.Conv2d) and layer.groups != 1 and key not in placed:
             raise ValueError(f"layer {name!r}: a grouped convolution (groups={layer.groups}) is not priced; "
@@ -412,6 +421,10 @@ def cost(
             out_rows.append(row)
             chip_energy += row["energy_j"]
     area = macro_cost(preset, n_tiles).area_mm2
-    digital = tuple(f"{n or type(model).__name__} ({type(m).__name__})" for n, m in unmapped_layers(model))
+    attention: dict[int, str] = {}  # the blocks placed digital, each once
+    for n, block in blocks:
+        attention.setdefault(id(block), f"{n or type(model).__name__} (MultiheadAttention)")
+    digital = tuple(f"{n or type(model).__name__} ({type(m).__name__})" for n, m in unmapped_layers(model)) \
+        + tuple(attention.values())
     return InferenceCost(preset.name, t, n_inputs, tuple(out_rows), chip_energy, latency, area, macs, digital)
 

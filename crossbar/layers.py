@@ -348,10 +348,8 @@ class CrossbarConv2d(CrossbarLayer):
             self.pre_pad, self.pad_mode, self.padding = None, "constant", conv.padding
         self.geometry = ConvGeometry(self.kernel_size, self.stride, self.padding, self.dilation)
         if self.groups != 1 and (not self.periphery.perfect or self.slicing is not None):
-            raise ValueError(
-                f"Conv2d with groups={self.groups}: the DAC/ADC periphery is simulated for "
-                "groups=1 only; use a preset with a perfect periphery for grouped convolutions"
-            )
+            raise ValueError(f"Conv2d with groups={self.groups}: with a periphery each group is a layer of its own; "
+                             "crossbar.grouped.GroupedConv2d (what crossbar.convert makes) runs them")
 
     def _out_hw(self, h: int, w: int) -> tuple[int, int]:
         return tuple(

@@ -160,12 +160,25 @@ def _scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, total_step
     return None
 
 
-def _crossbar_weights(model: nn.Module) -> list[tuple[str, Tensor]]:
-    """The parameters a crossbar would hold: the weights of the layers ``crossbar.convert`` maps."""
+def _crossbar_weights(model: nn.Module) -> list[tuple[str, Tensor, int]]:
+    """The parameters a crossbar would hold, ``(name, weight, parts)``: the weights of the
+    layers ``crossbar.convert`` maps, then each attention block's projections (a packed
+    ``in_proj_weight`` is 3 parts, q, k and v, each its own crossbar)."""
     first: dict[int, tuple[str, nn.Module]] = {}
     for name, module in crossbar.mapped_layers(model):
         first.setdefault(id(module), (name, module))  # a layer reached under two names: noise once
-    return [(f"{name}.weight" if name else "weight", module.weight) for name, module in first.values()]
+    found = [(f"{name}.weight" if name else "weight", module.weight, 1) for name, module in first.values()]
+    blocks: dict[int, tuple[str, nn.Module]] = {}
+    for name, block in crossbar.mapped_attention(model):
+        blocks.setdefault(id(block), (name, block))
+    for name, block in blocks.values():
+        prefix = f"{name}." if name else ""
+        if block._qkv_same_embed_dim:
+            found.append((f"{prefix}in_proj_weight", block.in_proj_weight, 3))
+        else:
+            found += [(f"{prefix}{p}_proj_weight", getattr(block, f"{p}_proj_weight"), 1) for p in "qkv"]
+        found.append((f"{prefix}out_proj.weight", block.out_proj.weight, 1))
+    return found
 
 
 def _split_data(data: Union[Splits, Sequence]) -> tuple[tuple[Tensor, Tensor], Optional[tuple[Tensor, Tensor]]]:
@@ -265,13 +278,16 @@ def train(
                 if preset is None or strength == 0:
                     out = model(x)
                 else:
-                    noisy = {}
-                    for layer, (name, weight) in enumerate(_crossbar_weights(model)):
-                        chip = crossbar.sample_weights(
-                            weight.detach(), preset, hwa.t_inference, 1,
-                            derive_seed(seed, Stream.HARDWARE_AWARE, layer, 0, step),
-                            compensate=True,
-                        )[0]
+                    noisy, layer = {}, 0
+                    for name, weight, parts in _crossbar_weights(model):
+                        pieces = []
+                        for piece in weight.detach().chunk(parts):  # each crossbar's own draws
+                            pieces.append(crossbar.sample_weights(
+                                piece, preset, hwa.t_inference, 1,
+                                derive_seed(seed, Stream.HARDWARE_AWARE, layer, 0, step), compensate=True,
+                            )[0])
+                            layer += 1
+                        chip = torch.cat(pieces) if parts > 1 else pieces[0]
                         deviation = (chip - weight).detach()  # straight-through gradient
                         noisy[name] = weight + (deviation if strength == 1 else strength * deviation)
                     out = functional_call(model, noisy, (x,))

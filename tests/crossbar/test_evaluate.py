@@ -223,7 +223,8 @@ def test_a_model_with_non_finite_weights_is_refused_naming_the_layer():
 
 
 def test_a_model_without_mappable_layers_is_refused():
-    with pytest.raises(ValueError, match=r"model \(Sequential\) has no nn.Linear or nn.Conv2d layer"):
+    with pytest.raises(ValueError, match=r"model \(Sequential\) has no nn.Linear, nn.Conv2d or nn.MultiheadAttention "
+                                         r"layer"):
         crossbar.convert(nn.Sequential(nn.Flatten(), nn.ReLU()), "pcm")
     assert isinstance(crossbar.convert(nn.Linear(3, 2), "ideal").module, crossbar.CrossbarLinear)
 
@@ -239,25 +240,42 @@ class _Attention(nn.Module):
         return self.fc(y.mean(1))
 
 
-def test_attention_blocks_stay_digital_and_take_no_layer_number():
+class _OwnAttention(nn.MultiheadAttention):
+    def forward(self, query, key, value, **kwargs):
+        return super().forward(query * 2, key, value, **kwargs)
+
+
+@pytest.mark.filterwarnings("error")
+def test_attention_blocks_are_mapped_after_the_other_layers():
     torch.manual_seed(0)
     model = _Attention().eval()
     x = torch.randn(6, 5, 8)
-    with pytest.warns(UserWarning, match=r"layer att \(MultiheadAttention\) stays digital"):
-        xmodel = crossbar.convert(model, "pcm")
-    # nn.MultiheadAttention reads out_proj.weight itself: a crossbar out_proj would never run
-    assert type(xmodel.module.att.out_proj) is type(model.att.out_proj)
+    xmodel = crossbar.convert(model, "pcm")  # no "stays digital" warning
+    assert isinstance(xmodel.module.att, crossbar.attention.CrossbarMultiheadAttention)
     assert isinstance(xmodel.module.fc, crossbar.CrossbarLinear) and xmodel.module.fc.index == 0
-    with pytest.warns(UserWarning, match="stays digital"):
-        exact = crossbar.convert(model, "ideal")
+    assert [layer.index for layer in xmodel.crossbar_layers] == [1, 2, 3, 4, 0]  # q, k, v, out, then fc
+    exact = crossbar.convert(model, "ideal")
     exact.program(n_chips=2, seed=0)
     exact.drift(1.0)
     with torch.no_grad():
         assert torch.allclose(exact(x), model(x).expand(2, -1, -1), atol=1e-5)
-    with pytest.raises(ValueError, match=r"has no nn.Linear or nn.Conv2d layer .*MultiheadAttention .* stays digital"):
-        crossbar.convert(nn.Sequential(nn.MultiheadAttention(8, 2)), "pcm")
-    with pytest.raises(ValueError, match=r"\(MultiheadAttention\) has no nn.Linear or nn.Conv2d layer"):
-        crossbar.convert(nn.MultiheadAttention(8, 2), "pcm")  # the model itself
+    assert isinstance(crossbar.convert(nn.Sequential(nn.MultiheadAttention(8, 2)), "pcm").module[0],
+                      crossbar.attention.CrossbarMultiheadAttention)
+    assert isinstance(crossbar.convert(nn.MultiheadAttention(8, 2), "pcm").module,  # the model itself
+                      crossbar.attention.CrossbarMultiheadAttention)
+
+
+def test_attention_with_a_forward_of_its_own_stays_digital():
+    torch.manual_seed(0)
+    model = _Attention()
+    model.att = _OwnAttention(8, 2, batch_first=True)
+    assert [name for name, _ in crossbar.unmapped_layers(model)] == ["att"]
+    with pytest.warns(UserWarning, match=r"layer att \(_OwnAttention, its own forward\) stays digital"):
+        xmodel = crossbar.convert(model, "pcm")
+    assert type(xmodel.module.att) is _OwnAttention
+    with pytest.raises(ValueError, match=r"\(_OwnAttention\) has no nn.Linear, nn.Conv2d or nn.MultiheadAttention "
+                                         r"layer .*_OwnAttention, its own forward"):
+        crossbar.convert(_OwnAttention(8, 2), "pcm")
 
 
 def test_weight_layers_left_digital_are_named_in_a_warning(recwarn):

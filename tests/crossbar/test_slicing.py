@@ -168,6 +168,8 @@ def test_what_a_sliced_preset_does_not_run_is_one_line(overrides, message):
     assert "\n" not in str(info.value)
 
 
-def test_grouped_convolutions_are_refused_for_sliced_presets():
-    with pytest.raises(ValueError, match="groups=2"):
-        crossbar.convert(nn.Conv2d(4, 4, 3, groups=2), sliced())
+def test_grouped_convolutions_run_one_layer_a_group_on_sliced_presets():
+    xmodel = crossbar.convert(nn.Conv2d(4, 4, 3, groups=2), sliced())  # tests/crossbar/test_grouped.py checks them
+    assert isinstance(xmodel.module, crossbar.grouped.GroupedConv2d) and len(xmodel.crossbar_layers) == 2
+    with pytest.raises(ValueError, match="groups=2"):  # one CrossbarConv2d cannot hold the groups
+        crossbar.CrossbarConv2d(nn.Conv2d(4, 4, 3, groups=2), sliced(), 0)

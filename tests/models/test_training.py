@@ -191,9 +191,10 @@ def test_checkpoint_refuses_pickled_objects(tmp_path):
 
 
 def test_hardware_aware_noise_goes_to_the_layers_a_chip_maps():
-    # nn.MultiheadAttention reads out_proj.weight itself and stays digital on the chip
-    # (crossbar.convert leaves it whole), so training must not inject noise there either;
-    # a layer used twice gets its noise once
+    # every weight a chip holds gets training's noise, once: a layer used twice once, an
+    # attention block's projections (q, k, v of its packed in_proj_weight, out_proj) too
+    import warnings
+
     from torch import nn
 
     import crossbar
@@ -201,9 +202,36 @@ def test_hardware_aware_noise_goes_to_the_layers_a_chip_maps():
 
     shared = nn.Linear(8, 8)
     model = nn.ModuleDict({"att": nn.MultiheadAttention(8, 2), "a": shared, "b": shared, "fc": nn.Linear(8, 3)})
-    with pytest.warns(UserWarning, match=r"layer att \(MultiheadAttention\) stays digital"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing stays digital
         converted = crossbar.convert(model, "ideal")
     on_chip = [name for name, m in converted.module.named_modules(remove_duplicate=False)
                if isinstance(m, crossbar.CrossbarLinear)]
-    assert on_chip == ["a", "b", "fc"]
-    assert [name for name, _ in _crossbar_weights(model)] == ["a.weight", "fc.weight"]
+    assert on_chip == ["att.q_proj", "att.k_proj", "att.v_proj", "att.out_proj", "a", "b", "fc"]
+    assert [(name, parts) for name, _, parts in _crossbar_weights(model)] == [
+        ("a.weight", 1), ("fc.weight", 1), ("att.in_proj_weight", 3), ("att.out_proj.weight", 1)]
+
+
+def test_hardware_aware_training_perturbs_attention_projections():
+    # a network that is one attention block (no other layer a chip maps), trained
+    # hardware-aware under log-normal drift: it learns from noisy copies of its
+    # projections, so it ends elsewhere than plain training's
+    from torch import nn
+
+    class Att(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.att = nn.MultiheadAttention(4, 1, batch_first=True)
+
+        def forward(self, x):
+            return self.att(x, x, x, need_weights=False)[0].mean(1)[:, :2]  # two class scores
+
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(64, 3, 4, generator=gen), torch.randint(0, 2, (64,), generator=gen)
+    trained = {}
+    for hwa in (None, models.HardwareAware(preset="lognormal", t_inference=1.0, warmup=0.0)):
+        torch.manual_seed(0)
+        net = Att()
+        result = models.train(net, (x, y), models.TrainConfig(epochs=2, hardware_aware=hwa), seed=0)
+        trained[hwa is None] = result.model.att.in_proj_weight.detach().clone()
+    assert not torch.equal(trained[True], trained[False])
