@@ -3,6 +3,8 @@
     splits = models.load_dataset("digits", seed=0)          # bundled, no download
     splits = models.load_dataset("mnist", root="data", download=True)
     splits = models.load_dataset("idx", root="../shared/data/mnist-t10k")
+    splits = models.load_dataset("image_folder", root="my_images", options={"size": [32, 32]})
+    splits = models.load_dataset("tensors", root="data.pt")   # or data.npz
     x, y = splits.train                                     # float32 (N, C, H, W), int64 (N,)
 
 The search selects on ``val`` and reports on ``test``; the two never overlap.
@@ -19,23 +21,41 @@ The search selects on ``val`` and reports on ``test``; the two never overlap.
   96x96. Both are pooled and split like ``digits``.
 - ``idx``: a folder of MNIST-format IDX files (``*-images-idx3-ubyte`` with the matching
   ``*-labels-idx1-ubyte``, plain or ``.gz``), pooled and split like ``digits``.
+- A researcher's own data, pooled and split like ``digits``:
+
+  - ``image_folder``: torchvision's ``ImageFolder`` layout, ``root/<class>/<image>.png``
+    (one folder per class, named for it). Options ``size`` (``[H, W]`` or one number:
+    every image resized to it; without it all must be the same size) and ``channels``
+    (1 grey or 3 RGB; without it the first image's kind, and all must be of it). See
+    :mod:`models.datasets.image_folder`.
+  - ``tensors``: one file, the ``root``: ``.pt`` (``torch.save({"x": images, "y":
+    labels}, "data.pt")``, read with ``weights_only=True``) or ``.npz``
+    (``numpy.savez``, read without pickle); inputs ``(N, C, H, W)`` or ``(N, H, W)``,
+    uint8 divided by 255, floats kept as they are; labels 0..K-1, optional ``classes``.
+    See :mod:`models.datasets.tensors`.
 
 Each is one :class:`Dataset` record of :data:`DATASETS` (its loader, shape, classes,
-task, the files it needs and a check that they are there), registered by the module
-that reads it: ``digits``, ``idx``, ``vision`` (torchvision's), ``scenes``, ``voc``. A
-new data set is one call, :func:`register_dataset`.
+task, the files it needs and a check that they are there, the options it takes),
+registered by the module that reads it: ``digits``, ``idx``, ``vision`` (torchvision's),
+``scenes``, ``voc``, ``image_folder``, ``tensors``. A new data set is one call,
+:func:`register_dataset`. A data set's own options come as ``options={...}`` to
+:func:`load_dataset`, :func:`check_dataset` and :func:`dataset_shape`; a name it does
+not take is a ValueError naming those it does.
 
-Images are scaled to [0, 1], then standardised per channel with the training split's
-mean and standard deviation (``normalize=False`` keeps [0, 1]).
+Images are scaled to [0, 1] (a ``tensors`` file's floats are kept as they are), then
+standardised per channel with the training split's mean and standard deviation
+(``normalize=False`` keeps them as read).
 
 Missing data gets a :class:`DatasetNotFound` whose one-line message names the folder
-and the files expected; :func:`check_dataset` finds that without loading anything, so
-a caller can fail before any work.
+and the files expected; data that is there but unusable as it is (images of mixed
+sizes, a file's missing keys or bad labels) a :class:`~models.errors.BadData` (a
+ValueError) naming the file and what to change. :func:`check_dataset` finds these
+without loading anything (headers and labels only), so a caller can fail before any work.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Mapping, Optional
 
 import torch
 
@@ -44,7 +64,7 @@ from crossbar.common import check_seed, did_you_mean
 from ..errors import DatasetNotFound, Pathish
 
 # each registers its data sets, in the order they are listed
-from . import digits, idx, vision, scenes, voc  # noqa: F401  # isort: skip
+from . import digits, idx, vision, scenes, voc, image_folder, tensors  # noqa: F401  # isort: skip
 from .base import DATASETS, Dataset, Splits, default_root, register_dataset
 
 __all__ = ["DATASETS", "Dataset", "Splits", "check_dataset", "dataset_shape", "dataset_task", "default_root",
@@ -68,22 +88,29 @@ def _dataset(name: str) -> Dataset:
     return DATASETS[name]
 
 
-def dataset_shape(name: str, root: Optional[Pathish] = None) -> tuple[tuple[int, int, int], int]:
-    """``(in_shape, n_classes)`` of a data set without loading it (:meth:`Dataset.shape_of`)."""
-    return _dataset(name).shape_of(root)
+def dataset_shape(
+    name: str, root: Optional[Pathish] = None, *, options: Optional[Mapping[str, Any]] = None
+) -> tuple[tuple[int, int, int], int]:
+    """``(in_shape, n_classes)`` of a data set without loading it (:meth:`Dataset.shape_of`);
+    ``options``: the data set's own (``image_folder``'s ``size`` and ``channels``)."""
+    return _dataset(name).shape_of(root, options)
 
 
-def check_dataset(name: str, root: Optional[Pathish] = None, download: bool = False) -> None:
+def check_dataset(
+    name: str, root: Optional[Pathish] = None, download: bool = False, *, options: Optional[Mapping[str, Any]] = None
+) -> None:
     """Fail now, with one line, if :func:`load_dataset` could not find the data.
 
-    Checks the name, that the expected files are present (unless ``download`` is set,
-    when they may be fetched) and, where the data set has a ``check`` (VOC's
-    annotations), what is in them.
+    Checks the name, the ``options`` (names the data set takes, then their values), that
+    the expected files are present (unless ``download`` is set, when they may be fetched)
+    and, where the data set has a ``check`` (VOC's annotations, a folder's image headers,
+    a file's arrays), what is in them.
     """
     dataset = _dataset(name)
+    options = dataset.take_options(options)
     if dataset.needs_root:
         if root is None:
-            raise ValueError(f"dataset {name!r} needs root: the folder holding its files")
+            raise ValueError(f"dataset {name!r} needs root: {dataset.root_is}")
         if not dataset.present(Path(root)):
             raise DatasetNotFound(f"dataset {name!r}: {dataset.files(Path(root))}")
     else:
@@ -96,7 +123,7 @@ def check_dataset(name: str, root: Optional[Pathish] = None, download: bool = Fa
                 f"dataset {name!r} not found: {dataset.files(root)}; {fetch}copy the files there{dataset.advice(root)}"
             )
     if dataset.check is not None:
-        dataset.check(Path(root))
+        dataset.check(Path(root), **options)
 
 
 def _check_fraction(name: str, value: float) -> float:
@@ -126,18 +153,23 @@ def load_dataset(
     max_test: Optional[int] = None,
     normalize: bool = True,
     verify: bool = True,
+    options: Optional[Mapping[str, Any]] = None,
 ) -> Splits:
     """Load a dataset and split it into train / validation / test with ``seed``.
 
     ``root``: the data folder (default ``$CROSSBAR_DATA`` or ``./data``; for ``idx``, the
-    folder of IDX files). ``test_fraction``: share of all samples held out for test,
-    for datasets without an official test split (``digits``, ``idx``).
+    folder of IDX files, for ``image_folder`` the folder of class folders, for ``tensors``
+    the file). ``test_fraction``: share of all samples held out for test,
+    for datasets without an official test split (``digits``, ``idx``, your own).
     ``val_fraction``: share of the remaining (training) samples held out for validation.
     ``max_train`` / ``max_val`` / ``max_test``: keep only that many (a random, seeded
-    subset) for faster experiments. ``verify``: check CIFAR-10's md5 sums.
+    subset) for faster experiments. ``verify``: check CIFAR-10's md5 sums. ``options``: the
+    data set's own (:attr:`Dataset.options`; ``image_folder``'s ``size`` and ``channels``),
+    given to its loader; a name it does not take is a ValueError.
     """
-    check_dataset(name, root, download)
+    check_dataset(name, root, download, options=options)
     dataset = DATASETS[name]
+    options = dataset.take_options(options)
     val_fraction = _check_fraction("val_fraction", val_fraction)
     test_fraction = _check_fraction("test_fraction", test_fraction)
     limits = {
@@ -150,9 +182,9 @@ def load_dataset(
 
     generator = torch.Generator().manual_seed(seed)
     if dataset.official_test:
-        (x_pool, y_pool), test, classes = dataset.load(folder, download, verify)
+        (x_pool, y_pool), test, classes = dataset.load(folder, download, verify, **options)
     else:
-        x_all, y_all, classes = dataset.load(folder, download, verify)
+        x_all, y_all, classes = dataset.load(folder, download, verify, **options)
         perm = torch.randperm(len(y_all), generator=generator)
         n_test = max(1, round(test_fraction * len(y_all)))
         test = (x_all[perm[:n_test]], y_all[perm[:n_test]])
