@@ -13,17 +13,20 @@ The user-facing API (``__all__``):
   (:class:`Detector`) and targets (:func:`target_dicts`, :func:`collate_detection`).
 - data: :func:`load_dataset` (:class:`Splits`), :func:`list_datasets`,
   :func:`check_dataset`, :func:`dataset_shape`, :func:`dataset_task`, :data:`DATASETS`
-  (:class:`Dataset`, :func:`register_dataset`), :class:`DatasetNotFound`,
+  (:class:`Dataset`, :func:`register_dataset`), :class:`DatasetNotFound`, :class:`BadData`,
   :func:`read_idx`, :func:`write_idx`.
 - training: :func:`train`, :class:`TrainConfig`, :class:`HardwareAware`,
-  :class:`TrainResult`; :func:`save_checkpoint`, :func:`load_checkpoint`.
+  :class:`TrainResult`; :func:`save_checkpoint`, :func:`load_checkpoint`,
+  :func:`load_weights` (a state dict into any network).
+- a user's own network: any name ``module:callable`` (:mod:`models.imports`,
+  :func:`import_network`) builds wherever a registered name does.
 
 Files: ``networks`` (the networks and their registry), ``fcos`` (the detector), ``ecoc``
-(output codes), ``tasks``, ``datasets/`` (the table and one reader per source),
+(output codes), ``imports`` (users' networks), ``tasks``, ``datasets/`` (the table and one reader per source),
 ``training``, ``checkpoints``. Their other names are importable from there.
 """
 
-from .checkpoints import load_checkpoint, save_checkpoint
+from .checkpoints import load_checkpoint, load_weights, save_checkpoint
 from .datasets import (
     DATASETS,
     Dataset,
@@ -36,8 +39,9 @@ from .datasets import (
     register_dataset,
 )
 from .datasets.idx import read_idx, write_idx
-from .errors import DatasetNotFound
+from .errors import BadData, DatasetNotFound
 from .fcos import FCOSDetector
+from .imports import import_network
 from .networks import MLP, VGG, DropoutNet, LeNet5, ResNet, build, list_models, model_task, register
 from .tasks import (
     TASKS,
@@ -55,6 +59,7 @@ from .tasks import (
 from .training import RAMP, WARMUP, HardwareAware, TrainConfig, TrainResult, train
 
 __all__ = [
+    "BadData",
     "DATASETS",
     "Dataset",
     "DatasetNotFound",
@@ -82,8 +87,10 @@ __all__ = [
     "dataset_task",
     "list_datasets",
     "list_models",
+    "import_network",
     "load_checkpoint",
     "load_dataset",
+    "load_weights",
     "mean_average_precision",
     "metric_of",
     "model_task",

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from crossbar.common import check_seed
 
 from .ecoc import EcocHead, code_book
+from .imports import build_user, imported_task, is_import
 
 ACTIVATIONS = {
     "relu": nn.ReLU,
@@ -355,7 +356,10 @@ HEAD_OPTIONS = ("head", "code_bits")
 
 
 def model_task(name: str) -> str:
-    """What the network ``name`` does: ``"classification"`` or ``"detection"``."""
+    """What the network ``name`` does: ``"classification"`` or ``"detection"`` (a user's
+    ``module:callable``: its ``task`` attribute, default classification)."""
+    if is_import(name):
+        return imported_task(name)
     if name not in _NETWORKS:
         raise ValueError(f"unknown model {name!r}; valid models: {', '.join(list_models())}")
     return getattr(_NETWORKS[name].cls, "task", "classification")
@@ -380,7 +384,12 @@ def build(
 
     The result's ``spec`` (plain data) rebuilds the same architecture:
     ``build(**net.spec)``; checkpoints store it.
+
+    ``name`` may be a user's network, ``module:callable`` (:mod:`models.imports`): it is
+    called with ``options``; ``head`` is not available there.
     """
+    if is_import(name):
+        return build_user(name, in_shape, n_classes, dropout, seed, options)
     if name not in _NETWORKS:
         raise ValueError(f"unknown model {name!r}; valid models: {', '.join(list_models())}")
     network = _NETWORKS[name]
@@ -419,3 +428,4 @@ def build(
     if book is not None:
         net.spec.update(head="ecoc", code_bits=book.shape[1])
     return net
+
