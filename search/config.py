@@ -181,6 +181,46 @@ def check_raw(data: Any, source: str) -> None:
     finite(data, "", set())
 
 
+def _found(value: Any, folder: Path) -> Optional[Path]:
+    """A relative path as the current directory has it, else beside the scenario file."""
+    if not isinstance(value, str) or not value:
+        return None
+    given = Path(value).expanduser()
+    if given.is_absolute() or given.exists():
+        return given
+    return folder / given if (folder / given).exists() else None
+
+
+def beside(raw: dict, folder: Path) -> dict:
+    """The scenario's files found where a user expects them: a relative ``model.checkpoint``
+    or data ``root`` (``file``) is looked up in the current directory, then beside the
+    scenario file; a user's network (``module:callable``) is imported from the
+    scenario's folder (``model.path``, default) or the Python path. The checkpoint and
+    the module's folder are recorded as absolute paths (workers may start elsewhere)."""
+    raw = dict(raw)
+    model = raw.get("model")
+    if isinstance(model, str) and ":" in model:
+        model = {"name": model}
+    if isinstance(model, dict):
+        model = dict(model)
+        if ":" in str(model.get("import", model.get("name", ""))):
+            base = _found(model.get("path"), folder) if model.get("path") is not None else folder
+            model["path"] = str((base or Path(model["path"])).resolve())
+        checkpoint = _found(model.get("checkpoint"), folder)
+        if checkpoint is not None:
+            model["checkpoint"] = str(checkpoint.resolve())
+        raw["model"] = model
+    dataset = raw.get("dataset")
+    if isinstance(dataset, dict):
+        dataset = dict(dataset)
+        for key in ("root", "file"):
+            value = dataset.get(key)
+            if isinstance(value, str) and not Path(value).expanduser().exists() and _found(value, folder):
+                dataset[key] = str(_found(value, folder))
+        raw["dataset"] = dataset
+    return raw
+
+
 def load_scenario(
     path: Union[str, Path, None] = None, overrides: Optional[list[str]] = None, data: Optional[dict] = None,
     check_data: bool = True,
@@ -213,12 +253,13 @@ def load_scenario(
         set_path(raw, key.strip(), value)
     check_raw(raw, source)
     try:
-        scenario = Scenario.model_validate(raw)
+        scenario = Scenario.model_validate(beside(raw, Path(path).parent) if path is not None else raw)
     except ValidationError as e:
         raise ScenarioError(format_errors(e, Scenario, source)) from None
     if check_data:
         try:
-            models.check_dataset(scenario.dataset.name, scenario.dataset.root, scenario.dataset.download)
+            models.check_dataset(scenario.dataset.name, scenario.dataset.root, scenario.dataset.download,
+                                 options=scenario.dataset.options() or None)
         except (ValueError, FileNotFoundError) as e:
             message = str(e).replace("enable download", "set dataset.download: true (--set dataset.download=true)")
             raise ScenarioError(f"{source}: dataset: {message}") from None

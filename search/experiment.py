@@ -118,7 +118,8 @@ class Experiment:
 
     def _trials(self, executor: Executor) -> None:
         resumed = sum(1 for trial_id in self.plan.ids if trial_id in self.done)
-        bar = tqdm(total=self.plan.n_trials, initial=resumed, desc="trials", unit="trial", disable=self.quiet)
+        bar = tqdm(total=self.plan.n_trials, initial=resumed, desc="trials", unit="trial",
+                   disable=self.quiet or not self.plan.trials)  # study and evaluate: no search
         warm = warm_points(self.scenario, self.plan)  # baselines the optimiser learns from, as they finish
         optimizer = make_optimizer(self.scenario, len(warm))
         dims = self.scenario.dimensions()

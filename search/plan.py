@@ -21,7 +21,7 @@ from .space import point_of
 class Plan:
     """The trials of a run in the order they are started: each method's, by its
     :attr:`~search.methods.Method.order` (a spec of None is the optimiser's next
-    proposal); none in study mode."""
+    proposal); none in study and evaluate modes."""
 
     scenario: Scenario
     slots: list[str]
@@ -39,7 +39,7 @@ class Plan:
 def make_plan(scenario: Scenario) -> Plan:
     slots = scenario.slots()
     plan = Plan(scenario, slots)
-    if scenario.mode == "study":
+    if scenario.mode in ("study", "evaluate"):
         return plan
     for method in sorted(METHODS.values(), key=lambda m: m.order):  # stable: table order within an order
         plan.trials += method.plan(scenario, slots)
@@ -54,7 +54,7 @@ def warm_points(scenario: Scenario, plan: Plan) -> dict[str, list[float]]:
     ``hwa_scale`` injects); those within the space's bounds, with the scenario's network.
     The optimiser learns from them as from its own trials, besides its ``n_initial``
     random ones: they are trained anyway, and they tell it early where the space is poor."""
-    if not scenario.search.warm_start or scenario.mode == "study":
+    if not scenario.search.warm_start or scenario.mode in ("study", "evaluate"):
         return {}
     dims = scenario.dimensions()
     names = [d.name for d in dims if not d.dropout]
@@ -99,8 +99,8 @@ def loss_of(record: TrialRecord, higher_is_better: bool = True) -> float:
 
 
 def final_specs(scenario: Scenario, trials: dict[str, TrialRecord]) -> tuple[list[TrialSpec], list[str]]:
-    """The final networks to train again and test: study mode's variants, else each
-    method's best trial, in the method table's order. Returns them and the methods
+    """The final networks to train again and test: study mode's variants, evaluate mode's
+    trained network, else each method's best trial, in the method table's order. Returns them and the methods
     every trial of which failed (they have no test numbers)."""
     if scenario.mode == "study":
         return [
@@ -108,6 +108,8 @@ def final_specs(scenario: Scenario, trials: dict[str, TrialRecord]) -> tuple[lis
              "hardware_aware": v.hardware_aware}
             for v in scenario.variants
         ], []
+    if scenario.mode == "evaluate":
+        return [{"id": f"final-{scenario.model.label}", "method": scenario.model.label, "rates": []}], []
     specs: list[TrialSpec] = []
     failed = []
     best = best_of_each_method(trials.values(), scenario.score.higher_is_better)

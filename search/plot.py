@@ -154,7 +154,8 @@ def plot_run(run_dir: Path) -> list[Path]:
             (run_dir / "technologies.png").unlink(missing_ok=True)
     if any(t["method"] in search_methods() for t in trials):
         paths.append(plot_convergence(results, trials, run_dir))
-    if any(m.shows_rates and m.id in results["methods"] for m in METHODS.values()) and results.get("mode") != "study":
+    searched = results.get("mode") not in ("study", "evaluate")  # methods of the table, not a study's labels
+    if searched and any(m.shows_rates and m.id in results["methods"] for m in METHODS.values()):
         paths.append(plot_dropout_rates(results, run_dir))
     return paths
 
@@ -262,7 +263,7 @@ def _rows_problem(results: dict) -> Optional[str]:
 
 def _methods_problem(results: dict) -> Optional[str]:
     over_seeds = "seeds" in results
-    rates_drawn = not over_seeds and results.get("mode") != "study"  # the dropout_rates plot
+    rates_drawn = not over_seeds and results.get("mode") not in ("study", "evaluate")  # the dropout_rates plot
     for method, info in (results.get("methods") or {}).items():
         where = f"methods[{method!r}]"
         if not isinstance(info, dict):

@@ -72,6 +72,9 @@ def plan_line(scenario, plan) -> str:
                 f"{f', {n} of random search' if scenario.baselines.random else ''}, "
                 f"{_count(len(plan.grid), 'hand-grid design')}, {_count(scenario.n_chips, 'chip')} per trial, "
                 f"{cs.hardware_per_training} trials per training point")
+    if scenario.mode == "evaluate":
+        return (f"evaluate {scenario.model.label} ({Path(scenario.model.checkpoint).name}) on {scenario.dataset.name}, "
+                f"{_count(scenario.report.n_chips, 'chip')} per test point")
     if scenario.mode == "study":
         labels = ", ".join(v.label for v in scenario.variants)
         return (f"study of {_count(len(scenario.variants), 'variant')} ({labels}) on {scenario.dataset.name}, "

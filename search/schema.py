@@ -83,8 +83,10 @@ def _baselines(value: Any) -> BaseModel:
 
 
 class Scenario(Strict):
-    """One experiment. ``mode: search`` (the BayesFT search and its baselines) or
-    ``mode: study`` (train and compare fixed ``variants``, e.g. the component study).
+    """One experiment. ``mode: search`` (the BayesFT search and its baselines),
+    ``mode: study`` (train and compare fixed ``variants``, e.g. the component study),
+    ``mode: evaluate`` (measure a trained network, ``model.checkpoint``, as it is) or
+    ``mode: codesign``.
 
     ``presets`` is the YAML key ``devices``: the memristor technologies, each recorded
     with every parameter (:func:`full_preset`); ``device`` is where torch runs.
@@ -92,7 +94,7 @@ class Scenario(Strict):
 
     name: Annotated[str, AfterValidator(_safe_name)] = "scenario"
     description: str = ""
-    mode: Literal["search", "study", "codesign"] = "search"
+    mode: Literal["search", "study", "evaluate", "codesign"] = "search"
     task: Annotated[str, _one_of("task", lambda: list(models.TASKS))] = Field(
         "classification", description="classification (scored by accuracy) or detection (mAP@0.5 per chip)")
     metric: Optional[str] = Field(
@@ -225,6 +227,7 @@ class Scenario(Strict):
                 models.build(name, in_shape, n_classes, dropout=dropout, **options)
             except (ValueError, TypeError) as e:
                 raise ValueError(f"{where}: {e}") from None
+        self._check_trained()
         self._check_sweep()
         if self.report.cost:
             for preset in self.resolved_presets():
@@ -241,6 +244,33 @@ class Scenario(Strict):
             net = models.build(self.model.name, in_shape, n_classes, **self.model.options)
             self.codesign.check_layers([name for name, _ in crossbar.mapping.mapped_layers(net)])
         return self
+
+    def _check_trained(self) -> None:
+        """mode evaluate: a checkpoint that fits the network; other modes train theirs."""
+        evaluate = self.mode == "evaluate"
+        if evaluate and self.model.checkpoint is None:
+            raise ValueError("mode evaluate needs model.checkpoint: the trained weights, saved with "
+                             "torch.save(model.state_dict(), 'my_net.pt')")
+        if not evaluate and self.model.checkpoint is not None:
+            raise ValueError(f"model.checkpoint is for mode: evaluate (a trained network measured as it is); mode "
+                             f"{self.mode} trains its networks")
+        if evaluate and (self.variants or self.findings):
+            raise ValueError("variants and findings are for mode: study; mode evaluate measures one trained network")
+        if self.mode == "search" and not self.slots():
+            raise ValueError(f"model: {self.model.name} has no dropout slots, which the search tunes: make it a "
+                             "models.DropoutNet that places self.slot('name') where a dropout goes (docs/models.md), "
+                             "or measure it trained with mode: evaluate")
+        if models.imports.is_import(self.model.name) and self.task == "classification":
+            in_shape, n_classes = self.data_shape()
+            net = models.build(self.model.name, in_shape, n_classes, **self.model.options)
+            problem = models.imports.output_problem(net, in_shape, n_classes)
+            if problem:
+                raise ValueError(f"model: {self.model.name}: {problem}")
+        if evaluate:
+            try:
+                self.trained_network("cpu")
+            except (ValueError, FileNotFoundError) as e:
+                raise ValueError(f"model.checkpoint: {e}") from None
 
     def _check_task(self) -> None:
         """The data set, every network, the metric and the baselines do what ``task`` says."""
@@ -355,11 +385,17 @@ class Scenario(Strict):
 
     def data_shape(self) -> tuple[tuple[int, int, int], int]:
         """``(in_shape, n_classes)`` of the data, from models' dataset table."""
-        return models.dataset_shape(self.dataset.name, self.dataset.root)
+        return models.dataset_shape(self.dataset.name, self.dataset.root, options=self.dataset.options() or None)
 
     def slots(self) -> list[str]:
         in_shape, n_classes = self.data_shape()
-        return models.build(self.model.name, in_shape, n_classes, **self.model.options).dropout_slots
+        return models.imports.slots_of(models.build(self.model.name, in_shape, n_classes, **self.model.options))
+
+    def trained_network(self, device: "str | None" = None):
+        """mode evaluate: the network with the weights of ``model.checkpoint``, in eval mode."""
+        in_shape, n_classes = self.data_shape()
+        net = models.build(self.model.name, in_shape, n_classes, **self.model.options)
+        return models.load_weights(net, self.model.checkpoint).to(resolve_device(device))
 
     def output_dir(self) -> Path:
         return Path(self.output) if self.output else Path("runs") / self.name

@@ -123,7 +123,9 @@ class DatasetSpec(Strict):
 
     name: Annotated[str, _one_of("dataset", models.list_datasets)] = "digits"
     root: Optional[str] = Field(
-        None, description="data folder (default $CROSSBAR_DATA or ./data); for idx the IDX folder"
+        None, validation_alias=AliasChoices("root", "file"),
+        description="data folder (default $CROSSBAR_DATA or ./data); for idx the IDX folder, for image_folder "
+                    "the folder of class folders; for tensors the file (also given as file:)",
     )
     download: bool = False
     val_fraction: float = Field(0.15, gt=0, lt=1)
@@ -131,13 +133,60 @@ class DatasetSpec(Strict):
     max_train: Optional[int] = Field(None, ge=1)
     max_val: Optional[int] = Field(None, ge=1)
     max_test: Optional[int] = Field(None, ge=1)
+    size: Optional[Union[int, list[int]]] = Field(
+        None, description="image_folder: every image resized to [height, width] (or one number for both)")
+    channels: Optional[Literal[1, 3]] = Field(None, description="image_folder: 1 (grey) or 3 (RGB)")
+    normalize: bool = Field(True, description="standardise each channel with the training split's mean and std; "
+                                              "false keeps the inputs as read ([0, 1] images, a file's values)")
+
+    def options(self) -> dict[str, Any]:
+        """The data set's own options (:func:`models.load_dataset`'s ``options``), those given."""
+        return {k: getattr(self, k) for k in ("size", "channels") if getattr(self, k) is not None}
+
+
+def _network_name(name: str) -> str:
+    if models.imports.is_import(name):
+        return name  # a user's module:callable, imported by ModelSpec's check
+    return _one_of("model", models.list_models).func(name)
 
 
 class ModelSpec(Strict):
-    """``model``: which network of :func:`models.list_models`, with its options."""
+    """``model``: which network, with its options: one of :func:`models.list_models`, or
+    the user's own, ``import: my_nets:SmallResNet`` (:mod:`models.imports`; stored as its
+    ``name``), the module found in ``path`` (default: the scenario's folder) or on the
+    Python path. ``checkpoint``: trained weights, a state dict (``mode: evaluate``)."""
 
-    name: Annotated[str, _one_of("model", models.list_models)] = "lenet5"
+    name: Annotated[str, AfterValidator(_network_name)] = Field(
+        "lenet5", description="a registered network, or your own as module:callable (also given as import:)")
     options: dict[str, Any] = Field(default_factory=dict, description="activation, norm, depth, width (per network)")
+    path: Optional[str] = Field(None, description="folder your module is imported from (default: the scenario's)")
+    checkpoint: Optional[str] = Field(
+        None, description="mode evaluate: the trained weights, torch.save(model.state_dict(), path)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _import_is_a_name(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and "import" in data:
+            if "name" in data:
+                raise ValueError("give name (a registered network) or import (your own, module:callable), not both")
+            data = {("name" if k == "import" else k): v for k, v in data.items()}
+            if not models.imports.is_import(data["name"]):
+                raise ValueError(f"import: {data['name']!r} is not {models.imports.REF_HINT}")
+        return data
+
+    @model_validator(mode="after")
+    def _importable(self) -> "ModelSpec":
+        if models.imports.is_import(self.name):
+            models.import_network(self.name, self.path)
+        elif self.path is not None:
+            raise ValueError(f"path is where your own network's module is found; {self.name!r} is a registered "
+                             "network (give import: module:callable)")
+        return self
+
+    @property
+    def label(self) -> str:
+        """The network's short name: a registered name, or the callable of an import."""
+        return self.name.rpartition(":")[2]
 
 
 class Objective(Strict):

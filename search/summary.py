@@ -48,7 +48,7 @@ def summarise(per_seed: dict[int, dict], search: Optional[str] = None) -> dict:
     rows = [{**row, "per_seed": [cells[key].get(s) for s in seeds]}
             for key, row in zip(cells, _over_seeds(cells, seeds, ROW_KEYS))]
     sweep = _over_seeds(_by_seed(per_seed, "sweep", SWEEP_KEYS), seeds, SWEEP_KEYS)
-    if first["mode"] == "study":  # each variant against the first (the baseline variant)
+    if first["mode"] in ("study", "evaluate"):  # each variant against the first (the baseline variant)
         reference = next(iter(first["methods"]), None)
         paired = [p for method in first["methods"] if method != reference
                   for p in _pairs(cells, seeds, method, reference, sign)]

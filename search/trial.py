@@ -51,7 +51,9 @@ def scenario_of(plain: dict) -> Scenario:
 @functools.lru_cache(maxsize=2)
 def _splits(dataset_json: str, seed: int) -> models.Splits:
     spec = json.loads(dataset_json)
-    return models.load_dataset(spec.pop("name"), seed=seed, **spec)
+    options = {k: spec.pop(k) for k in ("size", "channels") if spec.get(k) is not None}
+    spec = {k: v for k, v in spec.items() if k not in ("size", "channels")}
+    return models.load_dataset(spec.pop("name"), seed=seed, options=options or None, **spec)
 
 
 def splits_of(scenario: Scenario) -> models.Splits:
@@ -88,6 +90,15 @@ def train_network(scenario: Scenario, spec: TrialSpec, *, device=None, progress:
     return models.train(net, splits, config, seed=scenario.seed, device=trial_device(scenario, device),
                         progress=progress, desc=f"train {spec.get('id', '')}".strip(),
                         threads=scenario.execution.threads_per_trial, metric=scenario.metric)
+
+
+def trained_result(scenario: Scenario, device=None) -> models.TrainResult:
+    """mode evaluate: the trained network of ``model.checkpoint`` as a training's result
+    (no epochs), its clean validation score measured."""
+    start = time.perf_counter()
+    net = scenario.trained_network(trial_device(scenario, device))
+    score = models.clean_score(net, splits_of(scenario).val, scenario.metric)
+    return models.TrainResult(net, True, None, 0, 0, score, time.perf_counter() - start)
 
 
 def aggregate(acc: np.ndarray, scenario: Scenario) -> float:
@@ -152,6 +163,10 @@ def _check_learnt(scenario: Scenario, result: models.TrainResult) -> None:
         return
     n_classes = scenario.data_shape()[1]
     chance = metric.chance(n_classes)
+    if result.val_score <= CHANCE_FACTOR * chance and scenario.mode == "evaluate":
+        raise TrialFailed(f"the trained network scores {metric.label} {result.val_score:.3f} on the clean validation "
+                          f"split, chance {chance:.3f}: are the inputs what it was trained on (dataset.normalize, "
+                          "size, channels) and the checkpoint the right one?")
     if result.val_score <= CHANCE_FACTOR * chance:
         raise TrialFailed(f"training did not learn: clean validation {metric.label} {result.val_score:.3f}, chance "
                           f"{chance:.3f} ({n_classes} classes)")
@@ -169,7 +184,10 @@ def _train_and_measure(plain: dict, spec: TrialSpec, split: str, device,
     # not depend on which executor or how many workers ran it.
     torch.set_num_threads(scenario.execution.threads_per_trial)
     try:
-        result = train_network(scenario, spec, device=device, progress=progress)
+        if scenario.mode == "evaluate":
+            result = trained_result(scenario, device)
+        else:
+            result = train_network(scenario, spec, device=device, progress=progress)
         if not result.ok:
             raise TrialFailed(result.reason or "training failed")
         _check_learnt(scenario, result)
