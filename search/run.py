@@ -19,6 +19,7 @@ import os
 import shlex
 import signal
 import sys
+import warnings
 from pathlib import Path
 
 
@@ -134,6 +135,11 @@ def _stopped(e: KeyboardInterrupt) -> tuple[str, int]:
     return (e.what, e.code) if isinstance(e, Terminated) else ("interrupted", 130)
 
 
+def _warning_line(message, category, filename, lineno, line=None) -> str:
+    """A warning as the run's other lines read (``warning: ...``), not a source location."""
+    return f"warning: {message}\n"
+
+
 def main(argv=None) -> int:
     if not isinstance(sys.stdout, _Stdout) and sys.stdout is not None:
         sys.stdout = _Stdout(sys.stdout)
@@ -144,6 +150,7 @@ def main(argv=None) -> int:
         before = signal.signal(signal.SIGTERM, _terminate)
     except ValueError:
         before = None
+    shown, warnings.formatwarning = warnings.formatwarning, _warning_line
     try:
         return _main(args, held)
     except KeyboardInterrupt as e:  # before the trials (while torch loads, say), or between a seed's parts
@@ -152,6 +159,7 @@ def main(argv=None) -> int:
         print(f"\n{what}{resume}", file=sys.stderr)
         return code
     finally:
+        warnings.formatwarning = shown
         if before is not None:
             signal.signal(signal.SIGTERM, before)
         for folder in held:

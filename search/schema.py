@@ -263,7 +263,7 @@ class Scenario(Strict):
         if models.imports.is_import(self.model.name) and self.task == "classification":
             in_shape, n_classes = self.data_shape()
             net = models.build(self.model.name, in_shape, n_classes, **self.model.options)
-            problem = models.imports.output_problem(net, in_shape, n_classes)
+            problem = models.imports.output_problem(net, in_shape, n_classes) or _mapping_problem(net, in_shape)
             if problem:
                 raise ValueError(f"model: {self.model.name}: {problem}")
         if evaluate:
@@ -420,3 +420,25 @@ def _check_time(field: str, preset: crossbar.Preset, t: float) -> None:
         preset.check_time(t)
     except ValueError as e:
         raise ValueError(f"{field}: {e}") from None
+
+
+def _mapping_problem(net, in_shape) -> str:
+    """What keeps a user's network from running on chips as a scenario says (no layer to
+    map, or a crossbar its forward never runs because it reads the weight itself: those
+    devices would not act), found on one ideal chip before any work; ``""``: nothing.
+    Layers left digital by the conversion (exact, by design) are warned about when the
+    run converts it."""
+    import warnings
+
+    import torch
+
+    try:
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            chip = crossbar.convert(net, "ideal", strategy="loop").program(1).drift(1.0)
+            with torch.no_grad():
+                chip(torch.zeros(2, *in_shape))
+    except ValueError as e:
+        return str(e)
+    unused = [str(w.message) for w in seen if "did not run" in str(w.message)]
+    return unused[0].removeprefix("crossbar: ") if unused else ""

@@ -32,6 +32,11 @@ USER_MODULE = textwrap.dedent('''
     class TupleNet(SmallNet):
         def forward(self, x):
             return self.head(self.body(x)), x
+
+
+    class TiedNet(SmallNet):
+        def forward(self, x):  # reads the head's weight itself: a crossbar there would never run
+            return nn.functional.linear(self.body(x), self.head.weight, self.head.bias)
 ''')
 
 DATA = {"name": "digits", "max_train": 500, "max_val": 150, "max_test": 200}
@@ -130,7 +135,7 @@ def test_bad_input_is_one_line_and_nothing_written(user_run, tmp_path, capsys):
     _refused(tmp_path, capsys, {**good, "import": "no_such_module:Net", "checkpoint": str(folder / "small.pt")},
              "no module 'no_such_module'")
     _refused(tmp_path, capsys, {**good, "import": "my_nets:Nope", "checkpoint": str(folder / "small.pt")},
-             "has no 'Nope'; it defines SmallNet, TupleNet")
+             "has no 'Nope'; it defines SmallNet, TiedNet, TupleNet")
     # the weights of another architecture: the keys that are missing and unexpected are named
     other = models.build("mlp", (1, 8, 8), 10, depth=1, width=24)
     torch.save(other.state_dict(), tmp_path / "other.pt")
@@ -144,6 +149,8 @@ def test_bad_input_is_one_line_and_nothing_written(user_run, tmp_path, capsys):
     _refused(tmp_path, capsys, {**good, "checkpoint": "absent.pt"}, "no checkpoint at")
     _refused(tmp_path, capsys, {**good, "import": "my_nets:TupleNet", "checkpoint": str(folder / "small.pt")},
              "returns a tuple, not a tensor of class scores")
+    _refused(tmp_path, capsys, {**good, "import": "my_nets:TiedNet", "checkpoint": str(folder / "small.pt")},
+             "layer head (CrossbarLinear) did not run in the model's first forward pass")
     _refused(tmp_path, capsys, good, "mode evaluate needs model.checkpoint")
     _refused(tmp_path, capsys, {**good, "checkpoint": str(folder / "small.pt"), "options": {"depth": 3}},
              "unknown option(s) depth")
