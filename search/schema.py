@@ -32,6 +32,7 @@ from crossbar.durations import readable
 
 from .codesign import Codesign
 from .methods import METHODS, HardwareAwareBaseline
+from .networks import check_network, check_priced
 from .sections import (
     MAX_CHIPS,
     NAMED_SWEEPS,
@@ -227,7 +228,7 @@ class Scenario(Strict):
                 models.build(name, in_shape, n_classes, dropout=dropout, **options)
             except (ValueError, TypeError) as e:
                 raise ValueError(f"{where}: {e}") from None
-        self._check_trained()
+        check_network(self)
         self._check_sweep()
         if self.report.cost:
             for preset in self.resolved_presets():
@@ -235,6 +236,7 @@ class Scenario(Strict):
                     crossbar.macro_cost(preset, 1)
                 except ValueError as e:
                     raise ValueError(f"report.cost: device {preset.name!r}: {e}") from None
+            check_priced(self)
         problem = check_space(self.search.space, self.slots())  # the network builds: its slots are known
         if problem:
             raise ValueError(f"search.space: {problem}")
@@ -244,33 +246,6 @@ class Scenario(Strict):
             net = models.build(self.model.name, in_shape, n_classes, **self.model.options)
             self.codesign.check_layers([name for name, _ in crossbar.mapping.mapped_layers(net)])
         return self
-
-    def _check_trained(self) -> None:
-        """mode evaluate: a checkpoint that fits the network; other modes train theirs."""
-        evaluate = self.mode == "evaluate"
-        if evaluate and self.model.checkpoint is None:
-            raise ValueError("mode evaluate needs model.checkpoint: the trained weights, saved with "
-                             "torch.save(model.state_dict(), 'my_net.pt')")
-        if not evaluate and self.model.checkpoint is not None:
-            raise ValueError(f"model.checkpoint is for mode: evaluate (a trained network measured as it is); mode "
-                             f"{self.mode} trains its networks")
-        if evaluate and (self.variants or self.findings):
-            raise ValueError("variants and findings are for mode: study; mode evaluate measures one trained network")
-        if self.mode == "search" and not self.slots():
-            raise ValueError(f"model: {self.model.name} has no dropout slots, which the search tunes: make it a "
-                             "models.DropoutNet that places self.slot('name') where a dropout goes (docs/models.md), "
-                             "or measure it trained with mode: evaluate")
-        if models.imports.is_import(self.model.name) and self.task == "classification":
-            in_shape, n_classes = self.data_shape()
-            net = models.build(self.model.name, in_shape, n_classes, **self.model.options)
-            problem = models.imports.output_problem(net, in_shape, n_classes) or _mapping_problem(net, in_shape)
-            if problem:
-                raise ValueError(f"model: {self.model.name}: {problem}")
-        if evaluate:
-            try:
-                self.trained_network("cpu")
-            except (ValueError, FileNotFoundError) as e:
-                raise ValueError(f"model.checkpoint: {e}") from None
 
     def _check_task(self) -> None:
         """The data set, every network, the metric and the baselines do what ``task`` says."""
@@ -421,24 +396,3 @@ def _check_time(field: str, preset: crossbar.Preset, t: float) -> None:
     except ValueError as e:
         raise ValueError(f"{field}: {e}") from None
 
-
-def _mapping_problem(net, in_shape) -> str:
-    """What keeps a user's network from running on chips as a scenario says (no layer to
-    map, or a crossbar its forward never runs because it reads the weight itself: those
-    devices would not act), found on one ideal chip before any work; ``""``: nothing.
-    Layers left digital by the conversion (exact, by design) are warned about when the
-    run converts it."""
-    import warnings
-
-    import torch
-
-    try:
-        with warnings.catch_warnings(record=True) as seen:
-            warnings.simplefilter("always")
-            chip = crossbar.convert(net, "ideal", strategy="loop").program(1).drift(1.0)
-            with torch.no_grad():
-                chip(torch.zeros(2, *in_shape))
-    except ValueError as e:
-        return str(e)
-    unused = [str(w.message) for w in seen if "did not run" in str(w.message)]
-    return unused[0].removeprefix("crossbar: ") if unused else ""

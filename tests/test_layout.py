@@ -13,7 +13,8 @@ MAX_LINES = 450
 
 #: search/'s layers, lowest first: a module imports from its own layer or below.
 SEARCH_LAYERS = {
-    "data": ("errors", "seeds", "space", "pareto", "records", "sections", "codesign", "methods", "schema", "config"),
+    "data": ("errors", "seeds", "space", "pareto", "records", "sections", "codesign", "methods", "networks", "schema",
+             "config"),
     "planning": ("plan",),
     "running": ("trial", "codesign_trial", "executors", "folder", "experiment", "codesign_run"),
     "presentation": ("report", "summary", "figures", "cost_figures", "codesign_report", "plot"),

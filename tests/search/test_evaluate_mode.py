@@ -165,3 +165,18 @@ def test_a_search_needs_dropout_slots_and_a_checkpoint_needs_evaluate(user_run, 
                          variants=[{"label": "a"}])
     assert search.run.main([str(scenario), "--out", str(folder / "never"), "--quiet"]) == 2
     assert "model.checkpoint is for mode: evaluate" in capsys.readouterr().err
+
+
+def test_a_cost_report_of_a_network_it_cannot_price_is_refused(tmp_path, capsys):
+    (tmp_path / "grouped.py").write_text(textwrap.dedent('''
+        from torch import nn
+
+
+        def make(in_shape, n_classes):
+            return nn.Sequential(nn.Conv2d(in_shape[0], 4, 3), nn.Conv2d(4, 4, 3, groups=2), nn.Flatten(),
+                                 nn.LazyLinear(n_classes))
+    '''))
+    scenario = _scenario(tmp_path, {"import": "grouped:make"}, mode="study", variants=[{"label": "a"}],
+                         devices=["isaac"], report={"cost": True})
+    assert search.run.main([str(scenario), "--out", str(tmp_path / "never"), "--quiet"]) == 2
+    assert "report.cost: layer '1' (a grouped convolution, groups=2) of make is not priced" in capsys.readouterr().err
