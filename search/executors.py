@@ -60,6 +60,11 @@ def execute(plain: dict, spec: TrialSpec, device: Optional[str] = None) -> Trial
     return record
 
 
+def warning_line(message, category, filename, lineno, line=None) -> str:
+    """A warning as a run's other lines read (``warning: ...``), not a source location."""
+    return f"warning: {message}\n"
+
+
 def worker_setup(driver: Optional[int] = None) -> None:
     """Run once in every worker process, before its first trial. ``driver``: the pid of
     the process that started the pool (default: this process's parent now).
@@ -71,13 +76,16 @@ def worker_setup(driver: Optional[int] = None) -> None:
       leaks ("resource_tracker: There appear to be 1 leaked semaphore objects"). A
       worker's trials run with their bars off, so a thread lock is enough.
     - The driver's end: the worker ends with it (:func:`_exit_with_parent`).
+    - Warnings (a layer left digital) print as the driver's do (:func:`warning_line`).
     """
     import threading
+    import warnings
 
     from tqdm import tqdm
 
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     tqdm.set_lock(threading.RLock())
+    warnings.formatwarning = warning_line
     _exit_with_parent(driver)
 
 

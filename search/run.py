@@ -135,11 +135,6 @@ def _stopped(e: KeyboardInterrupt) -> tuple[str, int]:
     return (e.what, e.code) if isinstance(e, Terminated) else ("interrupted", 130)
 
 
-def _warning_line(message, category, filename, lineno, line=None) -> str:
-    """A warning as the run's other lines read (``warning: ...``), not a source location."""
-    return f"warning: {message}\n"
-
-
 def main(argv=None) -> int:
     if not isinstance(sys.stdout, _Stdout) and sys.stdout is not None:
         sys.stdout = _Stdout(sys.stdout)
@@ -150,7 +145,7 @@ def main(argv=None) -> int:
         before = signal.signal(signal.SIGTERM, _terminate)
     except ValueError:
         before = None
-    shown, warnings.formatwarning = warnings.formatwarning, _warning_line
+    shown = warnings.formatwarning  # _main sets the run's own
     try:
         return _main(args, held)
     except KeyboardInterrupt as e:  # before the trials (while torch loads, say), or between a seed's parts
@@ -168,6 +163,9 @@ def main(argv=None) -> int:
 
 def _main(args: argparse.Namespace, held: list) -> int:
     from .config import ScenarioError, load_scenario  # imports torch: after --help, inside Ctrl-C's handling
+    from .executors import warning_line
+
+    warnings.formatwarning = warning_line  # main restores Python's
 
     if args.resume and args.force:
         print("error: --resume continues a run and --force starts over; choose one", file=sys.stderr)
