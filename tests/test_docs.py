@@ -6,7 +6,8 @@
   present);
 - ```sh blocks: each command must be one the project knows: a ``make`` target of the
   Makefile, ``python -m search.run`` with arguments that parse and a scenario (with its
-  ``--set`` overrides) that validates, ``python -m search.plot`` and the scripts of
+  ``--set`` overrides) that validates, ``python -m search.evaluate`` with arguments that
+  parse, ``python -m search.plot`` and the scripts of
   bench/ and examples/ with their ``--help``. Commands of other tools (``dask``) are
   left to them. Running them whole (a search, the benchmarks) takes minutes to hours:
   that is ``make run``'s and ``make bench``'s job, not this test's.
@@ -93,6 +94,11 @@ def test_shell_commands_are_ones_the_project_knows(doc, words, monkeypatch):
         args = parse_args(words[3:])
         monkeypatch.chdir(ROOT)
         load_scenario(ROOT / args.scenario, args.overrides, check_data=False)
+        return
+    if words[1:3] == ["-m", "search.evaluate"]:
+        from search.evaluate import parse_args as evaluate_args
+
+        evaluate_args(words[3:])  # the arguments parse; the checkpoint and module are the reader's
         return
     if words[1:3] == ["-m", "search.plot"]:
         words = [sys.executable, "-m", "search.plot"]

@@ -18,7 +18,7 @@ SEARCH_LAYERS = {
     "planning": ("plan",),
     "running": ("trial", "codesign_trial", "executors", "folder", "experiment", "codesign_run"),
     "presentation": ("report", "summary", "figures", "cost_figures", "codesign_report", "plot"),
-    "command": ("run",),
+    "command": ("run", "evaluate"),
 }
 
 

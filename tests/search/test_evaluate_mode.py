@@ -180,3 +180,27 @@ def test_a_cost_report_of_a_network_it_cannot_price_is_refused(tmp_path, capsys)
                          devices=["isaac"], report={"cost": True})
     assert search.run.main([str(scenario), "--out", str(tmp_path / "never"), "--quiet"]) == 2
     assert "report.cost: layer '1' (a grouped convolution, groups=2) of make is not priced" in capsys.readouterr().err
+
+
+def test_the_command_line_shortcut_writes_the_scenario_and_runs_it(user_run, tmp_path, monkeypatch, capsys):
+    import search.evaluate
+
+    folder = user_run[0]
+    (tmp_path / "my_nets.py").write_text((folder / "my_nets.py").read_text())
+    (tmp_path / "small.pt").write_bytes((folder / "small.pt").read_bytes())
+    monkeypatch.chdir(tmp_path)
+    args = ["small.pt", "--model", "my_nets:SmallNet", "--option", "width=24", "--devices", "ideal", "--times", "1d",
+            "--chips", "3", "--quiet"]
+    # bad input first: nothing written, not even the scenario
+    assert search.evaluate.main([*args, "--devices", "no_such_preset"]) == 2
+    assert "no_such_preset" in capsys.readouterr().err and not (tmp_path / "evaluate_small.yaml").exists()
+    assert search.evaluate.main(args) == 0
+    written = yaml.safe_load((tmp_path / "evaluate_small.yaml").read_text())
+    assert written["mode"] == "evaluate" and written["model"] == {
+        "import": "my_nets:SmallNet", "options": {"width": 24}, "checkpoint": "small.pt"}
+    results = json.loads((tmp_path / "runs" / "evaluate_small" / "results.json").read_text())
+    assert results["results"][0]["mean"] == pytest.approx(results["methods"]["SmallNet"]["test_clean"])  # ideal
+    # the same name for another experiment: refused, the first scenario kept
+    assert search.evaluate.main([*args, "--chips", "4"]) == 2
+    assert "evaluate_small.yaml exists with another scenario" in capsys.readouterr().err
+    assert yaml.safe_load((tmp_path / "evaluate_small.yaml").read_text()) == written
