@@ -118,6 +118,9 @@ def full_preset(spec: PresetSpec) -> dict[str, Any]:
     return full
 
 
+_DATA_OPTIONS = ("size", "channels")  # a data set's own options, not the split's
+
+
 class DatasetSpec(Strict):
     """``dataset``: which data set, where, and how it is split."""
 
@@ -141,7 +144,13 @@ class DatasetSpec(Strict):
 
     def options(self) -> dict[str, Any]:
         """The data set's own options (:func:`models.load_dataset`'s ``options``), those given."""
-        return {k: getattr(self, k) for k in ("size", "channels") if getattr(self, k) is not None}
+        return {k: getattr(self, k) for k in _DATA_OPTIONS if getattr(self, k) is not None}
+
+    def loader_arguments(self) -> dict[str, Any]:
+        """:func:`models.load_dataset`'s arguments as plain data: the name, the split's
+        settings and ``options`` (None when none is given)."""
+        plain = {k: v for k, v in self.model_dump(mode="json").items() if k not in _DATA_OPTIONS}
+        return {**plain, "options": self.options() or None}
 
 
 def _network_name(name: str) -> str:

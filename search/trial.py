@@ -50,15 +50,13 @@ def scenario_of(plain: dict) -> Scenario:
 
 @functools.lru_cache(maxsize=2)
 def _splits(dataset_json: str, seed: int) -> models.Splits:
-    spec = json.loads(dataset_json)
-    options = {k: spec.pop(k) for k in ("size", "channels") if spec.get(k) is not None}
-    spec = {k: v for k, v in spec.items() if k not in ("size", "channels")}
-    return models.load_dataset(spec.pop("name"), seed=seed, options=options or None, **spec)
+    arguments = json.loads(dataset_json)
+    return models.load_dataset(arguments.pop("name"), seed=seed, **arguments)
 
 
 def splits_of(scenario: Scenario) -> models.Splits:
     """The scenario's data, loaded once per process."""
-    return _splits(json.dumps(scenario.dataset.model_dump(mode="json"), sort_keys=True), scenario.seed)
+    return _splits(json.dumps(scenario.dataset.loader_arguments(), sort_keys=True), scenario.seed)
 
 
 def chip_seed(scenario: Scenario, split: str) -> int:
