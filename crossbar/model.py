@@ -284,24 +284,32 @@ class CrossbarModel(nn.Module):
                              "to crossbar.convert or crossbar.evaluate to name the element that holds the scores")
         return y
 
-    def _check_used(self) -> None:
-        """Warn about crossbars the first forward pass did not run: a forward that reads a
-        layer's weight directly (``F.linear(x, self.fc.weight)``, tied weights) computes
-        with the exact digital weights, and every chip would score like the digital
-        network. No crossbar at all is an error: nothing would be simulated."""
+    def unused_problem(self) -> str:
+        """After a forward pass, the crossbars it did not run, said in one line (``""``: every
+        one ran). A forward that reads a layer's weight directly (``F.linear(x,
+        self.fc.weight)``, tied weights) computes with the exact digital weight, so no
+        chip's devices act there."""
         names = {id(m): name for name, m in self.module.named_modules()}
         unused = [f"{names.get(id(layer)) or 'the model'} ({type(layer).__name__})"
                   for layer in self.crossbar_layers if not layer.ran]
         if not unused:
-            return
+            return ""
         why = ("its weight may be read directly (F.linear(x, self.fc.weight), tied weights), which computes with "
                "the exact digital weight: call the layer instead")
         if len(unused) == len(self.crossbar_layers):
-            raise ValueError(f"no crossbar layer ran in {type(self.module).__name__}'s forward pass "
-                             f"({', '.join(unused)}), so every chip would score as the digital network; {why}")
-        warnings.warn(f"crossbar: layer{'s' * (len(unused) > 1)} {', '.join(unused)} did not run in the model's "
-                      f"first forward pass, so no chip's devices act there; {why}", UserWarning,
-                      stacklevel=user_stacklevel())
+            return (f"no crossbar layer ran in {type(self.module).__name__}'s forward pass ({', '.join(unused)}), "
+                    f"so every chip would score as the digital network; {why}")
+        return (f"layer{'s' * (len(unused) > 1)} {', '.join(unused)} did not run in the model's first forward pass, "
+                f"so no chip's devices act there; {why}")
+
+    def _check_used(self) -> None:
+        """The first forward pass: crossbars it did not run are warned about
+        (:meth:`unused_problem`); none at all is an error: nothing would be simulated."""
+        problem = self.unused_problem()
+        if problem and not any(layer.ran for layer in self.crossbar_layers):
+            raise ValueError(problem)
+        if problem:
+            warnings.warn(f"crossbar: {problem}", UserWarning, stacklevel=user_stacklevel())
 
     def _diagnose(self, x: Tensor, err: RuntimeError) -> Exception:
         """The error of a forward pass that failed, naming the layer that could not take
