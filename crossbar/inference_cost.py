@@ -278,6 +278,13 @@ def _calibration_rows(preset: Any, name: str, vectors: float, out_size: int, gri
     return rows
 
 
+def unpriced_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """``(name, layer)`` of what :func:`cost` does not price unless it is placed digital:
+    the attention blocks (their projections are crossbars), then grouped convolutions."""
+    grouped = [(name, m) for name, m in mapped_layers(model) if isinstance(m, nn.Conv2d) and m.groups != 1]
+    return mapped_attention(model) + grouped
+
+
 def cost(
     model: nn.Module,
     preset: Any,
@@ -322,17 +329,17 @@ def cost(
         layers.setdefault(id(layer), (name or type(model).__name__, layer))
     blocks = mapped_attention(model)
     placed = check_digital(digital, mapped_layers(model) + blocks, model)
-    for name, block in blocks:  # on the chips (crossbar.convert maps them), but not priced here
-        if id(block) not in placed:
+    for name, layer in unpriced_layers(model):
+        if id(layer) in placed:
+            continue
+        if isinstance(layer, nn.MultiheadAttention):  # on the chips (crossbar.convert maps them), not priced here
             raise ValueError(f"layer {name or type(model).__name__!r} (MultiheadAttention): attention's projections "
                              f"on crossbars are not priced; place it digital (digital=[{name!r}]) to price the "
                              "other layers without it")
+        raise ValueError(f"layer {layers[id(layer)][0]!r}: a grouped convolution (groups={layer.groups}) is not "
+                         f"priced; allowed: groups=1")
     if not layers:
         raise ValueError(f"model ({type(model).__name__}) has no nn.Linear or nn.Conv2d layer to price")
-    for key, (name, layer) in layers.items():
-        if isinstance(layer, nn.Conv2d) and layer.groups != 1 and key not in placed:
-            raise ValueError(f"layer {name!r}: a grouped convolution (groups={layer.groups}) is not priced; "
-                             f"allowed: groups=1")
     tiles = {key: tile_grid(layer.weight.shape[0], layer.weight[0].numel(), preset.max_out, preset.max_in)
              for key, (_, layer) in layers.items()}
     slicing = Slicing.of(preset) if preset.architecture.sliced else None

@@ -79,9 +79,8 @@ def _mapping_problem(net, in_shape) -> str:
 def _unpriced(net) -> str:
     """The first layer of ``net`` that :func:`crossbar.cost` does not price (attention's
     projections, a grouped convolution), or ``""``."""
-    for name, m in net.named_modules():
+    for name, m in crossbar.inference_cost.unpriced_layers(net)[:1]:
         if isinstance(m, nn.MultiheadAttention):
             return f"layer {name!r} (MultiheadAttention)"
-        if isinstance(m, nn.Conv2d) and m.groups != 1:
-            return f"layer {name!r} (a grouped convolution, groups={m.groups})"
+        return f"layer {name!r} (a grouped convolution, groups={m.groups})"
     return ""
