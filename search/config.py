@@ -215,8 +215,9 @@ def beside(raw: dict, folder: Path) -> dict:
         dataset = dict(dataset)
         for key in ("root", "file"):
             value = dataset.get(key)
-            if isinstance(value, str) and not Path(value).expanduser().exists() and _found(value, folder):
-                dataset[key] = str(_found(value, folder))
+            found = _found(value, folder)
+            if found is not None and not Path(value).expanduser().exists():  # only beside the scenario
+                dataset[key] = str(found)
         raw["dataset"] = dataset
     return raw
 
