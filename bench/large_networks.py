@@ -83,8 +83,7 @@ def state_bytes(net, preset: str, n_chips: int = 2) -> float:
     total = 0
     for layer in xmodel.crossbar_layers:
         array = layer.array
-        ranges = list(array.g_range) if array.g_range is not None else []
-        held = [array.g_programmed, array._drift_params, array.stuck, layer._w, layer._wn, *ranges]
+        held = [array.stuck, array._pinned, layer._w, layer._wn]
         total += sum(t.numel() * t.element_size() for t in held if t is not None)
     return total / n_chips / n_weights(net)
 

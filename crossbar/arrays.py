@@ -19,18 +19,18 @@ layer, chip); the caller's global RNG state is left as it was.
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 import torch
-from aihwkit.inference.compensation.base import BaseDriftCompensation
-from aihwkit.inference.compensation.drift import PerColumnDriftCompensation
 from aihwkit.inference.converter.conductance import SingleDeviceConductanceConverter
 from torch import Tensor
 
 from .common import Stream, check_n_chips, check_seed, check_weight, derive_seed, time_key
+from .noise import Programming
 from .presets import Preset
 
 _STUCK_SA0, _STUCK_SA1 = 1, 2  # fault codes; 0: the device works
+DRAW_BLOCK = 1 << 20  # weights: a layer up to this size draws its devices in one block, a larger one per tile
 
 
 def split_sizes(size: int, max_size: int) -> list[int]:
@@ -97,17 +97,27 @@ def _convert_block(converter, block: Tensor) -> tuple[list[Tensor], dict]:
 class ProgrammedArray:
     """``n_chips`` programmed copies of one weight matrix, device by device.
 
+    A chip's devices are not kept: each tile's are drawn again from the chip's streams
+    whenever they are read (programming noise, drift parameters, variation, then the
+    read at a time), tile by tile, so that a chip costs its read-out weights and, with
+    faults, one byte a device; the transients are one tile's. Reading the same chip
+    twice gives the same devices.
+
     Attributes:
         g_target: ``(D, out, in)`` target conductances (uS), the same for every chip;
-            ``D`` is the number of devices per weight (2 for a single pair).
+            ``D`` is the number of devices per weight (2 for a single pair). Computed
+            when asked for.
         g_programmed: ``(n_chips, D, out, in)`` conductances right after programming,
-            stuck devices included.
+            stuck devices included; computed when asked for. Assigning it pins them
+            (e.g. a real chip's measured conductances): the chip then keeps them and
+            reads them at later times with its own drift and read noise.
         stuck: ``(n_chips, D, out, in)`` int8 codes (0 ok, 1 stuck at g_min, 2 stuck at
             g_max), or None without faults: independent cells (``p_sa0``, ``p_sa1``),
             then clusters, bit lines (columns) and word lines (rows) of each tile, each
             overriding the one before where they meet.
         g_range: ``(g_min, g_max)``, each ``(n_chips, D, out, in)``: every device's own
             conductance range under device-to-device variation; None without it.
+            Computed when asked for.
         tiles: ``(o0, o1, i0, i1)`` block of each tile.
         tile_abs_max: largest target |weight| of each tile (its conductance scale).
     """
@@ -135,88 +145,120 @@ class ProgrammedArray:
         self.device = preset.physics_device(weight.device)
         self.noise_model = preset.noise_model
         self.converter = self.noise_model.g_converter
-
-        # Mapping in float64: the ideal round trip w -> (G+, G-) -> w is then exact once
-        # cast back to float32.
-        matrix = weight.detach().reshape(self.shape[0], -1).to(device=self.device, dtype=torch.float64)
-        out_size, in_size = matrix.shape
-        self.tiles = tile_grid(out_size, in_size, preset.max_out, preset.max_in)
+        self._pinned: Optional[Tensor] = None
+        self._matrix = weight.detach().reshape(self.shape[0], -1)
+        self._given: Optional[Tensor] = None
         self.tile_params: list[dict] = []
         self.tile_abs_max: list[float] = []
-        g_target: Optional[Tensor] = None
         if targets is not None:
-            g_target, self.tiles = targets[0].to(self.device, torch.float64), list(targets[1])
-        for o0, o1, i0, i1 in self.tiles if targets is None else ():
-            block = matrix[o0:o1, i0:i1]
-            devices, params = _convert_block(self.converter, block)
-            if g_target is None:
-                g_target = matrix.new_empty((len(devices), out_size, in_size))
-            for d, g in enumerate(devices):
-                g_target[d, o0:o1, i0:i1] = g
-            self.tile_params.append(params)
-            self.tile_abs_max.append(float(block.abs().max()))
-        assert g_target is not None
-        # The converters' arithmetic can overshoot the range by an ulp; devices cannot.
-        g_target = g_target.clamp_(self.converter.g_min, self.converter.g_max)
-        if preset.levels is not None and targets is None:
-            g_target = round_to_levels(g_target, preset.levels, self.converter.g_min, self.converter.g_max)
-        g_target = g_target.to(preset.dtype)
-        self.g_target = g_target
-        self.n_devices = g_target.shape[0]
-
-        self.g_range = self._sample_ranges()
-        # Under variation each chip's devices map the nominal targets onto their own range.
-        self._chip_target = None if self.g_range is None else self._map_to_ranges(g_target)
-        self.g_programmed = g_target.new_empty((self.n_chips, *g_target.shape))
-        self._drift_params: Optional[Tensor] = None
-        self._drift_is_target = False
-        with private_rng(self.device):
-            for k, chip in enumerate(self.chips):
-                seed_global(self.device, derive_seed(self.seed, Stream.PROGRAM, self.layer, chip))
-                target = g_target if self._chip_target is None else self._chip_target[k]
-                self.g_programmed[k] = self.noise_model.apply_programming_noise_to_conductance(target)
-                nu = self.noise_model.generate_drift_coefficients(target)
-                if nu is None:
-                    continue
-                if nu is target:  # ReRAM models keep the target as their "drift parameter"
-                    self._drift_is_target = True
-                    continue
-                if self._drift_params is None:
-                    self._drift_params = torch.empty_like(self.g_programmed)
-                self._drift_params[k] = nu
-
+            self._given, self.tiles = targets[0], list(targets[1])
+            self.n_devices, out_size = self._given.shape[0], self._given.shape[1]
+        else:
+            out_size = self._matrix.shape[0]
+            self.tiles = tile_grid(out_size, self._matrix.shape[1], preset.max_out, preset.max_in)
+            for tile in self.tiles:  # each tile's scale, once
+                devices, params = self._convert(tile)
+                self.tile_params.append(params)
+                self.tile_abs_max.append(float(self._block(tile).abs().max()))
+            self.n_devices = len(devices)
+        self.target_shape = (self.n_devices, out_size, self._matrix.shape[1])
+        # Draw blocks: a layer of up to DRAW_BLOCK weights is drawn whole, a larger one tile by tile.
+        whole = (0, out_size, 0, self.target_shape[2])
+        self.blocks = [whole] if out_size * self.target_shape[2] <= DRAW_BLOCK else list(self.tiles)
+        self.variation = preset.g_max_variation != 0 or preset.g_min_variation != 0
         self.stuck = self._sample_faults()
-        self.g_programmed = self._apply_stuck(self.g_programmed)
 
-    # --- device-to-device variation ------------------------------------------
+    # --- one tile --------------------------------------------------------------
 
-    def _sample_ranges(self) -> Optional[tuple[Tensor, Tensor]]:
-        """Every device's own (g_min, g_max): the nominal values times ``1 + v N(0, 1)``,
-        drawn per chip on the CPU (the same devices on any device), clamped so that
-        g_min >= 0 and g_max >= g_min."""
-        v_max, v_min = self.preset.g_max_variation, self.preset.g_min_variation
-        if v_max == 0 and v_min == 0:
+    def _block(self, tile: tuple[int, int, int, int]) -> Tensor:
+        """The tile's weights, in float64 (the ideal round trip w -> (G+, G-) -> w is
+        then exact once cast back to float32)."""
+        o0, o1, i0, i1 = tile
+        return self._matrix[o0:o1, i0:i1].to(device=self.device, dtype=torch.float64)
+
+    def _convert(self, tile: tuple[int, int, int, int]) -> tuple[list[Tensor], dict]:
+        return _convert_block(self.converter, self._block(tile))
+
+    def _tile_target(self, j: int) -> Tensor:
+        """``(D, n_out, n_in)`` target conductances of tile ``j`` in the physics' dtype."""
+        o0, o1, i0, i1 = self.tiles[j]
+        if self._given is not None:
+            g = self._given[:, o0:o1, i0:i1].to(self.device, torch.float64)
+        else:
+            g = torch.stack(self._convert(self.tiles[j])[0])
+        # The converters' arithmetic can overshoot the range by an ulp; devices cannot.
+        g = g.clamp_(self.converter.g_min, self.converter.g_max)
+        if self.preset.levels is not None and self._given is None:
+            g = round_to_levels(g, self.preset.levels, self.converter.g_min, self.converter.g_max)
+        return g.to(self.preset.dtype)
+
+    def _tiles_in(self, b: int) -> list[tuple[int, tuple[int, int, int, int]]]:
+        """The tiles of draw block ``b``: ``(index, (o0, o1, i0, i1))`` relative to the block."""
+        p0, p1, q0, q1 = self.blocks[b]
+        return [(j, (o0 - p0, o1 - p0, i0 - q0, i1 - q0)) for j, (o0, o1, i0, i1) in enumerate(self.tiles)
+                if p0 <= o0 and o1 <= p1 and q0 <= i0 and i1 <= q1]
+
+    def _block_target(self, b: int) -> Tensor:
+        """``(D, n_out, n_in)`` target conductances of draw block ``b``."""
+        if len(self.blocks) > 1:
+            return self._tile_target(b)
+        g = torch.empty(self.target_shape, dtype=self.preset.dtype, device=self.device)
+        for j, (o0, o1, i0, i1) in self._tiles_in(b):
+            g[:, o0:o1, i0:i1] = self._tile_target(j)
+        return g
+
+    def _seed(self, stream: Stream, chip: int, b: int, *extra: int) -> int:
+        """Draw block ``b``'s stream of a chip (block 0's is the layer's)."""
+        return derive_seed(self.seed, stream, self.layer, chip, *extra, *((b,) if b else ()))
+
+    def _block_ranges(self, j: int, shape: tuple[int, ...]) -> Optional[tuple[Tensor, Tensor]]:
+        """Draw block ``j``'s devices' own (g_min, g_max), each ``(n_chips, *shape)``: the nominal
+        values times ``1 + v N(0, 1)``, drawn per chip on the CPU (the same devices on any
+        device), clamped so that g_min >= 0 and g_max >= g_min."""
+        if not self.variation:
             return None
+        v_max, v_min = self.preset.g_max_variation, self.preset.g_min_variation
         g_lo, g_hi = float(self.converter.g_min), float(self.converter.g_max)
-        shape = (self.n_chips, *self.g_target.shape)
-        lo = torch.empty(shape, dtype=torch.float64)
-        hi = torch.empty(shape, dtype=torch.float64)
+        lo = torch.empty((self.n_chips, *shape), dtype=torch.float64)
+        hi = torch.empty((self.n_chips, *shape), dtype=torch.float64)
         for k, chip in enumerate(self.chips):
-            gen = torch.Generator().manual_seed(derive_seed(self.seed, Stream.VARIATION, self.layer, chip))
-            hi[k] = g_hi * (1.0 + v_max * torch.randn(self.g_target.shape, generator=gen, dtype=torch.float64))
-            lo[k] = g_lo * (1.0 + v_min * torch.randn(self.g_target.shape, generator=gen, dtype=torch.float64))
+            gen = torch.Generator().manual_seed(self._seed(Stream.VARIATION, chip, j))
+            hi[k] = g_hi * (1.0 + v_max * torch.randn(shape, generator=gen, dtype=torch.float64))
+            lo[k] = g_lo * (1.0 + v_min * torch.randn(shape, generator=gen, dtype=torch.float64))
         lo.clamp_(min=0.0)
         hi = torch.maximum(hi, lo)
         return lo.to(self.device, self.preset.dtype), hi.to(self.device, self.preset.dtype)
 
-    def _map_to_ranges(self, g_target: Tensor) -> Tensor:
-        """``(n_chips, D, out, in)`` targets: each device reaches the same fraction of its
-        own range that the nominal target is of the nominal range."""
-        assert self.g_range is not None
-        lo, hi = self.g_range
-        g_lo, g_hi = float(self.converter.g_min), float(self.converter.g_max)
-        fraction = (g_target - g_lo) / (g_hi - g_lo)
-        return lo + fraction * (hi - lo)
+    def _block_conductances(self, j: int, t: Optional[float]) -> Tensor:
+        """``(n_chips, D, n_out, n_in)`` conductances of draw block ``j`` at ``t`` (None:
+        right after programming), stuck devices included."""
+        o0, o1, i0, i1 = self.blocks[j]
+        target = self._block_target(j)
+        ranges = self._block_ranges(j, tuple(target.shape))
+        out = target.new_empty((self.n_chips, *target.shape))
+        model = self.noise_model
+        with private_rng(self.device):
+            for k, chip in enumerate(self.chips):
+                if ranges is None:
+                    own = target
+                else:  # each device reaches the same fraction of its own range as the target of the nominal one
+                    g_lo, g_hi = float(self.converter.g_min), float(self.converter.g_max)
+                    own = ranges[0][k] + (target - g_lo) / (g_hi - g_lo) * (ranges[1][k] - ranges[0][k])
+                if ranges is not None or k == 0:
+                    programming = Programming(model, own)
+                seed_global(self.device, self._seed(Stream.PROGRAM, chip, j))
+                g, nu = programming.draw(read=t is not None)
+                if self._pinned is not None:
+                    g = self._pinned[k, :, o0:o1, i0:i1].to(self.device, self.preset.dtype)
+                if t is not None:
+                    seed_global(self.device, self._seed(Stream.READ, chip, j, time_key(t)))
+                    g = model.apply_drift_noise_to_conductance(g, nu, t)
+                out[k] = g
+        if self.stuck is not None:
+            codes = self.stuck[:, :, o0:o1, i0:i1]
+            lo, hi = ranges if ranges is not None else (self.converter.g_min, self.converter.g_max)
+            out = torch.where(codes == _STUCK_SA1, hi, torch.where(codes == _STUCK_SA0, lo, out))
+        return out
 
     # --- faults --------------------------------------------------------------
 
@@ -226,14 +268,14 @@ class ProgrammedArray:
         correlated = preset.p_row_fault > 0 or preset.p_col_fault > 0 or preset.p_cluster > 0
         if p0 == 0 and p1 == 0 and not correlated:
             return None
-        codes = torch.zeros((self.n_chips, *self.g_target.shape), dtype=torch.int8)
+        codes = torch.zeros((self.n_chips, *self.target_shape), dtype=torch.int8)
         for k, chip in enumerate(self.chips):
             # Drawn on the CPU with its own generator: the same fault map on any device.
-            if p0 > 0 or p1 > 0:
-                gen = torch.Generator().manual_seed(derive_seed(self.seed, Stream.FAULTS, self.layer, chip))
-                u = torch.rand(self.g_target.shape, generator=gen, dtype=torch.float64)
-                codes[k] = ((u < p0).to(torch.int8) * _STUCK_SA0
-                            + ((u >= p0) & (u < p0 + p1)).to(torch.int8) * _STUCK_SA1)
+            for j, (o0, o1, i0, i1) in enumerate(self.blocks if p0 > 0 or p1 > 0 else ()):
+                gen = torch.Generator().manual_seed(self._seed(Stream.FAULTS, chip, j))
+                u = torch.rand((self.n_devices, o1 - o0, i1 - i0), generator=gen, dtype=torch.float64)
+                codes[k, :, o0:o1, i0:i1] = ((u < p0).to(torch.int8) * _STUCK_SA0
+                                             + ((u >= p0) & (u < p0 + p1)).to(torch.int8) * _STUCK_SA1)
             if correlated:
                 self._correlated_faults(codes[k], chip)
         return codes.to(self.device)
@@ -276,51 +318,75 @@ class ProgrammedArray:
                 rows = draw(gens[0], preset.p_row_fault, (n_in,)).view(1, 1, n_in)
                 block.copy_(torch.where(rows > 0, rows.expand_as(block), block))
 
-    def _apply_stuck(self, g: Tensor) -> Tensor:
-        if self.stuck is None:
-            return g
-        lo, hi = self.g_range if self.g_range is not None else (self.converter.g_min, self.converter.g_max)
-        g = torch.where(self.stuck == _STUCK_SA0, lo, g)
-        return torch.where(self.stuck == _STUCK_SA1, hi, g)
-
     # --- reading -------------------------------------------------------------
 
-    def conductances(self, t_inference: float) -> Tensor:
-        """``(n_chips, D, out, in)`` conductances (uS) at ``t_inference`` s after programming."""
-        t = self.preset.check_time(t_inference)
-        out = torch.empty_like(self.g_programmed)
-        with private_rng(self.device):
-            for k, chip in enumerate(self.chips):
-                seed_global(self.device, derive_seed(self.seed, Stream.READ, self.layer, chip, time_key(t)))
-                if self._drift_params is not None:
-                    nu = self._drift_params[k]
-                elif self._drift_is_target:
-                    nu = self.g_target if self._chip_target is None else self._chip_target[k]
-                else:
-                    nu = None
-                out[k] = self.noise_model.apply_drift_noise_to_conductance(self.g_programmed[k], nu, t)
-        return self._apply_stuck(out)
+    def conductances(self, t_inference: Optional[float]) -> Tensor:
+        """``(n_chips, D, out, in)`` conductances (uS) at ``t_inference`` s after programming
+        (None: right after programming, before any time-dependent effect)."""
+        t = None if t_inference is None else self.preset.check_time(t_inference)
+        out = torch.empty((self.n_chips, *self.target_shape), dtype=self.preset.dtype, device=self.device)
+        for j, (o0, o1, i0, i1) in enumerate(self.blocks):
+            out[:, :, o0:o1, i0:i1] = self._block_conductances(j, t)
+        return out
+
+    @property
+    def g_programmed(self) -> Tensor:
+        return self.conductances(None)
+
+    @g_programmed.setter
+    def g_programmed(self, value: Tensor) -> None:
+        expected = (self.n_chips, *self.target_shape)
+        if tuple(value.shape) != expected:
+            raise ValueError(f"g_programmed must have shape {expected} (chips, devices, out, in), "
+                             f"not {tuple(value.shape)}")
+        self._pinned = value.detach().clone()
+
+    @property
+    def g_target(self) -> Tensor:
+        """``(D, out, in)`` target conductances (uS), the same for every chip."""
+        g = torch.empty(self.target_shape, dtype=self.preset.dtype, device=self.device)
+        for j, (o0, o1, i0, i1) in enumerate(self.blocks):
+            g[:, o0:o1, i0:i1] = self._block_target(j)
+        return g
+
+    @property
+    def g_range(self) -> Optional[tuple[Tensor, Tensor]]:
+        if not self.variation:
+            return None
+        lo = torch.empty((self.n_chips, *self.target_shape), dtype=self.preset.dtype, device=self.device)
+        hi = torch.empty_like(lo)
+        for j, (o0, o1, i0, i1) in enumerate(self.blocks):
+            ranges = self._block_ranges(j, (self.n_devices, o1 - o0, i1 - i0))
+            assert ranges is not None
+            lo[:, :, o0:o1, i0:i1], hi[:, :, o0:o1, i0:i1] = ranges
+        return lo, hi
 
     def to_weights(self, conductances: Tensor) -> Tensor:
         """Read weights back from ``(n_chips, D, out, in)`` conductances: ``(n_chips, out, in)``."""
-        weights = conductances.new_empty((conductances.shape[0], *self.g_target.shape[1:]))
-        single = isinstance(self.converter, SingleDeviceConductanceConverter)
-        for (o0, o1, i0, i1), params in zip(self.tiles, self.tile_params):
-            devices = [conductances[:, d, o0:o1, i0:i1] for d in range(self.n_devices)]
-            weights[:, o0:o1, i0:i1] = self.converter.convert_back_to_weights(
-                devices[0] if single else devices, params
-            )
+        weights = conductances.new_empty((conductances.shape[0], *self.target_shape[1:]))
+        for j, (o0, o1, i0, i1) in enumerate(self.tiles):
+            weights[:, o0:o1, i0:i1] = self._tile_weights(j, conductances[:, :, o0:o1, i0:i1])
         return weights
 
+    def _tile_weights(self, j: int, conductances: Tensor) -> Tensor:
+        single = isinstance(self.converter, SingleDeviceConductanceConverter)
+        devices = [conductances[:, d] for d in range(self.n_devices)]
+        return self.converter.convert_back_to_weights(devices[0] if single else devices, self.tile_params[j])
+
     def weights(self, t_inference: Optional[float] = None) -> Tensor:
-        """``(n_chips, out, in)`` float64 weight matrices at ``t_inference``.
+        """``(n_chips, out, in)`` weight matrices at ``t_inference``, in the physics' dtype,
+        read back tile by tile (one tile's conductances at a time).
 
         ``None`` gives the state right after programming, before any time-dependent
         effect (aihwkit's drift-compensation baseline).
         """
-        if t_inference is None:
-            return self.to_weights(self.g_programmed)
-        return self.to_weights(self.conductances(t_inference))
+        t = None if t_inference is None else self.preset.check_time(t_inference)
+        weights = torch.empty((self.n_chips, *self.target_shape[1:]), dtype=self.preset.dtype, device=self.device)
+        for b, (p0, _, q0, _) in enumerate(self.blocks):
+            g = self._block_conductances(b, t)
+            for j, (o0, o1, i0, i1) in self._tiles_in(b):
+                weights[:, p0 + o0:p0 + o1, q0 + i0:q0 + i1] = self._tile_weights(j, g[:, :, o0:o1, i0:i1])
+        return weights
 
 
 def round_to_levels(g: Tensor, levels: "int | Sequence[float]", g_min: float, g_max: float) -> Tensor:
@@ -352,49 +418,3 @@ def cluster_cells(seeds: Tensor, radius: float) -> Tensor:
         covered = torch.from_numpy(squared <= radius * radius + 1e-6).to(seeds.device)
         grown[covered] = code
     return grown
-
-
-# ------------------------------------------------------------------ drift compensation
-
-Product = Callable[[Tensor, int], Tensor]  # (C, out, in) tile weights, tile index -> (C, in, out) outputs of eye
-
-
-def drift_readouts(array: ProgrammedArray, comp: BaseDriftCompensation, weights: Tensor,
-                   product: Optional[Product] = None) -> Tensor:
-    """aihwkit's drift compensation read-out of every chip's tiles: ``(C, n_tiles, T)``,
-    ``T`` 1 for ``GlobalDriftCompensation`` (one value a tile), the widest tile's columns
-    for ``PerColumnDriftCompensation`` (one a column; a narrower tile's padded with 1).
-
-    Each tile's weights, normalised so that its largest target |weight| is 1 (one full
-    conductance range), read with the one-hot inputs ``eye``; ``comp.readout`` of the
-    outputs (their mean |value|, over all or per column, clamped below as aihwkit does).
-    ``product(block, k)`` gives the outputs of tile ``k`` through a periphery; by
-    default they are exact (``block`` transposed).
-    """
-    width = max(o1 - o0 for o0, o1, _, _ in array.tiles) if isinstance(comp, PerColumnDriftCompensation) else 1
-    values = weights.new_ones((weights.shape[0], len(array.tiles), width))
-    for k, ((o0, o1, i0, i1), abs_max) in enumerate(zip(array.tiles, array.tile_abs_max)):
-        block = weights[:, o0:o1, i0:i1] / (abs_max or 1.0)
-        out = block.transpose(1, 2) if product is None else product(block, k)
-        for c in range(weights.shape[0]):
-            readout = comp.readout(out[c])
-            values[c, k, :readout.numel()] = readout
-    return values
-
-
-def drift_factors(
-    array: ProgrammedArray, comp: BaseDriftCompensation, baseline: Tensor, weights: Tensor,
-    product: Optional[Product] = None,
-) -> Tensor:
-    """The compensation's output scale of every chip's tiles (and columns), ``(C, n_tiles,
-    T)`` as :func:`drift_readouts`: the read-out right after programming over the read-out
-    now; ``baseline``: the read-outs right after programming (:func:`drift_readouts`), computed once."""
-    return baseline / drift_readouts(array, comp, weights, product)
-
-
-def scale_tiles(weights: Tensor, tiles: Sequence[tuple[int, int, int, int]], alpha: Tensor) -> Tensor:
-    """Multiply each chip's tile ``k`` of ``weights`` ``(C, out, in)`` by ``alpha[:, k]``
-    (one factor, or one per column), in place."""
-    for k, (o0, o1, i0, i1) in enumerate(tiles):
-        weights[:, o0:o1, i0:i1] *= alpha[:, k, :(o1 - o0 if alpha.shape[2] > 1 else 1), None]
-    return weights

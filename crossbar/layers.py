@@ -22,9 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .arrays import ProgrammedArray, drift_factors, drift_readouts, scale_tiles
+from .arrays import ProgrammedArray
 from .calibration import ColumnCorrection, patch_sums
 from .common import Stream, derive_seed, time_key
+from .compensation import drift_factors, drift_readouts, scale_tiles
 from .inputs import CodeCache, ConvGeometry, PatchInputs, RowInputs
 from .lines import LineState, line_nonlinearity
 from .periphery import Periphery

@@ -399,15 +399,18 @@ class CrossbarModel(nn.Module):
             torch.set_num_threads(previous)
 
     def weight_bytes_per_chip(self) -> int:
-        """Memory one chip's programmed state needs (devices, drift parameters, weights)."""
-        total = 0
+        """Memory one chip's state needs: its read-out weights (physics dtype, then the
+        float32 copy the forward uses), one fault code a device, and the largest tile's
+        devices while they are drawn (a few working copies; :class:`ProgrammedArray`)."""
+        total, tile = 0, 0
         for layer in self.crossbar_layers:
             size = torch.finfo(layer.preset.dtype).bits // 8
-            # programmed conductance, drift parameter and fault code per device; two
-            # working copies in the physics dtype and the float32 result per weight.
-            per_device = 2 * size + 1
-            if layer.preset.g_max_variation > 0 or layer.preset.g_min_variation > 0:
-                per_device += 3 * size  # each device's range and its own target
-            per_weight = layer.preset.devices_per_weight * per_device + 2 * size + 4
-            total += layer.weight.numel() * per_weight
-        return total
+            preset = layer.preset
+            faults = preset.p_sa0 > 0 or preset.p_sa1 > 0 or preset.p_row_fault > 0 or preset.p_col_fault > 0 \
+                or preset.p_cluster > 0
+            devices = preset.devices_per_weight
+            total += layer.weight.numel() * (devices * int(faults) + size + 4)
+            n_out = layer.weight.shape[0]
+            largest = min(preset.max_out or n_out, n_out) * min(preset.max_in or 1 << 62, layer.weight.numel() // n_out)
+            tile = max(tile, largest * devices * 8 * size)
+        return total + tile

@@ -15,6 +15,7 @@ import torch
 from aihwkit.inference.converter.base import BaseConductanceConverter
 from aihwkit.inference.converter.conductance import SinglePairConductanceConverter
 from aihwkit.inference.noise.base import BaseNoiseModel
+from aihwkit.inference.noise.pcm import _ZERO_CLIP, PCMLikeNoiseModel
 from torch import Tensor
 from torch.autograd import no_grad
 
@@ -88,3 +89,41 @@ class LogNormalDriftNoiseModel(BaseNoiseModel):
         self, g_prog: Tensor, drift_noise_param: Tensor, t_inference: float
     ) -> Tensor:
         return g_prog * torch.exp(drift_noise_param)
+
+
+class Programming:
+    """A noise model's programming of one target block, chip after chip: ``draw(read)``
+    gives one chip's programmed conductances and (when ``read``) its drift parameters,
+    drawing from torch's global generator exactly as the model's own
+    ``apply_programming_noise_to_conductance`` then ``generate_drift_coefficients`` do.
+
+    For aihwkit's ``PCMLikeNoiseModel`` the terms that depend on the target alone (the
+    programming noise's spread, the drift exponents' mean and spread) are computed once
+    for all chips; the values are bit for bit the model's (tested)."""
+
+    def __init__(self, model: BaseNoiseModel, target: Tensor):
+        self.model, self.target = model, target
+        self.pcm = type(model) is PCMLikeNoiseModel
+        if not self.pcm:
+            return
+        m = model
+        mat, sig_prog = 1, m.prog_coeff[0]  # aihwkit's arithmetic, in its order
+        for coeff in m.prog_coeff[1:]:
+            mat = mat * (target / m.g_max)
+            sig_prog = sig_prog + mat * coeff
+        sig_prog *= m.g_max / m.prog_coeff_g_max_reference
+        self.prog_spread = m.prog_noise_scale * sig_prog
+        g_relative = torch.clamp(torch.abs(target / m.g_max), min=_ZERO_CLIP)
+        self.mu_drift = (-0.0155 * torch.log(g_relative) + 0.0244).clamp(min=0.049, max=0.1)
+        self.sig_drift = (-0.0125 * torch.log(g_relative) - 0.0059).clamp(min=0.008, max=0.045)
+
+    def draw(self, read: bool) -> tuple[Tensor, Optional[Tensor]]:
+        if not self.pcm:
+            g = self.model.apply_programming_noise_to_conductance(self.target)
+            return g, self.model.generate_drift_coefficients(self.target) if read else None
+        target = self.target
+        g = (target + self.prog_spread * torch.randn_like(target)).clamp_(min=0.0)
+        if not read:
+            return g, None
+        nu = torch.abs(self.mu_drift + self.sig_drift * torch.randn_like(target)).clamp_(min=0.0)
+        return g, nu * self.model.drift_scale

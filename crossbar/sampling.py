@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from .arrays import ProgrammedArray, drift_factors, drift_readouts, scale_tiles
+from .arrays import ProgrammedArray
 from .catalog import resolve_preset
 from .common import check_n_chips, check_seed
+from .compensation import drift_factors, drift_readouts, scale_tiles
 from .presets import Preset
 from .slicing import sliced_weights
 

@@ -71,9 +71,11 @@ def _inject_offsets(xmodel, seed: int) -> torch.Tensor:
     conductance shift, as a drifting or mis-programmed device would), returned in output units."""
     layer = xmodel.crossbar_layers[0]
     array = layer.array
-    shift = torch.rand(array.g_programmed.shape[0], 8, generator=torch.Generator().manual_seed(seed)) * 5.0 + 2.0
+    g = array.g_programmed
+    shift = torch.rand(g.shape[0], 8, generator=torch.Generator().manual_seed(seed)) * 5.0 + 2.0
     before = array.weights(None)[:, :, 16].clone()
-    array.g_programmed[:, 0, :, 16] += shift.to(array.g_programmed.dtype)
+    g[:, 0, :, 16] += shift.to(g.dtype)
+    array.g_programmed = g  # pinned: the chips keep these conductances
     return (array.weights(None)[:, :, 16] - before).float()
 
 

@@ -1,0 +1,181 @@
+"""Layers of real size: drawn tile by tile, the devices redrawn at each read, chip
+identity, aihwkit's distributions at resnet18's layer sizes, and bounded memory."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from aihwkit.inference.noise.pcm import CustomDriftPCMLikeNoiseModel
+from scipy import stats
+
+import crossbar
+import crossbar.arrays
+from crossbar.arrays import DRAW_BLOCK, private_rng, seed_global
+from crossbar.common import Stream, derive_seed
+from crossbar.noise import Programming
+
+DAY = 86400.0
+EFFECTS = {
+    "pcm": {},
+    "reram_cmo": {},
+    "reram_wan2022": {},
+    "lognormal": {},
+    "pcm faults": {"p_sa0": 0.02, "p_sa1": 0.01, "p_row_fault": 0.01, "p_col_fault": 0.01, "p_cluster": 0.001},
+    "reram_cmo variation": {"g_max_variation": 0.1, "g_min_variation": 0.1},
+}
+
+
+def _preset(key: str) -> crossbar.Preset:
+    return crossbar.get_preset(key.split()[0], **EFFECTS[key])
+
+
+@pytest.fixture
+def small_block(monkeypatch):
+    """Layers above 2,000 weights drawn tile by tile, so that small tests cover the path
+    of large layers (the real threshold is checked at its size below)."""
+    monkeypatch.setattr(crossbar.arrays, "DRAW_BLOCK", 2000)
+
+
+@pytest.mark.parametrize("key", list(EFFECTS))
+def test_chip_k_of_a_tiled_layer_is_the_same_whatever_the_chips_and_threads(small_block, key):
+    preset = _preset(key).with_overrides(max_in=32, max_out=16)
+    w = torch.randn(40, 70, generator=torch.Generator().manual_seed(1))
+    everything = crossbar.program(w, preset, 5, seed=9, layer=3)
+    assert len(everything.blocks) == len(everything.tiles) == 9
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        part = crossbar.program(w, preset, 2, seed=9, first_chip=2, layer=3)
+        for t in (None, DAY):
+            assert torch.equal(part.weights(t), everything.weights(t)[2:4])
+    finally:
+        torch.set_num_threads(threads)
+    # the same chip read twice is the same chip; another layer index is another chip
+    assert torch.equal(everything.weights(DAY), everything.weights(DAY))
+    other = crossbar.program(w, preset, 5, seed=9, layer=4)
+    assert not torch.equal(other.weights(DAY), everything.weights(DAY))
+
+
+def test_each_tile_of_a_large_layer_draws_from_its_own_stream(small_block):
+    # two tiles holding the same weights: their devices' noise must differ
+    w = torch.randn(64, 32).repeat(1, 2)
+    array = crossbar.program(w, crossbar.get_preset("pcm", max_in=32), 1, seed=0)
+    assert len(array.blocks) == 2
+    g = array.weights(DAY)[0]
+    assert not torch.equal(g[:, :32], g[:, 32:])
+    assert float((g[:, :32] - g[:, 32:]).abs().mean()) > 1e-3
+
+
+def test_a_layer_within_the_draw_block_draws_as_aihwkit_on_the_whole_layer():
+    """Up to DRAW_BLOCK weights (every layer of the digits and MNIST networks) a chip is
+    aihwkit's noise model applied once to the layer's targets with the chip's seed,
+    whatever its tiles: the scheme every figure of the docs was measured with."""
+    preset = crossbar.get_preset("pcm", max_in=32, max_out=16)
+    w = torch.randn(40, 70)
+    array = crossbar.program(w, preset, 3, seed=4, layer=2)
+    assert len(array.tiles) == 9 and len(array.blocks) == 1
+    model, target = preset.noise_model, array.g_target
+    with private_rng(target.device):
+        for k in range(3):
+            seed_global(target.device, derive_seed(4, Stream.PROGRAM, 2, k))
+            g = model.apply_programming_noise_to_conductance(target)
+            nu = model.generate_drift_coefficients(target)
+            assert torch.equal(array.g_programmed[k], g)
+            seed_global(target.device, derive_seed(4, Stream.READ, 2, k, crossbar.common.time_key(DAY)))
+            assert torch.equal(array.conductances(DAY)[k], model.apply_drift_noise_to_conductance(g, nu, DAY))
+
+
+@pytest.mark.parametrize("params", [{}, {"prog_noise_scale": 0.5, "drift_scale": 2.0},
+                                    {"prog_coeff": [0.1, 1.0, -0.5, 0.2]}])
+def test_pcm_programming_with_shared_terms_is_bit_for_bit_aihwkit(params):
+    model = crossbar.get_preset("pcm").noise_model
+    for name, value in params.items():
+        setattr(model, name, value)
+    target = torch.rand(2, 300, 200) * 25.0
+    target[0, :10] = 0.0
+    programming = Programming(model, target)
+    assert programming.pcm
+    for seed in range(3):
+        torch.manual_seed(seed)
+        g, nu = programming.draw(read=True)
+        torch.manual_seed(seed)
+        want_g = model.apply_programming_noise_to_conductance(target)
+        want_nu = model.generate_drift_coefficients(target)
+        assert torch.equal(g, want_g) and torch.equal(nu, want_nu)
+
+
+def test_a_pcm_subclass_keeps_its_own_methods():
+    custom = CustomDriftPCMLikeNoiseModel({"g_lst": [0.0, 10.0, 25.0], "nu_mean_lst": [0.1, 0.05, 0.02],
+                                           "nu_std_lst": [0.01, 0.01, 0.01]})
+    target = torch.rand(2, 20, 20) * 25.0
+    programming = Programming(custom, target)
+    assert not programming.pcm
+    torch.manual_seed(0)
+    g, nu = programming.draw(read=True)
+    torch.manual_seed(0)
+    assert torch.equal(g, custom.apply_programming_noise_to_conductance(target))
+    assert torch.equal(nu, custom.generate_drift_coefficients(target))
+
+
+@pytest.mark.parametrize("name", ["pcm", "reram_cmo"])
+def test_a_resnet18_size_layer_has_aihwkits_distributions(name):
+    """512 x 4608 (resnet18's largest convolution, above DRAW_BLOCK: drawn per tile): the
+    conductances a day after programming against aihwkit's noise model applied to the
+    whole layer with torch's generator, per target-conductance bin, Kolmogorov-Smirnov
+    on 20,000 devices a bin (p > 1e-4 each; a bias of a tenth of the spread fails)."""
+    preset = crossbar.get_preset(name)
+    w = torch.randn(512, 4608, generator=torch.Generator().manual_seed(0))
+    array = crossbar.program(w, preset, 1, seed=1)
+    assert w.numel() > DRAW_BLOCK and len(array.blocks) == len(array.tiles) == 9
+    ours = array.conductances(DAY)[0].flatten()
+    target = array.g_target
+    torch.manual_seed(123)
+    model = preset.noise_model
+    g = model.apply_programming_noise_to_conductance(target)
+    theirs = model.apply_drift_noise_to_conductance(g, model.generate_drift_coefficients(target), DAY).flatten()
+    target = target.flatten()
+    rng = np.random.default_rng(0)
+    edges = torch.quantile(target[::97].double(), torch.tensor([0.0, 0.3, 0.6, 0.9, 1.0], dtype=torch.float64))
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        inside = torch.nonzero((target >= lo) & (target <= hi)).flatten().numpy()
+        if len(inside) < 40000:
+            continue
+        pick = rng.choice(inside, 20000, replace=False)
+        p = stats.ks_2samp(ours[pick].numpy(), theirs[pick].numpy()).pvalue
+        assert p > 1e-4, (float(lo), float(hi), p)
+
+
+MEMORY_SCRIPT = textwrap.dedent("""
+    import json, resource, sys
+    import torch
+    from torch import nn
+    import crossbar
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(2048, 2048), nn.ReLU(), nn.Linear(2048, 10))
+    xmodel = crossbar.convert(net, "pcm")
+    x, y = torch.randn(64, 2048), torch.randint(0, 10, (64,))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    acc = crossbar.evaluate(xmodel, (x, y), "pcm", [86400.0], 16, max_memory=int(sys.argv[1]))
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({"grew": after - before, "n": int(acc.size), "per_chip": xmodel.weight_bytes_per_chip()}))
+""")
+
+
+def test_evaluate_of_many_chips_stays_within_max_memory():
+    """16 chips of a 4.2 M-weight PCM network: a naive state (programmed conductances and
+    drift exponents of every device kept, 20 bytes a weight and chip) would be 1.3 GB;
+    with max_memory 192 MB the process grows by less than that plus 96 MB, the working
+    memory of a pass that does not scale with chips (about 75 MB with one chip a chunk).
+    Before devices were redrawn at each read, this grew by 450 MB."""
+    budget, slack = 192 << 20, 96 << 20
+    run = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT, str(budget)], capture_output=True, text=True,
+                         timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    report = json.loads(run.stdout.strip().splitlines()[-1])
+    assert report["n"] == 16
+    assert 16 * 4_200_000 * 20 > 4 * (budget + slack)
+    assert report["grew"] < budget + slack, report
