@@ -252,7 +252,7 @@ class ProgrammedArray:
                     g = self._pinned[k, :, o0:o1, i0:i1].to(self.device, self.preset.dtype)
                 if t is not None:
                     seed_global(self.device, self._seed(Stream.READ, chip, j, time_key(t)))
-                    g = model.apply_drift_noise_to_conductance(g, nu, t)
+                    g = programming.read(g, nu, t)
                 out[k] = g
         if self.stuck is not None:
             codes = self.stuck[:, :, o0:o1, i0:i1]

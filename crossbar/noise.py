@@ -9,8 +9,10 @@ programming ended. They therefore plug into aihwkit's own inference tiles
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
+import numpy as np
 import torch
 from aihwkit.inference.converter.base import BaseConductanceConverter
 from aihwkit.inference.converter.conductance import SinglePairConductanceConverter
@@ -95,15 +97,18 @@ class Programming:
     """A noise model's programming of one target block, chip after chip: ``draw(read)``
     gives one chip's programmed conductances and (when ``read``) its drift parameters,
     drawing from torch's global generator exactly as the model's own
-    ``apply_programming_noise_to_conductance`` then ``generate_drift_coefficients`` do.
+    ``apply_programming_noise_to_conductance`` then ``generate_drift_coefficients`` do;
+    ``read(g, nu, t)`` is its ``apply_drift_noise_to_conductance``.
 
     For aihwkit's ``PCMLikeNoiseModel`` the terms that depend on the target alone (the
     programming noise's spread, the drift exponents' mean and spread) are computed once
-    for all chips; the values are bit for bit the model's (tested)."""
+    for all chips, and the read runs in place (fewer passes over memory); the values are
+    bit for bit the model's (tested)."""
 
     def __init__(self, model: BaseNoiseModel, target: Tensor):
         self.model, self.target = model, target
         self.pcm = type(model) is PCMLikeNoiseModel
+        self._drift: Optional[tuple[Tensor, Tensor]] = None
         if not self.pcm:
             return
         m = model
@@ -113,9 +118,14 @@ class Programming:
             sig_prog = sig_prog + mat * coeff
         sig_prog *= m.g_max / m.prog_coeff_g_max_reference
         self.prog_spread = m.prog_noise_scale * sig_prog
-        g_relative = torch.clamp(torch.abs(target / m.g_max), min=_ZERO_CLIP)
-        self.mu_drift = (-0.0155 * torch.log(g_relative) + 0.0244).clamp(min=0.049, max=0.1)
-        self.sig_drift = (-0.0125 * torch.log(g_relative) - 0.0059).clamp(min=0.008, max=0.045)
+
+    def _drift_terms(self) -> tuple[Tensor, Tensor]:
+        if self._drift is None:
+            g_relative = torch.clamp(torch.abs(self.target / self.model.g_max), min=_ZERO_CLIP)
+            log_g = torch.log(g_relative)
+            self._drift = ((-0.0155 * log_g + 0.0244).clamp_(min=0.049, max=0.1),
+                           (-0.0125 * log_g - 0.0059).clamp_(min=0.008, max=0.045))
+        return self._drift
 
     def draw(self, read: bool) -> tuple[Tensor, Optional[Tensor]]:
         if not self.pcm:
@@ -125,5 +135,25 @@ class Programming:
         g = (target + self.prog_spread * torch.randn_like(target)).clamp_(min=0.0)
         if not read:
             return g, None
-        nu = torch.abs(self.mu_drift + self.sig_drift * torch.randn_like(target)).clamp_(min=0.0)
-        return g, nu * self.model.drift_scale
+        mu, sig = self._drift_terms()
+        nu = torch.abs(mu + sig * torch.randn_like(target)).clamp_(min=0.0)
+        return g, nu.mul_(self.model.drift_scale)
+
+    def read(self, g_prog: Tensor, nu: Optional[Tensor], t_inference: float) -> Tensor:
+        m = self.model
+        if not self.pcm:
+            return m.apply_drift_noise_to_conductance(g_prog, nu, t_inference)
+        assert nu is not None
+        t = t_inference + m.t_0
+        if t > m.t_0:
+            g_drift = torch.neg(nu)
+            torch.pow(t / m.t_0, g_drift, out=g_drift)
+            g_drift.mul_(g_prog)
+        else:
+            g_drift = g_prog
+        if not t > 0:
+            return g_prog.clamp(min=0.0)
+        q_s = 0.0088 / torch.abs(g_prog).div_(m.g_max).pow_(0.65).clamp_(min=1e-3)
+        q_s.clamp_(max=0.2).mul_(math.sqrt(np.log((t + m.t_read) / (2 * m.t_read))))
+        noise = torch.abs(g_drift).mul_(m.read_noise_scale).mul_(q_s).mul_(torch.randn_like(g_prog))
+        return noise.add_(g_drift).clamp_(min=0.0)

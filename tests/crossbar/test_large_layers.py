@@ -89,9 +89,9 @@ def test_a_layer_within_the_draw_block_draws_as_aihwkit_on_the_whole_layer():
             assert torch.equal(array.conductances(DAY)[k], model.apply_drift_noise_to_conductance(g, nu, DAY))
 
 
-@pytest.mark.parametrize("params", [{}, {"prog_noise_scale": 0.5, "drift_scale": 2.0},
+@pytest.mark.parametrize("params", [{}, {"prog_noise_scale": 0.5, "drift_scale": 2.0, "read_noise_scale": 0.0},
                                     {"prog_coeff": [0.1, 1.0, -0.5, 0.2]}])
-def test_pcm_programming_with_shared_terms_is_bit_for_bit_aihwkit(params):
+def test_pcm_programming_and_reading_in_place_are_bit_for_bit_aihwkit(params):
     model = crossbar.get_preset("pcm").noise_model
     for name, value in params.items():
         setattr(model, name, value)
@@ -106,6 +106,12 @@ def test_pcm_programming_with_shared_terms_is_bit_for_bit_aihwkit(params):
         want_g = model.apply_programming_noise_to_conductance(target)
         want_nu = model.generate_drift_coefficients(target)
         assert torch.equal(g, want_g) and torch.equal(nu, want_nu)
+        for t in (0.0, 1.0, DAY, 3.2e8):
+            torch.manual_seed(seed)
+            got = programming.read(g, nu, t)
+            torch.manual_seed(seed)
+            assert torch.equal(got, model.apply_drift_noise_to_conductance(want_g, want_nu, t)), t
+        assert torch.equal(g, want_g)  # the read leaves the programmed state as it was
 
 
 def test_a_pcm_subclass_keeps_its_own_methods():
@@ -119,6 +125,10 @@ def test_a_pcm_subclass_keeps_its_own_methods():
     torch.manual_seed(0)
     assert torch.equal(g, custom.apply_programming_noise_to_conductance(target))
     assert torch.equal(nu, custom.generate_drift_coefficients(target))
+    torch.manual_seed(1)
+    got = programming.read(g, nu, DAY)
+    torch.manual_seed(1)
+    assert torch.equal(got, custom.apply_drift_noise_to_conductance(g, nu, DAY))
 
 
 @pytest.mark.parametrize("name", ["pcm", "reram_cmo"])
