@@ -25,7 +25,7 @@ import torch
 from aihwkit.inference.converter.conductance import SingleDeviceConductanceConverter
 from torch import Tensor
 
-from .common import Stream, check_n_chips, check_seed, check_weight, derive_seed, time_key
+from .common import Stream, check_n_chips, check_seed, check_weight, derive_seed, release_free_memory, time_key
 from .noise import Programming
 from .presets import Preset
 
@@ -160,6 +160,7 @@ class ProgrammedArray:
                 devices, params = self._convert(tile)
                 self.tile_params.append(params)
                 self.tile_abs_max.append(float(self._block(tile).abs().max()))
+                release_free_memory(devices[0].numel() * 8 * (len(devices) + 2))  # float64 block, devices, |w|
             self.n_devices = len(devices)
         self.target_shape = (self.n_devices, out_size, self._matrix.shape[1])
         # Draw blocks: a layer of up to DRAW_BLOCK weights is drawn whole, a larger one tile by tile.
@@ -380,13 +381,22 @@ class ProgrammedArray:
         ``None`` gives the state right after programming, before any time-dependent
         effect (aihwkit's drift-compensation baseline).
         """
-        t = None if t_inference is None else self.preset.check_time(t_inference)
         weights = torch.empty((self.n_chips, *self.target_shape[1:]), dtype=self.preset.dtype, device=self.device)
-        for b, (p0, _, q0, _) in enumerate(self.blocks):
+        for j, block in self.tile_weights(t_inference):
+            o0, o1, i0, i1 = self.tiles[j]
+            weights[:, o0:o1, i0:i1] = block
+        return weights
+
+    def tile_weights(self, t_inference: Optional[float] = None) -> Iterator[tuple[int, Tensor]]:
+        """``(tile index, (n_chips, n_out, n_in) weights)`` of every tile at
+        ``t_inference``, one draw block's devices at a time (no whole-layer tensor)."""
+        t = None if t_inference is None else self.preset.check_time(t_inference)
+        for b in range(len(self.blocks)):
             g = self._block_conductances(b, t)
             for j, (o0, o1, i0, i1) in self._tiles_in(b):
-                weights[:, p0 + o0:p0 + o1, q0 + i0:q0 + i1] = self._tile_weights(j, g[:, :, o0:o1, i0:i1])
-        return weights
+                yield j, self._tile_weights(j, g[:, :, o0:o1, i0:i1])
+            release_free_memory(g.numel() * g.element_size() * 8)  # the block's draws and reads, a few copies
+            del g
 
 
 def round_to_levels(g: Tensor, levels: "int | Sequence[float]", g_min: float, g_max: float) -> Tensor:

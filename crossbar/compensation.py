@@ -4,7 +4,7 @@ simulated chips and hardware-aware training use (:func:`drift_readouts`,
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+from typing import Callable, Iterable, Optional, Sequence
 
 from aihwkit.inference.compensation.base import BaseDriftCompensation
 from aihwkit.inference.compensation.drift import PerColumnDriftCompensation
@@ -15,8 +15,8 @@ from .arrays import ProgrammedArray
 Product = Callable[[Tensor, int], Tensor]  # (C, out, in) tile weights, tile index -> (C, in, out) outputs of eye
 
 
-def drift_readouts(array: ProgrammedArray, comp: BaseDriftCompensation, weights: Tensor,
-                   product: Optional[Product] = None) -> Tensor:
+def drift_readouts(array: ProgrammedArray, comp: BaseDriftCompensation,
+                   weights: "Tensor | Iterable[tuple[int, Tensor]]", product: Optional[Product] = None) -> Tensor:
     """aihwkit's drift compensation read-out of every chip's tiles: ``(C, n_tiles, T)``,
     ``T`` 1 for ``GlobalDriftCompensation`` (one value a tile), the widest tile's columns
     for ``PerColumnDriftCompensation`` (one a column; a narrower tile's padded with 1).
@@ -24,17 +24,25 @@ def drift_readouts(array: ProgrammedArray, comp: BaseDriftCompensation, weights:
     Each tile's weights, normalised so that its largest target |weight| is 1 (one full
     conductance range), read with the one-hot inputs ``eye``; ``comp.readout`` of the
     outputs (their mean |value|, over all or per column, clamped below as aihwkit does).
-    ``product(block, k)`` gives the outputs of tile ``k`` through a periphery; by
-    default they are exact (``block`` transposed).
+    ``weights``: the ``(C, out, in)`` weights, or ``(tile index, (C, n_out, n_in))``
+    pairs (:meth:`ProgrammedArray.tile_weights`). ``product(block, k)`` gives the
+    outputs of tile ``k`` through a periphery; by default they are exact (``block``
+    transposed).
     """
+    if isinstance(weights, Tensor):
+        whole = weights
+        weights = ((k, whole[:, o0:o1, i0:i1]) for k, (o0, o1, i0, i1) in enumerate(array.tiles))
     width = max(o1 - o0 for o0, o1, _, _ in array.tiles) if isinstance(comp, PerColumnDriftCompensation) else 1
-    values = weights.new_ones((weights.shape[0], len(array.tiles), width))
-    for k, ((o0, o1, i0, i1), abs_max) in enumerate(zip(array.tiles, array.tile_abs_max)):
-        block = weights[:, o0:o1, i0:i1] / (abs_max or 1.0)
+    values: Optional[Tensor] = None
+    for k, tile in weights:
+        block = tile / (array.tile_abs_max[k] or 1.0)
         out = block.transpose(1, 2) if product is None else product(block, k)
-        for c in range(weights.shape[0]):
+        if values is None:
+            values = block.new_ones((block.shape[0], len(array.tiles), width))
+        for c in range(block.shape[0]):
             readout = comp.readout(out[c])
             values[c, k, :readout.numel()] = readout
+    assert values is not None
     return values
 
 

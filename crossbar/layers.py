@@ -109,8 +109,8 @@ class CrossbarLayer(nn.Module):
         self._nonlinearity = self._draw_nonlinearity() if self.preset.out_nonlinearity > 0 else None
         comp = self.preset.drift_compensation_model
         if comp is not None:
-            weights = self.array.weights(None).to(self.weight.device)
-            self._baseline = drift_readouts(self.array, comp, weights, self._readout_product(Stream.BASELINE, None))
+            tiles = ((k, w.to(self.weight.device)) for k, w in self.array.tile_weights(None))  # a tile at a time
+            self._baseline = drift_readouts(self.array, comp, tiles, self._readout_product(Stream.BASELINE, None))
 
     def _program_sliced(self, n_chips: int, seed: int, first_chip: int) -> None:
         """The cells of sliced weights (:mod:`crossbar.slicing`)."""
@@ -166,6 +166,7 @@ class CrossbarLayer(nn.Module):
         """Read every chip at ``t_inference`` (None: right after programming)."""
         if self.array is None:
             raise RuntimeError("program() the model before drift()")
+        self._w = self._wn = self._tile_scale = None  # the last read's weights go before the next are read
         if self.slicing is not None:  # each cell column's digits per unit of input
             digits = cell_digits(self.array.conductances(t_inference), self.slicing)
             self._wn = digits.to(device=self.weight.device, dtype=torch.float32)
