@@ -18,6 +18,7 @@ from aihwkit.inference.converter.base import BaseConductanceConverter
 from aihwkit.inference.converter.conductance import SinglePairConductanceConverter
 from aihwkit.inference.noise.base import BaseNoiseModel
 from aihwkit.inference.noise.pcm import _ZERO_CLIP, PCMLikeNoiseModel
+from aihwkit.inference.noise.reram import ReRamCMONoiseModel
 from torch import Tensor
 from torch.autograd import no_grad
 
@@ -100,15 +101,25 @@ class Programming:
     ``apply_programming_noise_to_conductance`` then ``generate_drift_coefficients`` do;
     ``read(g, nu, t)`` is its ``apply_drift_noise_to_conductance``.
 
-    For aihwkit's ``PCMLikeNoiseModel`` the terms that depend on the target alone (the
-    programming noise's spread, the drift exponents' mean and spread) are computed once
-    for all chips, and the read runs in place (fewer passes over memory); the values are
-    bit for bit the model's (tested)."""
+    For aihwkit's ``PCMLikeNoiseModel`` and ``ReRamCMONoiseModel`` the terms that depend
+    on the target alone (the programming noise's spread, PCM's drift exponents' mean and
+    spread) are computed once for all chips, and the read runs in place (fewer passes
+    over memory); the values are bit for bit the model's (tested)."""
 
     def __init__(self, model: BaseNoiseModel, target: Tensor):
         self.model, self.target = model, target
         self.pcm = type(model) is PCMLikeNoiseModel
+        self.cmo = type(model) is ReRamCMONoiseModel and target.device.type == "cpu"
         self._drift: Optional[tuple[Tensor, Tensor]] = None
+        if self.cmo:  # ReRamCMONoiseModel._apply_poly's arithmetic, in its order
+            coeff = model.coeff_dict[model.acceptance_range if model.acceptance_range in model.coeff_dict
+                                     else min(model.coeff_dict)]
+            mat, spread = 1, coeff[0]
+            for value in coeff[1:]:
+                mat = mat * target
+                spread = spread + mat * value
+            spread *= model.g_max / model.coeff_g_max_reference
+            self.prog_spread = spread
         if not self.pcm:
             return
         m = model
@@ -128,6 +139,9 @@ class Programming:
         return self._drift
 
     def draw(self, read: bool) -> tuple[Tensor, Optional[Tensor]]:
+        if self.cmo:
+            g = torch.randn_like(self.target).mul_(self.prog_spread).mul_(self.model.prog_noise_scale)
+            return g.add_(self.target), self.target if read else None
         if not self.pcm:
             g = self.model.apply_programming_noise_to_conductance(self.target)
             return g, self.model.generate_drift_coefficients(self.target) if read else None
@@ -141,6 +155,15 @@ class Programming:
 
     def read(self, g_prog: Tensor, nu: Optional[Tensor], t_inference: float) -> Tensor:
         m = self.model
+        if self.cmo and t_inference != 0:
+            log_t, decay, reads = np.log(t_inference), m.decay_dict, m.read_dict
+            g_mean = g_prog + (decay["mean"][0] * log_t * m.drift_scale)
+            relaxation = decay["std"][0] * log_t + decay["std"][1]
+            g_drift = torch.randn_like(g_prog).mul_(relaxation).mul_(m.drift_scale).add_(g_mean)
+            spread = torch.from_numpy(np.log10(g_drift.numpy()))  # numpy's log10, as aihwkit's
+            spread.mul_(reads["K"]).mul_(np.sqrt(np.log((t_inference + reads["t_read"]) / (2 * reads["t_read"]))))
+            spread.mul_(torch.randn_like(g_prog)).mul_(m.read_noise_scale).add_(g_drift)
+            return spread.clamp_(min=m.g_min, max=m.g_max)
         if not self.pcm:
             return m.apply_drift_noise_to_conductance(g_prog, nu, t_inference)
         assert nu is not None
