@@ -197,3 +197,35 @@ def test_an_absurd_number_of_chips_is_refused_before_anything_is_allocated():
     with pytest.raises(ValueError, match=r"^max_memory=100 bytes \(100 B\) is less than one chip of this network needs "
                                          r"\(about .*\); raise max_memory$"):
         crossbar.evaluate(mlp, data, "pcm", [1.0], n_chips=4, max_memory=100)
+
+
+def test_the_converted_model_shares_no_tensor_with_the_original():
+    """Nothing of the converted model aliases the user's model: not the crossbars, not a
+    layer placed digital, not an embedding tied to a mapped head (a later change to the
+    user's weights does not reach the chips)."""
+
+    class Tied(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(6, 4)
+            self.body = nn.Linear(4, 4)
+            self.keep = nn.Linear(4, 4)
+            self.head = nn.Linear(4, 6, bias=False)
+            self.head.weight = self.embed.weight
+
+        def forward(self, x):
+            return self.head(self.keep(self.body(self.embed(x))))
+
+    model = Tied()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        xmodel = crossbar.convert(model, "ideal", digital=["keep"])
+    ours = {t.data_ptr() for t in model.state_dict().values()}
+    theirs = [name for name, t in xmodel.state_dict().items() if t.data_ptr() in ours]
+    assert theirs == []
+    before = xmodel.state_dict()
+    before = {k: v.clone() for k, v in before.items()}
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    assert all(torch.equal(before[k], v) for k, v in xmodel.state_dict().items())
