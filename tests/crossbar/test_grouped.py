@@ -38,7 +38,12 @@ def test_ideal_grouped_convolutions_equal_torch_exactly(kind, strategy):
     model = nn.Sequential(conv, nn.ReLU(), nn.Flatten(), nn.Linear(conv(x).shape[1:].numel(), 3)).eval()
     xmodel = crossbar.convert(model, "ideal", strategy=strategy)
     assert isinstance(xmodel.module[0], crossbar.CrossbarConv2d)  # a perfect periphery: one layer, groups kept
-    assert torch.equal(_run(xmodel, x), model(x).detach().expand(3, -1, -1))
+    got, want = _run(xmodel, x), model(x).detach().expand(3, -1, -1)
+    if strategy == "loop":  # torch's own convolution on the weights read back exactly
+        assert torch.equal(got, want)
+    else:  # one convolution for all chips: torch may pick another kernel for its shape (seen on an AVX-512
+        # CPU for the channel multiplier), whose sums round differently in float32's last bits
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.filterwarnings("error")
