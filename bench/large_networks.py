@@ -20,6 +20,13 @@ resnet18 and vgg11_bn (random weights, 10 classes, random 32x32 colour images).
     with aihwkit's default DAC/ADC/output noise.
 (d) With ``--vgg``: the peak resident memory of a one-chip ``evaluate`` of resnet18 and
     of vgg11_bn (64 images), each in a fresh process.
+(g) On a GPU (``--blocks g``; it says so and stops where there is no CUDA): resnet18,
+    ``--chips`` chips (100 for the issue's figures) on ``--images`` images (2,000),
+    ``evaluate`` against as many clean passes, perfect periphery and aihwkit's; and
+    programming + drift with chips drawn one by one against blocks of
+    ``crossbar.arrays.CHIP_BLOCK["cuda"]`` chips. ``--device cpu`` runs it here.
+
+    .venv/bin/python bench/large_networks.py --blocks g --chips 100 --images 2000
 """
 
 from __future__ import annotations
@@ -115,6 +122,54 @@ def forward_block(net, x, y, n_chips: int) -> None:
                   flush=True)
 
 
+def gpu_block(n_chips: int, n_images: int, device: str) -> None:
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        print("\n(g) no CUDA GPU here: skipped")
+        return
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    net = network("resnet18").to(dev)
+    gen = torch.Generator().manual_seed(1)
+    x = torch.rand(n_images, 3, 32, 32, generator=gen).to(dev)
+    y = torch.randint(0, 10, (n_images,), generator=gen).to(dev)
+    batch = 500
+
+    def timed(fn) -> float:
+        def run() -> None:
+            fn()
+            sync()
+        run()  # warm-up: kernels, allocator
+        return best(run)
+
+    def clean() -> None:
+        with torch.no_grad():
+            for _ in range(n_chips):
+                for i in range(0, n_images, batch):
+                    net(x[i:i + batch])
+
+    clean_s = timed(clean)
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
+    print(f"\n(g) {name}: resnet18, {n_chips} chips on {n_images} images at 1 day; clean passes {clean_s:.2f} s")
+    print("| preset | periphery | seconds | x clean |\n| --- | --- | ---: | ---: |")
+    for preset_name in ("pcm", "reram_cmo"):
+        for periphery in (False, True):
+            preset = crossbar.get_preset(preset_name, **(crossbar.AIHWKIT_PERIPHERY if periphery else {}))
+            seconds = timed(lambda: crossbar.evaluate(net, (x, y), preset, [T_DAY], n_chips, batch_size=batch,
+                                                      device=dev))
+            print(f"| {preset_name} | {'aihwkit' if periphery else 'perfect'} | {seconds:.2f} | "
+                  f"{seconds / clean_s:.2f} |", flush=True)
+    xmodel = crossbar.convert(net, "pcm").to(dev)
+    blocks = crossbar.arrays.CHIP_BLOCK
+    saved = blocks.get(dev.type, 1)
+    print("programming + drift of pcm, s for all chips:", end="")
+    for size in (1, saved if saved > 1 else 16):
+        blocks[dev.type] = size
+        print(f" {size} a call {timed(lambda: xmodel.program(n_chips).drift(T_DAY)):.2f};", end="", flush=True)
+    blocks[dev.type] = saved
+    if dev.type == "cuda":
+        print(f"\npeak GPU memory {torch.cuda.max_memory_allocated(dev) / 2**30:.2f} GiB")
+
+
 def peak_memory(name: str) -> dict:
     code = f"""
 import json, torch, large_networks as b, crossbar
@@ -141,7 +196,10 @@ def main(argv=None) -> None:
     parser.add_argument("--program-chips", type=int, default=4, help="chips of (a) on our side, default 4")
     parser.add_argument("--aihwkit-chips", type=int, default=2, help="chips of (a) on aihwkit's side, default 2")
     parser.add_argument("--vgg", action="store_true", help="also vgg11_bn in (a), (b) and (d)")
-    parser.add_argument("--blocks", default="abcd", help="which blocks to run, e.g. c (default: all; d needs --vgg)")
+    parser.add_argument("--blocks", default="abcd",
+                        help="which blocks to run, e.g. c (default: abcd; d needs --vgg; g: the GPU's)")
+    parser.add_argument("--images", type=int, default=2000, help="images of the GPU block (g), default 2000")
+    parser.add_argument("--device", default="cuda", help="where the GPU block (g) runs, default cuda")
     args = parser.parse_args(argv)
     names = ["resnet18", "vgg11_bn"] if args.vgg else ["resnet18"]
     threads = torch.get_num_threads()
@@ -169,6 +227,8 @@ def main(argv=None) -> None:
     x, y = torch.rand(N_IMAGES, 3, 32, 32, generator=gen), torch.randint(0, 10, (N_IMAGES,), generator=gen)
     if "c" in args.blocks:
         forward_block(network("resnet18"), x, y, args.chips)
+    if "g" in args.blocks:
+        gpu_block(args.chips, args.images, args.device)
     if args.vgg and "d" in args.blocks:
         print("\n(d) one chip's evaluate (pcm, 64 images), peak resident memory in a fresh process")
         for name in names:

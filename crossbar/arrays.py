@@ -30,6 +30,11 @@ from .noise import Programming
 from .presets import Preset
 
 _STUCK_SA0, _STUCK_SA1 = 1, 2  # fault codes; 0: the device works
+#: Chips drawn per call, by device type: 1 draws each chip from its own stream (aihwkit's
+#: noise models chip by chip); more draws blocks of that many chips (chips c*n .. c*n + n - 1)
+#: from one generator, one call per block, the extra chips of a block discarded, so that
+#: chip k is the same for any number of chips and chunking at a given block size.
+CHIP_BLOCK: dict[str, int] = {"cpu": 1, "cuda": 16}
 DRAW_BLOCK = 1 << 20  # weights: a layer up to this size draws its devices in one block, a larger one per tile
 
 
@@ -101,7 +106,8 @@ class ProgrammedArray:
     whenever they are read (programming noise, drift parameters, variation, then the
     read at a time), tile by tile, so that a chip costs its read-out weights and, with
     faults, one byte a device; the transients are one tile's. Reading the same chip
-    twice gives the same devices.
+    twice gives the same devices. Chips are drawn one by one, or on a GPU in blocks of
+    :data:`CHIP_BLOCK` chips, one call a block.
 
     Attributes:
         g_target: ``(D, out, in)`` target conductances (uS), the same for every chip;
@@ -166,6 +172,7 @@ class ProgrammedArray:
         # Draw blocks: a layer of up to DRAW_BLOCK weights is drawn whole, a larger one tile by tile.
         whole = (0, out_size, 0, self.target_shape[2])
         self.blocks = [whole] if out_size * self.target_shape[2] <= DRAW_BLOCK else list(self.tiles)
+        self.chip_block = CHIP_BLOCK.get(self.device.type, 1)  # fixed at programming: a chip stays itself
         self.variation = preset.g_max_variation != 0 or preset.g_min_variation != 0
         self.stuck = self._sample_faults()
 
@@ -212,6 +219,12 @@ class ProgrammedArray:
         """Draw block ``b``'s stream of a chip (block 0's is the layer's)."""
         return derive_seed(self.seed, stream, self.layer, chip, *extra, *((b,) if b else ()))
 
+    def _group_seed(self, stream: Stream, c: int, size: int, b: int, *extra: int) -> int:
+        """The stream of chip ``c`` (``size`` 1) or of the ``c``-th block of ``size`` chips."""
+        if size == 1:
+            return self._seed(stream, c, b, *extra)
+        return derive_seed(self.seed, Stream.CHIP_BLOCK, self.layer, c, size, stream, b, *extra)
+
     def _block_ranges(self, j: int, shape: tuple[int, ...]) -> Optional[tuple[Tensor, Tensor]]:
         """Draw block ``j``'s devices' own (g_min, g_max), each ``(n_chips, *shape)``: the nominal
         values times ``1 + v N(0, 1)``, drawn per chip on the CPU (the same devices on any
@@ -237,24 +250,30 @@ class ProgrammedArray:
         target = self._block_target(j)
         ranges = self._block_ranges(j, tuple(target.shape))
         out = target.new_empty((self.n_chips, *target.shape))
-        model = self.noise_model
+        size, first, stop = self.chip_block, self.chips.start, self.chips.stop
+        together = size if size > 1 else 0  # chips per draw call (0: one chip)
+        programming = None if ranges is not None else Programming(self.noise_model, target, together)
+        g_lo, g_hi = float(self.converter.g_min), float(self.converter.g_max)
         with private_rng(self.device):
-            for k, chip in enumerate(self.chips):
-                if ranges is None:
-                    own = target
-                else:  # each device reaches the same fraction of its own range as the target of the nominal one
-                    g_lo, g_hi = float(self.converter.g_min), float(self.converter.g_max)
-                    own = ranges[0][k] + (target - g_lo) / (g_hi - g_lo) * (ranges[1][k] - ranges[0][k])
-                if ranges is not None or k == 0:
-                    programming = Programming(model, own)
-                seed_global(self.device, self._seed(Stream.PROGRAM, chip, j))
+            for c in range(first // size, (stop - 1) // size + 1):  # single chips, or blocks of chips
+                a, b = max(c * size, first), min(c * size + size, stop)  # the chips wanted (the others discarded)
+                mine, theirs = slice(a - first, b - first), slice(a - c * size, b - c * size)
+                if ranges is not None:  # each device reaches the same fraction of its own range as the target
+                    lo, hi = ranges[0][mine], ranges[1][mine]
+                    own = target.expand(size, *target.shape).clone()
+                    own[theirs] = lo + (target - g_lo) / (g_hi - g_lo) * (hi - lo)
+                    programming = Programming(self.noise_model, own[0] if size == 1 else own)  # one target a chip
+                assert programming is not None
+                seed_global(self.device, self._group_seed(Stream.PROGRAM, c, size, j))
                 g, nu = programming.draw(read=t is not None)
+                g = g.reshape(size, *target.shape)
                 if self._pinned is not None:
-                    g = self._pinned[k, :, o0:o1, i0:i1].to(self.device, self.preset.dtype)
+                    g = g.clone()
+                    g[theirs] = self._pinned[mine, :, o0:o1, i0:i1].to(self.device, self.preset.dtype)
                 if t is not None:
-                    seed_global(self.device, self._seed(Stream.READ, chip, j, time_key(t)))
-                    g = programming.read(g, nu, t)
-                out[k] = g
+                    seed_global(self.device, self._group_seed(Stream.READ, c, size, j, time_key(t)))
+                    g = programming.read(g if size > 1 else g[0], nu, t).reshape(size, *target.shape)
+                out[mine] = g[theirs]
         if self.stuck is not None:
             codes = self.stuck[:, :, o0:o1, i0:i1]
             lo, hi = ranges if ranges is not None else (self.converter.g_min, self.converter.g_max)

@@ -39,6 +39,7 @@ class Stream(enum.IntEnum):
     VARIATION = 8  # each device's conductance range on a chip, per layer
     CORRELATED_FAULTS = 9  # a chip's failed rows, columns and fault clusters, per layer
     CALIBRATION = 10  # the periphery's noise in a chip's calibration pass, per chip (and time)
+    CHIP_BLOCK = 11  # a block of chips drawn together (the GPU's scheme): programming and read, per layer and block
     HARDWARE_AWARE = 101  # the chip drawn at each step of hardware-aware training
     EVALUATION_CHIPS = 200  # the chips a search scores its trials on (validation) and reports (test)
     CODESIGN = 300  # the co-design search's sampler of each proposal, per method and trial

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from .arrays import CHIP_BLOCK
 from .catalog import resolve_preset
 from .common import check_int, check_n_chips, check_seed, check_threads, resolve_device
 from .layers import CrossbarConv2d
@@ -299,6 +300,9 @@ def _evaluate(xmodel, data, times, n_chips, seed, batch_size, dev, chunk_size, m
     per_chip = chip_bytes(xmodel, activations, largest)
     budget = memory_budget(dev) if max_memory is None else int(max_memory)
     chunk = chunk_size or max(1, min(n_chips, budget // max(per_chip, 1)))
+    block = CHIP_BLOCK.get(preset.physics_device(dev).type, 1)
+    if chunk_size is None and block < chunk < n_chips:  # whole blocks of chips: none drawn twice
+        chunk -= chunk % block
     check_memory(n_chips, len(times), chunk, per_chip, max_memory, dev)
 
     scores = np.zeros((len(times), n_chips), dtype=np.float64)

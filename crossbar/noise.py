@@ -104,10 +104,15 @@ class Programming:
     For aihwkit's ``PCMLikeNoiseModel`` and ``ReRamCMONoiseModel`` the terms that depend
     on the target alone (the programming noise's spread, PCM's drift exponents' mean and
     spread) are computed once for all chips, and the read runs in place (fewer passes
-    over memory); the values are bit for bit the model's (tested)."""
+    over memory); the values are bit for bit the model's (tested).
 
-    def __init__(self, model: BaseNoiseModel, target: Tensor):
+    ``chips`` > 0 draws that many chips in one call (a block of chips from one generator:
+    ``(chips, *target.shape)`` conductances, each chip's devices independent of the
+    others'); 0 draws one chip of the target's shape."""
+
+    def __init__(self, model: BaseNoiseModel, target: Tensor, chips: int = 0):
         self.model, self.target = model, target
+        self.shape = tuple(target.shape) if chips == 0 else (chips, *target.shape)
         self.pcm = type(model) is PCMLikeNoiseModel
         self.cmo = type(model) is ReRamCMONoiseModel and target.device.type == "cpu"
         self._drift: Optional[tuple[Tensor, Tensor]] = None
@@ -138,19 +143,22 @@ class Programming:
                            (-0.0125 * log_g - 0.0059).clamp_(min=0.008, max=0.045))
         return self._drift
 
+    def _randn(self) -> Tensor:
+        return torch.randn(self.shape, dtype=self.target.dtype, device=self.target.device)
+
     def draw(self, read: bool) -> tuple[Tensor, Optional[Tensor]]:
         if self.cmo:
-            g = torch.randn_like(self.target).mul_(self.prog_spread).mul_(self.model.prog_noise_scale)
+            g = self._randn().mul_(self.prog_spread).mul_(self.model.prog_noise_scale)
             return g.add_(self.target), self.target if read else None
-        if not self.pcm:
-            g = self.model.apply_programming_noise_to_conductance(self.target)
-            return g, self.model.generate_drift_coefficients(self.target) if read else None
-        target = self.target
-        g = (target + self.prog_spread * torch.randn_like(target)).clamp_(min=0.0)
+        if not self.pcm:  # the model's own methods, on the target repeated for each chip of a block
+            target = self.target.expand(self.shape)
+            g = self.model.apply_programming_noise_to_conductance(target)
+            return g, self.model.generate_drift_coefficients(target) if read else None
+        g = (self.target + self.prog_spread * self._randn()).clamp_(min=0.0)
         if not read:
             return g, None
         mu, sig = self._drift_terms()
-        nu = torch.abs(mu + sig * torch.randn_like(target)).clamp_(min=0.0)
+        nu = torch.abs(mu + sig * self._randn()).clamp_(min=0.0)
         return g, nu.mul_(self.model.drift_scale)
 
     def read(self, g_prog: Tensor, nu: Optional[Tensor], t_inference: float) -> Tensor:

@@ -166,6 +166,104 @@ def test_a_resnet18_size_layer_has_aihwkits_distributions(name):
         assert p > 1e-4, (float(lo), float(hi), p)
 
 
+@pytest.fixture
+def chip_blocks(monkeypatch):
+    """The GPU's scheme on the CPU: chips drawn in blocks of 3 from one generator."""
+    monkeypatch.setitem(crossbar.arrays.CHIP_BLOCK, "cpu", 3)
+
+
+@pytest.mark.parametrize("tiled", [False, True])
+@pytest.mark.parametrize("key", list(EFFECTS))
+def test_chip_k_drawn_in_blocks_of_chips_is_the_same_whatever_the_chips_and_chunking(chip_blocks, monkeypatch,
+                                                                                       key, tiled):
+    if tiled:
+        monkeypatch.setattr(crossbar.arrays, "DRAW_BLOCK", 2000)
+    preset = _preset(key).with_overrides(max_in=32, max_out=16)
+    w = torch.randn(40, 70, generator=torch.Generator().manual_seed(1))
+    everything = crossbar.program(w, preset, 8, seed=9, layer=3)
+    for first, n in ((0, 1), (2, 2), (3, 4), (4, 4), (7, 1)):  # within a block, across blocks, the last one
+        part = crossbar.program(w, preset, n, seed=9, first_chip=first, layer=3)
+        for t in (None, DAY):
+            assert torch.equal(part.weights(t), everything.weights(t)[first:first + n]), (first, n, t)
+    monkeypatch.setitem(crossbar.arrays.CHIP_BLOCK, "cpu", 1)  # chip by chip: other streams, other chips
+    assert not torch.equal(crossbar.program(w, preset, 8, seed=9, layer=3).weights(DAY), everything.weights(DAY))
+    assert torch.equal(everything.weights(DAY)[7:], part.weights(DAY))  # each array keeps its own scheme
+
+
+@pytest.mark.parametrize("strategy", ["fold", "loop"])
+def test_evaluate_with_blocks_of_chips_scores_chip_k_the_same_whatever_the_chunks(chip_blocks, strategy):
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(30, 20), torch.nn.ReLU(), torch.nn.Linear(20, 4))
+    data = (torch.randn(40, 30), torch.randint(0, 4, (40,)))
+    preset = crossbar.get_preset("pcm", p_sa0=0.02)
+    whole = crossbar.evaluate(net, data, preset, [DAY], 7, seed=1, strategy=strategy)
+    for chunk in (1, 2, 4):
+        np.testing.assert_array_equal(
+            crossbar.evaluate(net, data, preset, [DAY], 7, seed=1, strategy=strategy, chunk_size=chunk), whole)
+    assert len(np.unique(whole)) > 1  # the chips differ
+
+
+def test_a_block_of_chips_is_one_draw_call(chip_blocks, monkeypatch):
+    calls = []
+    draw = Programming.draw
+    monkeypatch.setattr(Programming, "draw", lambda self, read: calls.append(self.shape) or draw(self, read))
+    array = crossbar.program(torch.randn(20, 30), crossbar.get_preset("pcm"), 8, seed=0, first_chip=1)
+    array.weights(DAY)
+    assert calls == [(3, 2, 20, 30)] * 3  # chips 0-2 (0 discarded), 3-5, 6-8
+
+
+def test_a_pinned_chip_drawn_in_a_block_keeps_its_conductances(chip_blocks):
+    preset = crossbar.get_preset("pcm")
+    array = crossbar.program(torch.randn(20, 30), preset, 5, seed=0, first_chip=2)
+    pinned = array.g_programmed.clone()
+    pinned[1] = array.g_target
+    array.g_programmed = pinned
+    assert torch.equal(array.g_programmed, pinned)
+    assert not torch.equal(array.conductances(DAY)[1], pinned[1])  # it drifts and reads from there
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered in log10")
+@pytest.mark.parametrize("name", ["pcm", "reram_cmo", "reram_wan2022"])
+def test_chips_drawn_in_blocks_have_aihwkits_distributions_and_are_independent(monkeypatch, name):
+    """Blocks of 8 chips against aihwkit's noise model drawn chip by chip with torch's
+    generator, a day after programming: Kolmogorov-Smirnov on 20,000 devices a side
+    (p > 1e-4), and the programming errors of two chips of a block uncorrelated (|r| at
+    most 5 standard errors of r with 19,200 devices, 0.036)."""
+    monkeypatch.setitem(crossbar.arrays.CHIP_BLOCK, "cpu", 8)
+    preset = crossbar.get_preset(name)
+    array = crossbar.program(torch.randn(80, 120, generator=torch.Generator().manual_seed(0)), preset, 8, seed=2)
+    ours = array.conductances(DAY)
+    target, model = array.g_target, preset.noise_model
+    torch.manual_seed(5)
+    theirs = []
+    for _ in range(8):
+        g = model.apply_programming_noise_to_conductance(target)
+        theirs.append(model.apply_drift_noise_to_conductance(g, model.generate_drift_coefficients(target), DAY))
+    ours, theirs = ours.flatten().numpy(), torch.stack(theirs).flatten().numpy()
+    pick = np.random.default_rng(0).choice(ours.size, 20000, replace=False)
+    keep = np.isfinite(ours[pick]) & np.isfinite(theirs[pick])
+    assert stats.ks_2samp(ours[pick][keep], theirs[pick][keep]).pvalue > 1e-4
+    error = (array.g_programmed - target).flatten(1).double()
+    n = error.shape[1]
+    assert abs(float(torch.corrcoef(error[:2])[0, 1])) < 5 / n ** 0.5
+    assert abs(float(torch.corrcoef(error[[3, 7]])[0, 1])) < 5 / n ** 0.5
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_on_a_gpu_chip_k_is_the_same_whatever_the_chips_and_chunking():
+    preset = crossbar.get_preset("pcm", p_sa0=0.01)
+    w = torch.randn(300, 500, device="cuda")
+    size = crossbar.arrays.CHIP_BLOCK["cuda"]
+    everything = crossbar.program(w, preset, 2 * size + 3, seed=9)
+    part = crossbar.program(w, preset, size, seed=9, first_chip=size // 2)
+    assert torch.equal(part.weights(DAY), everything.weights(DAY)[size // 2:size // 2 + size])
+    net = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4)).cuda()
+    data = (torch.randn(50, 64, device="cuda"), torch.randint(0, 4, (50,), device="cuda"))
+    whole = crossbar.evaluate(net, data, preset, [DAY], 2 * size + 3, seed=1, device="cuda")
+    chunked = crossbar.evaluate(net, data, preset, [DAY], 2 * size + 3, seed=1, device="cuda", chunk_size=5)
+    np.testing.assert_array_equal(whole, chunked)
+
+
 MEMORY_SCRIPT = textwrap.dedent("""
     import json, resource, sys
     import torch
