@@ -259,9 +259,10 @@ class ProgrammedArray:
                 a, b = max(c * size, first), min(c * size + size, stop)  # the chips wanted (the others discarded)
                 mine, theirs = slice(a - first, b - first), slice(a - c * size, b - c * size)
                 if ranges is not None:  # each device reaches the same fraction of its own range as the target
-                    lo, hi = ranges[0][mine], ranges[1][mine]
-                    own = target.expand(size, *target.shape).clone()
-                    own[theirs] = lo + (target - g_lo) / (g_hi - g_lo) * (hi - lo)
+                    own = ranges[0][mine] + (target - g_lo) / (g_hi - g_lo) * (ranges[1][mine] - ranges[0][mine])
+                    if b - a < size:  # a partial block: its discarded chips on the nominal targets
+                        own = target.expand(size, *target.shape).clone().index_copy_(
+                            0, torch.arange(theirs.start, theirs.stop, device=own.device), own)
                     programming = Programming(self.noise_model, own[0] if size == 1 else own)  # one target a chip
                 assert programming is not None
                 seed_global(self.device, self._group_seed(Stream.PROGRAM, c, size, j))
